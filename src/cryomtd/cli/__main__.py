@@ -1,0 +1,5 @@
+import sys
+
+from cryomtd.cli import main
+
+sys.exit(main())

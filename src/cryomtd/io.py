@@ -1,0 +1,112 @@
+"""Atomic file output and log redirection shared by every stage.
+
+Every stage writes to a temporary name in the destination folder and renames on
+success (``os.replace`` is atomic on POSIX within one file system), so a killed job
+never leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_path", "save_npz", "write_json", "read_json", "log_to", "InputError"]
+
+
+class InputError(ValueError):
+    """Bad user input (file or config field); the message names the file/field and what was expected."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    ``suffix`` defaults to the suffix of ``path`` (some writers, e.g. ``np.savez``,
+    append their own extension when it is missing).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
+    """``np.savez`` written atomically (uncompressed: statistics are small and dense)."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically; numpy scalars/arrays are converted."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=default, allow_nan=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file with an error that names the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+@contextlib.contextmanager
+def log_to(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
+    """Send stdout, stderr and the ``cryomtd`` logger to ``path`` (append) for a rule script.
+
+    With ``path=None`` nothing is redirected. Yields the ``cryomtd`` logger.
+    """
+    logger = logging.getLogger("cryomtd")
+    logger.setLevel(logging.INFO)
+    if path is None:
+        if not logger.handlers:
+            logger.addHandler(logging.StreamHandler())
+        yield logger
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as fh:
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        old_out, old_err = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = fh
+        try:
+            yield logger
+        except BaseException:
+            logger.exception("stage failed")
+            raise
+        finally:
+            sys.stdout, sys.stderr = old_out, old_err
+            logger.removeHandler(handler)

@@ -1,0 +1,45 @@
+"""Atomic writes, seeding and config defaults: the conventions every stage relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from cryomtd.config import fill_defaults
+from cryomtd.io import atomic_path, read_json, save_npz, write_json
+from cryomtd.seeding import rng
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_replaces_on_success(tmp_path):
+    target = tmp_path / "sub" / "out.npz"
+    save_npz(target, a=np.arange(3))
+    assert np.array_equal(np.load(target)["a"], np.arange(3))
+    assert [p.name for p in target.parent.iterdir()] == ["out.npz"]
+    write_json(tmp_path / "m.json", {"x": np.float64(1.5), "y": np.arange(2)})
+    assert read_json(tmp_path / "m.json") == {"x": 1.5, "y": [0, 1]}
+
+
+def test_rng_depends_only_on_seed_stage_index():
+    a = rng(7, "simulate", 3).standard_normal(5)
+    b = rng(7, "simulate", 3).standard_normal(5)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, rng(7, "simulate", 4).standard_normal(5))
+    assert not np.array_equal(a, rng(7, "restart", 3).standard_normal(5))
+    assert not np.array_equal(a, rng(8, "simulate", 3).standard_normal(5))
+
+
+def test_schema_defaults_fill_nested_experiments(repo_root):
+    cfg = {"experiments": {"e": {"kind": "mtd1d", "seed": 0}}}
+    fill_defaults(cfg, repo_root / "workflow/schemas/config.schema.yaml")
+    assert cfg["experiments"]["e"]["L"] == 21

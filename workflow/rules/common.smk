@@ -1,0 +1,26 @@
+# Shared helpers for all rule files: experiment lookup and the list of final targets.
+# Each rule file appends its final outputs to ALL_TARGETS.
+import re
+
+RESULTS = config.get("results_dir", "results")
+
+
+def experiments_of(kind):
+    """Names of the configured experiments of one kind ('mtd1d' or 'cryo3d')."""
+    return [name for name, exp in config["experiments"].items() if exp["kind"] == kind]
+
+
+def name_regex(names):
+    """A wildcard constraint matching exactly these experiment names (never-matching if empty)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+def exp_config(wildcards_or_name):
+    """The config block of one experiment, from a wildcards object or a name."""
+    name = getattr(wildcards_or_name, "exp", wildcards_or_name)
+    return config["experiments"][name]
+
+
+EXP1D = experiments_of("mtd1d")
+EXP3D = experiments_of("cryo3d")
+ALL_TARGETS = []

@@ -1,0 +1,1 @@
+# Rules of this stage; see workflow/rules/common.smk for the helpers.
