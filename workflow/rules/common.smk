@@ -24,3 +24,12 @@ def exp_config(wildcards_or_name):
 EXP1D = experiments_of("mtd1d")
 EXP3D = experiments_of("cryo3d")
 ALL_TARGETS = []
+
+
+def moments_source(name):
+    """'micrographs' (simulate → autocorrelate → merge) or 'exact' (model moments of the truth)."""
+    return exp_config(name).get("moments", {}).get("source", "micrographs")
+
+
+EXP3D_MICRO = [e for e in EXP3D if moments_source(e) == "micrographs"]
+EXP3D_EXACT = [e for e in EXP3D if moments_source(e) == "exact"]
