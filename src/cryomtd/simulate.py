@@ -1,0 +1,327 @@
+"""Micrograph simulation: particles at Haar-random rotations, placed at a target density, plus noise.
+
+Model (DESIGN §5, docs/simulation.md). A micrograph of ``size × size`` pixels holds n
+projections P_ω x (L × L boxes, pixel = voxel) whose top-left corners t = (t_y, t_x) lie
+in [0, size − L]²; the particle centre is t + L//2. The density is
+
+    γ = n · L² / size².
+
+Placement keeps every pair of centres at ∞-norm distance ≥ d, with d = 2L − 1
+(``"separated"``: boxes at least L − 1 apart, as the method of moments needs),
+d = L (``"nonoverlapping"``: boxes may touch, as approximate EM assumes) or any integer
+d ≥ 1 (boxes overlap and add when d < L). Noise is white Gaussian with variance σ² set by
+
+    SNR = E_ω ‖P_ω x‖²_F / (L² σ²),
+
+the mean energy per pixel of the projection box over the noise variance. E_ω is computed
+exactly with the SO(3) quadrature of degree 2·ℓ_max when the volume is given in the
+spherical-Bessel basis (‖Ψ D(ω) c‖² is a polynomial of that degree in Wigner-D
+entries), otherwise by the mean over a fixed set of 2000 Haar rotations (generator
+``rng(0, "snr", 0)``, the same for every micrograph and seed). The CTF, when given,
+filters the clean micrograph (it does not enter σ).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryomtd import rotations
+from cryomtd.ctf import CTF, apply_ctf
+from cryomtd.io import InputError, atomic_path
+from cryomtd.progress import progress
+from cryomtd.seeding import rng as seeded_rng
+
+__all__ = [
+    "Micrograph",
+    "micrograph",
+    "min_distance",
+    "place_particles",
+    "paste",
+    "signal_energy",
+    "real_space_projector",
+    "write_particles",
+    "read_particles",
+    "STAR_COLUMNS",
+]
+
+log = logging.getLogger("cryomtd.simulate")
+
+STAR_COLUMNS = ["rlnCoordinateX", "rlnCoordinateY", "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnMicrographName"]
+N_SNR_ROTATIONS = 2000
+Projector = Callable[[np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------- placement
+def min_distance(spacing: str | int, L: int) -> int:
+    """Minimum ∞-norm distance between particle centres for a ``spacing`` rule and box size L."""
+    if spacing == "separated":
+        return 2 * L - 1
+    if spacing == "nonoverlapping":
+        return L
+    if isinstance(spacing, (int, np.integer)) and not isinstance(spacing, bool) and spacing >= 1:
+        return int(spacing)
+    raise InputError(f"micrographs.spacing: expected 'separated', 'nonoverlapping' or an integer ≥ 1, got {spacing!r}")
+
+
+def place_particles(size: int, L: int, n: int, distance: int, g: np.random.Generator,
+                    max_rounds: int = 64) -> np.ndarray:
+    """Top-left corners (n, 2) int [t_y, t_x] of ``n`` L×L boxes in a size×size image, centres ≥ ``distance`` apart (∞-norm).
+
+    Random sequential adsorption on a grid of ``distance × distance`` cells over the
+    (size − L + 1)² admissible corners: a cell holds at most one particle (two points of
+    one cell are closer than ``distance``), so only the 8 neighbouring cells can
+    conflict. Each round proposes one uniform point in every empty cell and accepts, one
+    2×2-parity class of cells at a time (cells of one class are two cells apart, so
+    their proposals never conflict), those at distance ≥ ``distance`` from all accepted
+    neighbours — every step is an array operation over all cells. Rounds repeat until
+    at least ``n`` are accepted (or ``max_rounds``); then ``n`` of them are kept
+    uniformly at random. Raises :class:`InputError` when ``n`` cannot be reached, naming
+    the largest density reached.
+    """
+    M = size - L + 1
+    if M < 1:
+        raise InputError(f"micrographs.size: {size} is smaller than the particle box L = {L}")
+    if n == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    d = int(distance)
+    nc = -(-M // d)
+    base = (np.arange(nc) * d)
+    occupied = np.zeros((nc, nc), dtype=bool)
+    pos = np.full((2, nc + 2, nc + 2), -(10 * (size + d)), dtype=np.int64)  # padded, far-away sentinel
+    occ_pad = np.zeros((nc + 2, nc + 2), dtype=bool)
+    ii, jj = np.meshgrid(np.arange(nc), np.arange(nc), indexing="ij")
+    classes = [((ii % 2) == a) & ((jj % 2) == b) for a in (0, 1) for b in (0, 1)]
+    neighbours = [(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1) if (di, dj) != (0, 0)]
+    for _ in range(max_rounds):
+        for cls in classes:
+            cy = base[:, None] + g.integers(0, d, size=(nc, nc))
+            cx = base[None, :] + g.integers(0, d, size=(nc, nc))
+            ok = cls & ~occupied & (cy < M) & (cx < M)
+            for di, dj in neighbours:
+                sl = (slice(1 + di, 1 + di + nc), slice(1 + dj, 1 + dj + nc))
+                clash = occ_pad[sl] & (np.abs(cy - pos[0][sl]) < d) & (np.abs(cx - pos[1][sl]) < d)
+                ok &= ~clash
+            occupied |= ok
+            occ_pad[1:-1, 1:-1] = occupied
+            inner = (slice(1, -1), slice(1, -1))
+            pos[0][inner] = np.where(ok, cy, pos[0][inner])
+            pos[1][inner] = np.where(ok, cx, pos[1][inner])
+        if occupied.sum() >= n:
+            break
+    found = int(occupied.sum())
+    if found < n:
+        raise InputError(
+            f"micrographs.gamma: cannot place {n} particles of box {L} at minimum centre distance {d} in a "
+            f"{size}² micrograph (γ = {n * L * L / size**2:.4f}); random placement reached {found} "
+            f"(γ = {found * L * L / size**2:.4f}). Lower gamma or the spacing."
+        )
+    corners = np.stack([pos[0][1:-1, 1:-1][occupied], pos[1][1:-1, 1:-1][occupied]], axis=1)
+    keep = np.sort(g.choice(found, size=n, replace=False))
+    return corners[keep]
+
+
+def paste(size: int, corners: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Sum L×L ``boxes`` (n, L, L) into a size×size image at top-left ``corners`` (n, 2) [t_y, t_x]; overlaps add."""
+    n, L, _ = boxes.shape
+    ar = np.arange(L)
+    flat = ((corners[:, 0, None, None] + ar[None, :, None]) * size
+            + corners[:, 1, None, None] + ar[None, None, :])
+    return np.bincount(flat.ravel(), weights=boxes.ravel(), minlength=size * size).reshape(size, size)
+
+
+# --------------------------------------------------------------------------- projections
+def real_space_projector(volume: np.ndarray, order: int = 1) -> Projector:
+    """Projector R (n,3,3) → (n, L, L) by rotating the voxel volume (spline interpolation) and summing along z.
+
+    image[y, x] = Σ_z v(Rᵀ (x, y, z)) with p from the centre voxel; zero outside the box.
+    A reference/fallback; the workflow projects through the spherical-Bessel basis.
+    """
+    from scipy.ndimage import map_coordinates
+
+    volume = np.asarray(volume, dtype=np.float64)
+    L = volume.shape[0]
+    c = np.arange(L) - L // 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    p = np.stack([x.ravel(), y.ravel(), z.ravel()])  # (3, L³)
+
+    def project(R: np.ndarray) -> np.ndarray:
+        R = np.asarray(R).reshape(-1, 3, 3)
+        q = np.einsum("nji,jk->ink", R, p)  # Rᵀ p, (3, n, L³) as (x, y, z)
+        idx = q[::-1] + L // 2  # (z, y, x) indices
+        vals = map_coordinates(volume, idx.reshape(3, -1), order=order, mode="constant", cval=0.0)
+        return vals.reshape(len(R), L, L, L).sum(axis=1)
+
+    return project
+
+
+def _basis_projector(basis, coef: np.ndarray) -> Projector:
+    return lambda R: np.asarray(basis.project(coef, np.asarray(R).reshape(-1, 3, 3))).reshape(-1, basis.L, basis.L)
+
+
+def signal_energy(project: Projector, L: int, basis=None, batch: int = 1024) -> float:
+    """E_ω ‖P_ω x‖²_F: exact SO(3) quadrature of degree 2·ℓ_max with a basis, else mean over a fixed Haar set."""
+    if basis is not None:
+        R, w = rotations.so3_quadrature(2 * int(basis.ell_max))
+    else:
+        R = rotations.random(N_SNR_ROTATIONS, seeded_rng(0, "snr", 0))
+        w = np.full(len(R), 1.0 / len(R))
+    total = 0.0
+    for start in range(0, len(R), batch):
+        im = project(R[start:start + batch])
+        total += float(np.dot(w[start:start + batch], np.sum(im**2, axis=(1, 2))))
+    return total
+
+
+# --------------------------------------------------------------------------- micrograph
+@dataclass(frozen=True)
+class Micrograph:
+    """A simulated micrograph.
+
+    ``image`` (size, size) float64 = ``clean`` + σ·noise, ``[y, x]``; ``clean`` the
+    noise-free sum of (CTF-filtered) projections; ``particles`` a table with one row per
+    particle: ``x``, ``y`` centre pixel (0-based column/row), ``rlnCoordinateX/Y`` (the
+    same, pixels), ``rlnAngleRot/Tilt/Psi`` (RELION ZYZ, degrees; R =
+    ``rotations.euler_to_matrix``), ``rlnMicrographName``; ``sigma`` the noise standard
+    deviation; ``gamma`` the density reached; ``signal_energy`` E_ω‖P_ω x‖²_F.
+    """
+
+    image: np.ndarray
+    clean: np.ndarray
+    particles: pd.DataFrame
+    sigma: float
+    snr: float
+    gamma: float
+    L: int
+    signal_energy: float
+    ctf: CTF | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return int(self.image.shape[0])
+
+    def summary(self) -> dict:
+        """The numbers of ``micrographs/{k}.json``: sigma, snr, gamma, n_particles, size, L, …"""
+        return {
+            "sigma": self.sigma,
+            "snr": self.snr,
+            "gamma": self.gamma,
+            "n_particles": int(len(self.particles)),
+            "size": self.size,
+            "L": self.L,
+            "signal_energy": self.signal_energy,
+            "ctf": None if self.ctf is None else self.ctf.to_dict(),
+            **self.info,
+        }
+
+
+def micrograph(volume_or_coef: np.ndarray, size: int, *, gamma: float, snr: float | None,
+               seed: int | np.random.Generator, spacing: str | int = "separated", ctf: CTF | None = None,
+               basis=None, pixel_size: float = 1.0, micrograph_name: str = "", batch: int = 4096,
+               energy: float | None = None) -> Micrograph:
+    """Simulate one micrograph.
+
+    ``volume_or_coef``: basis coefficients (size,) with ``basis`` given (projections
+    ``basis.project(coef, R)``), a volume (L, L, L) with ``basis`` (expanded first), or a
+    volume without a basis (real-space projector, a reference path). ``size``: pixels per
+    side; ``gamma``: target density (rounded to a whole number of particles);
+    ``snr``: per-pixel SNR of the box (module docstring), ``None``/``inf`` for no noise;
+    ``seed``: integer (uses ``rng(seed, "micrograph", 0)``) or a Generator — the workflow
+    passes ``rng(seed, "micrograph", k)``; ``spacing``: see :func:`min_distance`;
+    ``ctf``: optional :class:`cryomtd.ctf.CTF` with ``pixel_size`` (Å); ``energy``:
+    E_ω‖P_ω x‖² if already known (skips its computation).
+    """
+    arr = np.asarray(volume_or_coef, dtype=np.float64)
+    if basis is not None:
+        coef = basis.expand(arr) if arr.ndim == 3 else arr
+        if coef.shape != (basis.size,):
+            raise InputError(f"micrograph: expected {basis.size} basis coefficients, got shape {coef.shape}")
+        L = int(basis.L)
+        project = _basis_projector(basis, coef)
+    elif arr.ndim == 3:
+        L = arr.shape[0]
+        project = real_space_projector(arr)
+    else:
+        raise InputError("micrograph: coefficients need a basis; pass basis= or a (L, L, L) volume")
+    if not gamma >= 0:
+        raise InputError(f"micrographs.gamma: expected ≥ 0, got {gamma}")
+    g = seed if isinstance(seed, np.random.Generator) else seeded_rng(int(seed), "micrograph", 0)
+    d = min_distance(spacing, L)
+    n = int(round(gamma * size * size / (L * L)))
+    corners = place_particles(size, L, n, d, g)
+    R = rotations.random(n, g)
+    clean = np.zeros((size, size))
+    for start in progress(range(0, n, batch), desc="project+paste", total=-(-n // batch) if n else 0):
+        sl = slice(start, start + batch)
+        clean += paste(size, corners[sl], project(R[sl]))
+    if ctf is not None:
+        clean = apply_ctf(clean, ctf, pixel_size)
+    if energy is None:
+        energy = signal_energy(project, L, basis)
+    if snr is None or math.isinf(snr):
+        sigma, snr_value = 0.0, math.inf
+    else:
+        if not snr > 0:
+            raise InputError(f"micrographs.snr: expected > 0 (or null for no noise), got {snr}")
+        sigma, snr_value = math.sqrt(energy / (L * L * snr)), float(snr)
+    image = clean + sigma * g.standard_normal((size, size)) if sigma > 0 else clean.copy()
+    euler = rotations.matrix_to_euler(R) if n else np.zeros((0, 3))
+    cy = corners[:, 0] + L // 2
+    cx = corners[:, 1] + L // 2
+    particles = pd.DataFrame({
+        "x": cx, "y": cy,
+        "rlnCoordinateX": cx.astype(np.float64), "rlnCoordinateY": cy.astype(np.float64),
+        "rlnAngleRot": euler[:, 0], "rlnAngleTilt": euler[:, 1], "rlnAnglePsi": euler[:, 2],
+        "rlnMicrographName": [micrograph_name] * n,
+    })
+    return Micrograph(image=image, clean=clean, particles=particles, sigma=sigma, snr=snr_value,
+                      gamma=n * L * L / size**2, L=L, signal_energy=float(energy), ctf=ctf,
+                      info={"spacing": spacing if isinstance(spacing, str) else int(spacing),
+                            "min_distance": d, "pixel_size": float(pixel_size)})
+
+
+# --------------------------------------------------------------------------- STAR files
+def write_particles(path: str | os.PathLike, particles: pd.DataFrame) -> None:
+    """Write a particle table as a STAR file (block ``particles``, RELION column names), atomically.
+
+    Only RELION columns are written; ``x``/``y`` are recovered from ``rlnCoordinateX/Y``
+    on reading.
+    """
+    import starfile
+
+    table = particles[STAR_COLUMNS].copy()
+    with atomic_path(path, suffix=".star") as tmp:
+        starfile.write({"particles": table}, tmp)
+
+
+def read_particles(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a particle STAR file written by :func:`write_particles`; adds integer ``x``, ``y`` columns."""
+    import starfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: STAR file not found")
+    try:
+        data = starfile.read(path, always_dict=True)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable STAR file ({exc})") from None
+    table = data.get("particles", next(iter(data.values()), None)) if data else None
+    if table is None:
+        table = pd.DataFrame(columns=STAR_COLUMNS)
+    missing = [c for c in STAR_COLUMNS if c not in table.columns]
+    if missing and len(table):
+        raise InputError(f"{path}: STAR table lacks column(s) {missing}")
+    for c in missing:
+        table[c] = pd.Series(dtype=object if c == "rlnMicrographName" else np.float64)
+    table = table.copy()
+    table.insert(0, "y", np.rint(table["rlnCoordinateY"].to_numpy(dtype=np.float64)).astype(np.int64))
+    table.insert(0, "x", np.rint(table["rlnCoordinateX"].to_numpy(dtype=np.float64)).astype(np.int64))
+    return table

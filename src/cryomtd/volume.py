@@ -1,0 +1,340 @@
+"""Volumes and images on disk and in memory: MRC I/O, Fourier down-sampling, phantoms, atomic models.
+
+Conventions (docs/conventions.md): volumes are float64 arrays indexed ``[z, y, x]`` with
+shape (L, L, L); images are ``[y, x]``; the centre is voxel ``L//2`` on every axis.
+Voxel sizes are in Å. Files are float32 MRC (mode 2) with the voxel size in the header,
+written atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from cryomtd.io import InputError, atomic_path
+from cryomtd.seeding import rng as seeded_rng
+
+__all__ = [
+    "read_mrc",
+    "write_mrc",
+    "read_image_mrc",
+    "write_image_mrc",
+    "downsample",
+    "shepp_logan",
+    "gaussian_blobs",
+    "from_structure",
+    "ball_mask",
+    "centred_coordinates",
+]
+
+log = logging.getLogger("cryomtd.volume")
+
+# MRC modes holding real numbers: int8, int16, float32, uint16, float16.
+_REAL_MODES = {0, 1, 2, 6, 12}
+
+
+# --------------------------------------------------------------------------- MRC I/O
+def _read_mrc_any(path: str | os.PathLike, ndim: int) -> tuple[np.ndarray, float]:
+    path = Path(path)
+    what = "volume" if ndim == 3 else "image"
+    if not path.is_file():
+        raise InputError(f"{path}: MRC file not found (expected a {ndim}-D {what})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mrcfile.open(path, mode="r", permissive=False) as mrc:
+                mode = int(mrc.header.mode)
+                if mode not in _REAL_MODES:
+                    raise InputError(
+                        f"{path}: MRC mode {mode} is not a real-valued mode; expected one of "
+                        f"{sorted(_REAL_MODES)} (2 = float32)"
+                    )
+                data = np.asarray(mrc.data, dtype=np.float64).copy()
+                vs = mrc.voxel_size
+                sizes = (float(vs.x), float(vs.y), float(vs.z))
+    except InputError:
+        raise
+    except Exception as exc:  # mrcfile raises ValueError/OSError with varied messages
+        raise InputError(f"{path}: not a readable MRC file ({exc})") from None
+    if ndim == 2 and data.ndim == 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != ndim:
+        raise InputError(f"{path}: expected a {ndim}-D {what}, got an array of shape {data.shape}")
+    if ndim == 3 and len(set(data.shape)) != 1:
+        raise InputError(f"{path}: expected a cubic volume (L, L, L), got shape {data.shape}")
+    if not np.all(np.isfinite(data)):
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise InputError(f"{path}: {bad} voxel(s) are NaN or Inf; expected finite values")
+    voxel = sizes[0]
+    used = sizes[:ndim]
+    if max(used) - min(used) > 1e-3 * max(abs(voxel), 1e-12):
+        raise InputError(f"{path}: anisotropic voxel size {sizes} Å; expected equal sizes on every axis")
+    return data, voxel
+
+
+def read_mrc(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Read a cubic 3-D MRC volume.
+
+    Returns ``(volume, voxel_size)``: ``volume`` float64 ``[z, y, x]`` of shape (L, L, L),
+    ``voxel_size`` in Å (0.0 when the header records none, e.g. a zero unit cell).
+    Raises :class:`cryomtd.io.InputError` naming the file when it is missing, not an MRC
+    file, not 3-D/cubic, of a complex mode, anisotropic, or holds NaN/Inf.
+    """
+    return _read_mrc_any(path, 3)
+
+
+def read_image_mrc(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Read a 2-D MRC image (a micrograph): ``(image [y, x] float64, pixel size Å)``; same checks as :func:`read_mrc`.
+
+    A stack holding a single image (1, ny, nx) is accepted as that image.
+    """
+    return _read_mrc_any(path, 2)
+
+
+def _write_mrc_any(path: str | os.PathLike, array: np.ndarray, voxel_size: float, ndim: int) -> None:
+    array = np.asarray(array)
+    if array.ndim != ndim:
+        raise ValueError(f"write to {path}: expected a {ndim}-D array, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"write to {path}: array holds NaN or Inf")
+    with atomic_path(path, suffix=".mrc") as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(array, dtype=np.float32))
+            mrc.voxel_size = float(voxel_size)
+            mrc.update_header_stats()
+
+
+def write_mrc(path: str | os.PathLike, array: np.ndarray, voxel_size: float = 1.0) -> None:
+    """Write a 3-D ``[z, y, x]`` volume as float32 MRC with ``voxel_size`` (Å) in the header, atomically."""
+    _write_mrc_any(path, array, voxel_size, 3)
+
+
+def write_image_mrc(path: str | os.PathLike, image: np.ndarray, pixel_size: float = 1.0) -> None:
+    """Write a 2-D ``[y, x]`` image as float32 MRC with ``pixel_size`` (Å) in the header, atomically."""
+    _write_mrc_any(path, image, pixel_size, 2)
+
+
+# --------------------------------------------------------------------------- geometry helpers
+def centred_coordinates(L: int, ndim: int = 3) -> tuple[np.ndarray, ...]:
+    """Integer coordinates from the centre voxel ``L//2``, as broadcastable arrays.
+
+    For ``ndim=3`` returns ``(z, y, x)`` of shapes (L,1,1), (1,L,1), (1,1,L).
+    """
+    c = np.arange(L) - L // 2
+    out = []
+    for axis in range(ndim):
+        shape = [1] * ndim
+        shape[axis] = L
+        out.append(c.reshape(shape).astype(np.float64))
+    return tuple(out)
+
+
+def ball_mask(L: int, radius: float | None = None) -> np.ndarray:
+    """Boolean (L, L, L) mask of voxels within ``radius`` (default L/2) of the centre voxel."""
+    radius = L / 2 if radius is None else radius
+    z, y, x = centred_coordinates(L)
+    return x**2 + y**2 + z**2 <= radius**2
+
+
+# --------------------------------------------------------------------------- down-sampling
+def downsample(vol: np.ndarray, L: int) -> np.ndarray:
+    """Down-sample a cubic array (any dimension) to side ``L`` by cropping its centred Fourier transform.
+
+    The centre voxel ``N//2`` of the input maps onto the centre voxel ``L//2`` of the
+    output, and output voxel ``j`` samples the band-limited (frequencies |k| < L/2 in
+    cycles per box) trigonometric interpolant of the input at input position
+    ``N//2 + (j - L//2)·N/L``. Values are preserved (not sums): a constant stays the
+    same constant. The voxel size grows by N/L. For even ``L`` the Nyquist plane keeps only
+    the −L/2 frequency and the real part is returned.
+    """
+    vol = np.asarray(vol, dtype=np.float64)
+    N = vol.shape[0]
+    if any(n != N for n in vol.shape):
+        raise ValueError(f"downsample: expected a cubic array, got shape {vol.shape}")
+    if L > N:
+        raise ValueError(f"downsample: target size {L} exceeds input size {N}")
+    if L == N:
+        return vol.copy()
+    axes = tuple(range(vol.ndim))
+    # centre voxel → index 0 so the crop keeps the centre fixed
+    f = np.fft.fftshift(np.fft.fftn(np.roll(vol, [-(N // 2)] * vol.ndim, axis=axes)))
+    lo = N // 2 - L // 2
+    crop = f[tuple(slice(lo, lo + L) for _ in axes)]
+    out = np.fft.ifftn(np.fft.ifftshift(crop)).real * (L / N) ** vol.ndim
+    return np.roll(out, [L // 2] * vol.ndim, axis=axes)
+
+
+# --------------------------------------------------------------------------- phantoms
+# 3-D Shepp–Logan ellipsoids (Kak & Slaney; as in Schabel's phantom3d):
+# A, a, b, c (semi-axes), x0, y0, z0 (centre), phi, theta, psi (degrees), on [-1, 1]^3.
+_SHEPP_LOGAN_GEOMETRY = np.array([
+    [0.6900, 0.920, 0.810, 0.00, 0.0000, 0.00, 0.0, 0.0, 0.0],
+    [0.6624, 0.874, 0.780, 0.00, -0.0184, 0.00, 0.0, 0.0, 0.0],
+    [0.1100, 0.310, 0.220, 0.22, 0.0000, 0.00, -18.0, 0.0, 10.0],
+    [0.1600, 0.410, 0.280, -0.22, 0.0000, 0.00, 18.0, 0.0, 10.0],
+    [0.2100, 0.250, 0.410, 0.00, 0.3500, -0.15, 0.0, 0.0, 0.0],
+    [0.0460, 0.046, 0.050, 0.00, 0.1000, 0.25, 0.0, 0.0, 0.0],
+    [0.0460, 0.046, 0.050, 0.00, -0.1000, 0.25, 0.0, 0.0, 0.0],
+    [0.0460, 0.023, 0.050, -0.08, -0.6050, 0.00, 0.0, 0.0, 0.0],
+    [0.0230, 0.023, 0.020, 0.00, -0.6060, 0.00, 0.0, 0.0, 0.0],
+    [0.0230, 0.046, 0.020, 0.06, -0.6050, 0.00, 0.0, 0.0, 0.0],
+])
+_SHEPP_LOGAN_INTENSITY = {
+    "original": np.array([1.0, -0.98, -0.02, -0.02, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]),
+    "modified": np.array([1.0, -0.8, -0.2, -0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]),
+}
+
+
+def _zxz_matrix(phi: float, theta: float, psi: float) -> np.ndarray:
+    """The Euler matrix of phantom3d (ZXZ, degrees), applied to coordinates."""
+    p, t, s = np.deg2rad([phi, theta, psi])
+    cp, sp, ct, st, cs, ss = np.cos(p), np.sin(p), np.cos(t), np.sin(t), np.cos(s), np.sin(s)
+    return np.array([
+        [cs * cp - ct * sp * ss, cs * sp + ct * cp * ss, ss * st],
+        [-ss * cp - ct * sp * cs, -ss * sp + ct * cp * cs, cs * st],
+        [st * sp, -st * cp, ct],
+    ])
+
+
+def shepp_logan(L: int, variant: str = "modified") -> np.ndarray:
+    """The 3-D Shepp–Logan phantom of 10 ellipsoids, sampled at voxel centres, (L, L, L) ``[z, y, x]``.
+
+    The phantom's cube [-1, 1]³ is mapped onto the ball of radius L/2 about voxel ``L//2``
+    (coordinate u = p / (L/2)); every ellipsoid lies within radius 0.92, so the support
+    is inside the ball. ``variant``: ``"modified"`` (intensities 1, −0.8, −0.2, …, 0.1:
+    visible contrast, the usual choice) or ``"original"`` (1, −0.98, −0.02, …, 0.01).
+    """
+    if variant not in _SHEPP_LOGAN_INTENSITY:
+        raise InputError(f"shepp_logan variant: expected one of {sorted(_SHEPP_LOGAN_INTENSITY)}, got {variant!r}")
+    z, y, x = centred_coordinates(L)
+    coords = np.stack(np.broadcast_arrays(x, y, z), axis=-1) / (L / 2)  # (L,L,L,3) (x,y,z)
+    vol = np.zeros((L, L, L))
+    for amp, (a, b, c, x0, y0, z0, phi, theta, psi) in zip(
+        _SHEPP_LOGAN_INTENSITY[variant], _SHEPP_LOGAN_GEOMETRY, strict=True
+    ):
+        cp = coords @ _zxz_matrix(phi, theta, psi).T
+        inside = ((cp[..., 0] - x0) / a) ** 2 + ((cp[..., 1] - y0) / b) ** 2 + ((cp[..., 2] - z0) / c) ** 2 <= 1
+        vol[inside] += amp
+    return vol
+
+
+def gaussian_blobs(L: int, n_blobs: int, seed: int | np.random.Generator = 0) -> np.ndarray:
+    """A random pseudo-molecule: a sum of ``n_blobs`` isotropic Gaussians inside the ball of radius L/2.
+
+    Centres are uniform in the ball of radius L/4, standard deviations uniform in
+    [L/16, L/8] voxels, amplitudes uniform in [0.5, 1]; the result is multiplied by the
+    ball mask of radius L/2 (the Gaussian tails there are < e^{-2}·amplitude at most,
+    far less for most blobs). ``seed``: an integer (generator ``rng(seed, "volume", 0)``)
+    or a ``numpy.random.Generator``. Returns (L, L, L) ``[z, y, x]`` float64.
+    """
+    if n_blobs < 1:
+        raise InputError(f"gaussian_blobs: n_blobs must be ≥ 1, got {n_blobs}")
+    g = seed if isinstance(seed, np.random.Generator) else seeded_rng(int(seed), "volume", 0)
+    direction = g.normal(size=(n_blobs, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    radius = (L / 4) * g.uniform(size=(n_blobs, 1)) ** (1 / 3)
+    centres = direction * radius  # (n, 3) in (x, y, z)
+    sigma = g.uniform(L / 16, L / 8, size=n_blobs)
+    amp = g.uniform(0.5, 1.0, size=n_blobs)
+    z, y, x = centred_coordinates(L)
+    r2 = ((x[None] - centres[:, 0, None, None, None]) ** 2
+          + (y[None] - centres[:, 1, None, None, None]) ** 2
+          + (z[None] - centres[:, 2, None, None, None]) ** 2)
+    vol = np.einsum("n,nzyx->zyx", amp, np.exp(-r2 / (2 * sigma[:, None, None, None] ** 2)))
+    return vol * ball_mask(L)
+
+
+# --------------------------------------------------------------------------- atomic models
+def _load_structure(path: Path):
+    import gemmi
+
+    if not path.is_file():
+        raise InputError(f"{path}: structure file not found (expected a PDB or mmCIF model)")
+    try:
+        st = gemmi.read_structure(str(path))
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable PDB/mmCIF model ({exc})") from None
+    if len(st) == 0:
+        raise InputError(f"{path}: the model file holds no models")
+    st.setup_entities()
+    st.remove_hydrogens()  # H and D
+    st.remove_waters()
+    st.remove_alternative_conformations()
+    st.remove_empty_chains()
+    return st
+
+
+def structure_atoms(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Heavy, non-water atoms of the first model: positions (n, 3) Å (x, y, z), occupancies (n,), element names."""
+    st = _load_structure(Path(path))
+    pos, occ, el = [], [], []
+    for cra in st[0].all():
+        p = cra.atom.pos
+        pos.append((p.x, p.y, p.z))
+        occ.append(cra.atom.occ)
+        el.append(cra.atom.element.name)
+    if not pos:
+        raise InputError(f"{path}: no atoms left after removing waters and hydrogens")
+    return np.asarray(pos), np.asarray(occ), el
+
+
+def from_structure(path: str | os.PathLike, L: int, voxel_size: float, resolution: float) -> np.ndarray:
+    """Electron-scattering density of an atomic model in an (L, L, L) box, ``[z, y, x]``.
+
+    Steps: read the PDB/mmCIF with gemmi; keep the first model; remove waters, hydrogens
+    (and deuterium) and alternative conformations; translate so the centre of mass (atomic
+    masses × occupancy) sits on voxel ``L//2``; compute the density with
+    ``gemmi.DensityCalculatorE`` (electron form factors, 5-Gaussian c4322 tables) on a
+    periodic fine grid of k·L voxels (spacing ``voxel_size/k`` ≤ resolution/5), with an extra
+    isotropic blur B = 4·ln2·resolution² Å², i.e. a Gaussian low-pass whose amplitude is 1/2
+    at spatial frequency 1/resolution (on top of each atom's own B-factor); then Fourier-crop
+    to L (:func:`downsample`). Units: gemmi's electron-scattering density (Å⁻³ × form-factor
+    units), so Σ voxels × voxel_size³ ≈ Σ_atoms occupancy × f_e(0). The box is periodic:
+    atoms farther than L·voxel_size/2 from the centre wrap around (a warning is logged when
+    any atom lies outside the ball of radius L/2).
+    """
+    import gemmi
+
+    path = Path(path)
+    if L < 2 or voxel_size <= 0 or resolution <= 0:
+        raise InputError(f"from_structure: need L ≥ 2, voxel_size > 0, resolution > 0; got {L}, {voxel_size}, {resolution}")
+    st = _load_structure(path)
+    model = st[0]
+    masses, positions = [], []
+    for cra in model.all():
+        masses.append(cra.atom.element.weight * cra.atom.occ)
+        p = cra.atom.pos
+        positions.append((p.x, p.y, p.z))
+    if not masses:
+        raise InputError(f"{path}: no atoms left after removing waters and hydrogens")
+    positions = np.asarray(positions)
+    com = np.average(positions, axis=0, weights=np.asarray(masses))
+    k = max(1, math.ceil(5 * voxel_size / resolution))
+    N = k * L
+    h = voxel_size / k
+    box = N * h
+    centre = (N // 2) * h
+    shift = gemmi.Position(*(centre - com))
+    for cra in model.all():
+        cra.atom.pos = cra.atom.pos + shift
+    r_max = float(np.max(np.linalg.norm(positions - com, axis=1)))
+    if r_max > L * voxel_size / 2:
+        log.warning("%s: atoms reach %.1f Å from the centre of mass, beyond the ball radius %.1f Å "
+                    "(L·voxel_size/2); the density is cut by the periodic box", path, r_max, L * voxel_size / 2)
+    st.cell = gemmi.UnitCell(box, box, box, 90, 90, 90)
+    st.spacegroup_hm = "P 1"
+    dc = gemmi.DensityCalculatorE()
+    dc.d_min = 2 * h
+    dc.blur = 4 * math.log(2) * resolution**2
+    dc.grid.unit_cell = st.cell
+    dc.grid.spacegroup = gemmi.find_spacegroup_by_name("P 1")
+    dc.grid.set_size(N, N, N)
+    dc.add_model_density_to_grid(model)
+    fine = np.array(dc.grid, copy=True).transpose(2, 1, 0)  # gemmi [x, y, z] → [z, y, x]
+    return downsample(fine, L)
