@@ -1,0 +1,136 @@
+"""Array backends for the EM hot paths: numpy (CPU) and torch (CPU or CUDA).
+
+The E- and M-step kernels are written once against the small namespace below
+(real 2-D FFTs over the last two axes, batched matmul, einsum, log-sum-exp);
+the backend is chosen once at the edge (``backend="auto"`` picks CUDA when torch
+sees a GPU, else numpy). Log-likelihoods and their log-sum-exp are always float64;
+``dtype`` only sets the precision of the FFT cross-correlations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.fft
+import scipy.special
+
+__all__ = ["Backend", "get_backend"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A numpy or torch array namespace with the few operations EM needs.
+
+    ``name`` is ``"numpy"`` or ``"torch"``; ``device`` is ``"cpu"`` or ``"cuda"``;
+    ``dtype`` (``"float64"`` or ``"float32"``) is the precision of the FFT products.
+    """
+
+    name: str
+    device: str = "cpu"
+    dtype: str = "float64"
+    workers: int = 1
+
+    # ---- conversion -------------------------------------------------------------
+    def asarray(self, a: Any, dtype: str | None = None) -> Any:
+        dtype = dtype or self.dtype
+        if self.name == "numpy":
+            return np.asarray(a, dtype=dtype)
+        import torch
+
+        if isinstance(a, torch.Tensor):
+            return a.to(device=self.device, dtype=getattr(torch, dtype))
+        return torch.as_tensor(np.asarray(a), dtype=getattr(torch, dtype), device=self.device)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        if self.name == "numpy":
+            return np.asarray(a)
+        return a.detach().cpu().numpy()
+
+    def zeros(self, shape: tuple[int, ...], dtype: str | None = None) -> Any:
+        dtype = dtype or self.dtype
+        if self.name == "numpy":
+            return np.zeros(shape, dtype=dtype)
+        import torch
+
+        return torch.zeros(shape, dtype=getattr(torch, dtype), device=self.device)
+
+    # ---- kernels ----------------------------------------------------------------
+    def rfft2(self, a: Any) -> Any:
+        """Real FFT over the last two axes (unnormalised forward transform)."""
+        if self.name == "numpy":
+            return scipy.fft.rfft2(a, axes=(-2, -1), workers=self.workers)
+        import torch
+
+        return torch.fft.rfft2(a, dim=(-2, -1))
+
+    def irfft2(self, a: Any, shape: tuple[int, int]) -> Any:
+        """Inverse of :meth:`rfft2` giving real arrays whose last two axes have ``shape``."""
+        if self.name == "numpy":
+            return scipy.fft.irfft2(a, s=shape, axes=(-2, -1), workers=self.workers)
+        import torch
+
+        return torch.fft.irfft2(a, s=shape, dim=(-2, -1))
+
+    def conj(self, a: Any) -> Any:
+        return np.conj(a) if self.name == "numpy" else a.conj()
+
+    def einsum(self, spec: str, *ops: Any) -> Any:
+        if self.name == "numpy":
+            return np.einsum(spec, *ops, optimize=True)
+        import torch
+
+        return torch.einsum(spec, *ops)
+
+    def float64(self, a: Any) -> Any:
+        return self.asarray(a, "float64")
+
+    def logsumexp(self, a: Any, axis: tuple[int, ...]) -> Any:
+        """log Σ exp over ``axis`` (float64, max-shifted)."""
+        if self.name == "numpy":
+            return scipy.special.logsumexp(a, axis=axis)
+        import torch
+
+        return torch.logsumexp(a, dim=axis)
+
+    def exp(self, a: Any) -> Any:
+        return np.exp(a) if self.name == "numpy" else a.exp()
+
+    def sum(self, a: Any, axis: int | tuple[int, ...]) -> Any:
+        return a.sum(axis=axis) if self.name == "numpy" else a.sum(dim=axis)
+
+    def sync(self) -> None:
+        """Wait for queued device work (for timings)."""
+        if self.name == "torch" and self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+
+def get_backend(backend: str = "auto", dtype: str = "float64", workers: int = 1) -> Backend:
+    """Resolve ``"auto" | "numpy" | "torch" | "torch-cpu" | "cuda"`` to a :class:`Backend`.
+
+    ``"auto"`` gives torch on CUDA when a GPU is visible, else numpy. ``"cuda"`` without a
+    GPU raises ``RuntimeError``.
+    """
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    if backend == "numpy":
+        return Backend("numpy", "cpu", dtype, workers)
+    if backend in ("auto", "torch", "torch-cpu", "cuda"):
+        try:
+            import torch
+        except ImportError:
+            if backend == "auto":
+                return Backend("numpy", "cpu", dtype, workers)
+            raise
+        has_gpu = torch.cuda.is_available()
+        if backend == "auto":
+            return Backend("torch", "cuda", dtype, workers) if has_gpu else Backend("numpy", "cpu", dtype, workers)
+        if backend == "cuda" or (backend == "torch" and has_gpu):
+            if not has_gpu:
+                raise RuntimeError("backend 'cuda' requested but torch sees no CUDA device")
+            return Backend("torch", "cuda", dtype, workers)
+        return Backend("torch", "cpu", dtype, workers)
+    raise ValueError(f"unknown backend {backend!r}; expected auto, numpy, torch, torch-cpu or cuda")

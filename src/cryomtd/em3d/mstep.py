@@ -1,0 +1,82 @@
+"""M-step of approximate EM: weighted normal equations in the basis coefficients (DESIGN §7).
+
+Maximising Σ_i Σ_{ω,s} w_{iωs} log N(y_i; C R_s Z Ψ D_ω c, σ²I) − (λ/2)‖c‖² over c gives
+
+    (Σ_ω G_ωᵀ diag(m_ω) G_ω / σ² + λ I) c = Σ_ω G_ωᵀ b_ω / σ²,     G_ω = Ψ D_ω,
+
+with, on the L×L projection domain (pixels v ∈ [0, L)²),
+
+* m_ω[v] = Σ_s n_{ωs} M[v + s]             = irfft2(M̂ · conj(n̂_ω))[v]  (how often pixel v of
+  the projection was seen inside the patch), M = Z 1 the crop mask;
+* b_ω[v] = Σ_i Σ_s w_{iωs} Y_i[v + s]      = irfft2(B̂_ω)[v]  (back-shifted data).
+
+Both come from :class:`~cryomtd.em3d.estep.Statistics`. The system is assembled with
+batched matrix products over chunks of rotations and solved by Cholesky (least squares
+if it is singular). λ = ``prior_weight`` is the precision of a Gaussian prior on the
+coefficients (MAP-EM; 0 = maximum likelihood). The shift prior is ρ_s = Σ_{i,ω} w_{iωs}/N
+and, when learned, the rotation prior π_ω = Σ_{i,s} w_{iωs}/N.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import scipy.fft
+
+from .backend import Backend
+from .estep import Statistics
+from .model import ProjectionModel, WignerBlocks
+
+__all__ = ["weight_images", "normal_equations", "solve", "mstep"]
+
+
+def weight_images(stats: Statistics, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """(m_ω, b_ω): per-rotation weight and back-shifted data images, each (R, L, L)."""
+    mask = np.zeros((2 * L, 2 * L))
+    mask[:L, :L] = 1.0
+    m = scipy.fft.irfft2(scipy.fft.rfft2(mask)[None] * np.conj(scipy.fft.rfft2(stats.n, axes=(-2, -1))),
+                         s=(2 * L, 2 * L), axes=(-2, -1))[:, :L, :L]
+    b = scipy.fft.irfft2(stats.bhat, s=(2 * L, 2 * L), axes=(-2, -1))[:, :L, :L]
+    return m, b
+
+
+def normal_equations(model: ProjectionModel, wigner: WignerBlocks, m: np.ndarray, b: np.ndarray,
+                     xp: Backend, rot_chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A = Σ_ω G_ωᵀ diag(m_ω) G_ω (size, size) and r = Σ_ω G_ωᵀ b_ω (size,), float64."""
+    R = m.shape[0]
+    K = model.size
+    A = xp.zeros((K, K), dtype="float64")
+    r = xp.zeros((K,), dtype="float64")
+    for r0 in range(0, R, rot_chunk):  # chunks of rotations; each chunk is one stacked matmul
+        r1 = min(R, r0 + rot_chunk)
+        G = xp.asarray(model.operators(wigner, slice(r0, r1)).reshape(-1, K), "float64")  # (n·L², K)
+        mw = xp.asarray(m[r0:r1].reshape(-1), "float64")
+        A = A + G.T @ (G * mw[:, None])
+        r = r + G.T @ xp.asarray(b[r0:r1].reshape(-1), "float64")
+    return xp.to_numpy(A), xp.to_numpy(r)
+
+
+def solve(A: np.ndarray, r: np.ndarray, sigma: float, prior_weight: float) -> np.ndarray:
+    """Solve (A/σ² + λ I) c = r/σ² by Cholesky; least squares when not positive definite."""
+    H = A / sigma**2 + prior_weight * np.eye(A.shape[0])
+    H = 0.5 * (H + H.T)
+    try:
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(H), r / sigma**2)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(H, r / sigma**2, rcond=None)[0]
+
+
+def mstep(stats: Statistics, model: ProjectionModel, wigner: WignerBlocks, sigma: float, *,
+          prior_weight: float = 0.0, learn_rotation_prior: bool = False, xp: Backend | None = None,
+          rot_chunk: int = 64) -> dict[str, Any]:
+    """New parameters from statistics: ``coef`` (size,), ``rho`` (2L, 2L), ``pi`` (R,) or None."""
+    xp = xp or Backend("numpy")
+    L = model.L
+    m, b = weight_images(stats, L)
+    A, r = normal_equations(model, wigner, m, b, xp, rot_chunk)
+    coef = solve(A, r, sigma, prior_weight)
+    rho = stats.n.sum(axis=0) / stats.count
+    pi = stats.n.sum(axis=(1, 2)) / stats.count if learn_rotation_prior else None
+    return {"coef": coef, "rho": rho, "pi": pi}
