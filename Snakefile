@@ -12,6 +12,9 @@ min_version("8.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 fill_defaults(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 

@@ -129,6 +129,21 @@ def _load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: not a readable .npz ({exc})") from None
 
 
+def _read_mrc_with_voxel(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """(volume float64 [z, y, x], voxel size Å or 0.0); via ``cryomtd.volume.read_mrc`` when available."""
+    try:
+        from cryomtd.volume import read_mrc
+    except ImportError:
+        read_mrc = None
+    if read_mrc is not None:
+        return read_mrc(path)
+    import mrcfile
+
+    vol = _read_mrc(path)
+    with mrcfile.open(path, permissive=True, header_only=True) as m:
+        return vol, float(m.voxel_size.x)
+
+
 def _read_mrc(path: str | os.PathLike) -> np.ndarray:
     import mrcfile
 
@@ -162,7 +177,7 @@ def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: s
     t = _load_npz(truth_npz)
     if "coef" not in t:
         raise InputError(f"{truth_npz}: expected array 'coef' (truth coefficients)")
-    truth = _read_mrc(truth_mrc)
+    truth = _read_mrc_with_voxel(truth_mrc)[0]
     L = int(t["L"]) if "L" in t else truth.shape[0]
     if truth.shape[0] != L:
         raise InputError(f"{truth_mrc}: box {truth.shape[0]} differs from L={L} in {truth_npz}")
@@ -193,7 +208,7 @@ def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: s
         z = _load_npz(files["npz"])
         if "coef" not in z:
             raise InputError(f"{files['npz']}: expected array 'coef'")
-        vol = _read_mrc(files["mrc"])
+        vol = _read_mrc_with_voxel(files["mrc"])[0]
         if vol.shape != truth.shape:
             raise InputError(f"{files['mrc']}: shape {vol.shape} differs from the truth {truth.shape}")
         log.info("aligning %s of %s (L=%d, ell_max=%d)", est_name, name, L, basis.ell_max)
