@@ -1,8 +1,11 @@
 # Shared helpers for all rule files: experiment lookup and the list of final targets.
 # Each rule file appends its final outputs to ALL_TARGETS.
+import os
 import re
 
 RESULTS = config.get("results_dir", "results")
+# The clone that envs/*.post-deploy.sh installs into each per-rule conda env (--sdm conda).
+os.environ.setdefault("CRYOMTD_SOURCE", workflow.basedir)
 
 
 def experiments_of(kind):
