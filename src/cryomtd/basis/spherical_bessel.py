@@ -1,0 +1,257 @@
+"""The real spherical-Bessel basis of volumes supported in the ball of radius L/2.
+
+Basis functions (real, orthonormal in continuous L² over the ball, unit voxel spacing):
+
+    φ_{ℓ,s,m}(p) = f_{ℓs}(|p|) · Y_{ℓ,m}(p / |p|),   |p| < R = L/2,
+
+with f_{ℓs} the normalised radial function of :mod:`cryomtd.basis.bessel` (frequency
+z_{ℓs}/R, z_{ℓs} the (s+1)-th positive zero of j_ℓ) and Y_{ℓ,m} the real spherical
+harmonics of :mod:`cryomtd.basis.harmonics`. p = (x, y, z) is measured in voxels from
+the centre voxel L//2 of an array indexed [z, y, x].
+
+Sampling criterion: keep z_{ℓs} < π·L/2, i.e. radial frequency below the Nyquist
+frequency π rad/voxel; ``ell_max`` defaults to the largest ℓ with at least one such
+zero. The number of functions is then ≈ 0.52 × the number of voxels in the ball
+(Weyl's law: the ball of radius π inside the Nyquist cube).
+
+Coefficient layout: ascending ℓ, then radial index s = 0 … S(ℓ)−1, then m = −ℓ … ℓ, so
+each (ℓ, s) is a contiguous block of 2ℓ+1 real numbers and each ℓ is a contiguous
+(S(ℓ), 2ℓ+1) row-major block (``b.ell_slices[ℓ]``).
+
+Rotation: v_R(p) = v(Rᵀ p) has coefficients c'_{ℓ,s,·} = D^ℓ(R) c_{ℓ,s,·} with the
+real Wigner matrix D^ℓ_{mm'}(R) = ∫ Y_{ℓm}(u) Y_{ℓm'}(Rᵀu) du (see :mod:`.wigner`).
+
+Projection: ``projection_matrix`` Ψ[(y, x), k] = ∫ φ_k(x, y, z) dz (Gauss–Legendre
+quadrature over the chord of the ball through each pixel centre), so the image of the
+rotated volume is Ψ D(R) c, and Ψ c ≈ Σ_z v[z, y, x].
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import scipy.sparse.linalg
+
+from cryomtd.basis.bessel import radial_functions, spherical_jn_zeros
+from cryomtd.basis.harmonics import real_sph_harm_blocks
+from cryomtd.basis.wigner import real_wigner
+from cryomtd.io import InputError
+
+__all__ = ["SphericalBessel", "default_ell_max"]
+
+
+def _zeros_for(L: int) -> list[np.ndarray]:
+    """Zeros below π L/2 of j_ℓ for every ℓ that has one."""
+    z_max = math.pi * L / 2
+    # the first zero of j_ℓ exceeds ℓ + 1/2, so ℓ < z_max bounds the search
+    zeros = spherical_jn_zeros(int(z_max) + 1, z_max)
+    while zeros and zeros[-1].size == 0:
+        zeros.pop()
+    return zeros
+
+
+@functools.lru_cache(maxsize=32)
+def default_ell_max(L: int) -> int:
+    """The largest ℓ with a zero of j_ℓ below π·L/2 (the sampling criterion)."""
+    return len(_zeros_for(int(L))) - 1
+
+
+def _centred_grid(L: int, ndim: int) -> np.ndarray:
+    """Coordinates (x, y[, z]) from the centre voxel L//2, array axes reversed ([z, y, x])."""
+    ax = np.arange(L, dtype=np.float64) - L // 2
+    mesh = np.meshgrid(*([ax] * ndim), indexing="ij")  # [z, y, x] or [y, x]
+    return np.stack(mesh[::-1], axis=-1)  # (..., ndim) in (x, y, z) order
+
+
+@functools.lru_cache(maxsize=8)
+def _voxel_tables(L: int, ell_max: int) -> tuple[np.ndarray, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Flat indices of voxels inside the ball and, per ℓ, radial (n, S) and angular (n, 2ℓ+1) tables."""
+    zeros = _zeros_for(L)
+    R = L / 2
+    p = _centred_grid(L, 3).reshape(-1, 3)
+    r = np.linalg.norm(p, axis=1)
+    inside = np.flatnonzero(r < R)
+    p, r = p[inside], r[inside]
+    rad = tuple(radial_functions(ell, zeros[ell], r, R) for ell in range(ell_max + 1))
+    ang = tuple(real_sph_harm_blocks(ell_max, p))
+    for a in rad + ang:
+        a.setflags(write=False)
+    return inside, rad, ang
+
+
+def _n_chord_nodes(L: int) -> int:
+    # Integrand frequency ≤ π rad/voxel over a chord ≤ L voxels: Gauss–Legendre with Q nodes
+    # is exact to degree 2Q−1; Q ≈ πL/4 + 16 leaves a margin measured in tests (Q vs 2Q).
+    return int(math.ceil(math.pi * L / 4)) + 16
+
+
+@functools.lru_cache(maxsize=8)
+def _projection_matrix(L: int, ell_max: int, n_nodes: int) -> np.ndarray:
+    """Ψ (L², size): line integrals along z of every basis function through every pixel centre."""
+    zeros = _zeros_for(L)[: ell_max + 1]
+    R = L / 2
+    xy = _centred_grid(L, 2).reshape(-1, 2)
+    rho2 = (xy**2).sum(axis=1)
+    pix = np.flatnonzero(rho2 < R * R)
+    half = np.sqrt(R * R - rho2[pix])  # half chord length
+    t, w = np.polynomial.legendre.leggauss(n_nodes)
+    zq = half[:, None] * t[None, :]  # (P, Q)
+    wq = half[:, None] * w[None, :]
+    pts = np.concatenate([np.broadcast_to(xy[pix][:, None, :], zq.shape + (2,)), zq[..., None]], axis=-1)
+    r = np.linalg.norm(pts, axis=-1)
+    blocks = []
+    for ell, ang in enumerate(real_sph_harm_blocks(ell_max, pts)):
+        rad = radial_functions(ell, zeros[ell], r, R)  # (P, Q, S)
+        blocks.append(np.einsum("pqs,pqm->psm", rad * wq[..., None], ang).reshape(pix.size, -1))
+    psi = np.zeros((L * L, sum(b.shape[1] for b in blocks)))
+    psi[pix] = np.concatenate(blocks, axis=1)
+    psi.setflags(write=False)
+    return psi
+
+
+class SphericalBessel:
+    """Real spherical-Bessel basis for L×L×L volumes supported in the ball of radius L/2.
+
+    ``SphericalBessel(L, ell_max=None)``; ``ell_max=None`` → :func:`default_ell_max` (L).
+    Attributes: ``L``, ``ell_max``, ``size`` (number of real coefficients), ``ell``,
+    ``s``, ``m`` (int arrays of length ``size``: the layout of the module docstring),
+    ``n_radial`` (S(ℓ) for ℓ = 0 … ell_max), ``zeros`` (list of z_{ℓs}),
+    ``ell_slices`` (slice of each ℓ block in a coefficient vector).
+
+    Construction is cheap; voxel tables and Ψ are built on first use and cached per
+    (L, ell_max) for the process (docs/basis.md lists the costs).
+    """
+
+    def __init__(self, L: int, ell_max: int | None = None):
+        if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 2:
+            raise InputError(f"basis: L must be an integer >= 2, got {L!r}")
+        self.L = int(L)
+        zeros = _zeros_for(self.L)
+        top = len(zeros) - 1
+        if ell_max is None:
+            ell_max = top
+        if isinstance(ell_max, bool) or not isinstance(ell_max, (int, np.integer)) or ell_max < 0:
+            raise InputError(f"basis.ell_max must be a non-negative integer or null, got {ell_max!r}")
+        if ell_max > top:
+            raise InputError(f"basis.ell_max = {ell_max} exceeds the sampling limit {top} for L = {self.L} "
+                             f"(j_ℓ has no zero below πL/2 for ℓ > {top}); use ell_max <= {top} or null")
+        self.ell_max = int(ell_max)
+        self.zeros = [z.copy() for z in zeros[: self.ell_max + 1]]
+        self.n_radial = np.array([z.size for z in self.zeros], dtype=np.int64)
+        ell, s, m, slices, start = [], [], [], [], 0
+        for l, S in enumerate(self.n_radial):
+            n = int(S) * (2 * l + 1)
+            ell.append(np.full(n, l))
+            s.append(np.repeat(np.arange(S), 2 * l + 1))
+            m.append(np.tile(np.arange(-l, l + 1), S))
+            slices.append(slice(start, start + n))
+            start += n
+        self.ell = np.concatenate(ell).astype(np.int64)
+        self.s = np.concatenate(s).astype(np.int64)
+        self.m = np.concatenate(m).astype(np.int64)
+        self.ell_slices = slices
+        self.size = int(start)
+
+    def __repr__(self) -> str:
+        return f"SphericalBessel(L={self.L}, ell_max={self.ell_max}, size={self.size})"
+
+    # ------------------------------------------------------------------ helpers
+    def _check_coef(self, coef: np.ndarray) -> np.ndarray:
+        coef = np.asarray(coef, dtype=np.float64)
+        if coef.shape[-1:] != (self.size,):
+            raise ValueError(f"coefficients must have last axis {self.size} for {self!r}, got shape {coef.shape}")
+        return coef
+
+    def _blocks(self, coef: np.ndarray) -> list[np.ndarray]:
+        """Per-ℓ views (..., S, 2ℓ+1) of coefficient arrays (..., size)."""
+        return [coef[..., sl].reshape(coef.shape[:-1] + (int(S), 2 * l + 1))
+                for l, (sl, S) in enumerate(zip(self.ell_slices, self.n_radial))]
+
+    # ------------------------------------------------------------- real space
+    def functions_at(self, points: np.ndarray) -> np.ndarray:
+        """All basis functions at arbitrary points (..., 3) = (x, y, z) from the centre → (..., size).
+
+        Zero outside the ball. Memory grows as #points × size: for checks and small sets.
+        """
+        p = np.asarray(points, dtype=np.float64)
+        r = np.linalg.norm(p, axis=-1)
+        R = self.L / 2
+        cols = [(radial_functions(l, self.zeros[l], r, R)[..., :, None] * Y[..., None, :]).reshape(r.shape + (-1,))
+                for l, Y in enumerate(real_sph_harm_blocks(self.ell_max, p))]
+        return np.concatenate(cols, axis=-1)
+
+    def evaluate(self, coef: np.ndarray) -> np.ndarray:
+        """Coefficients (size,) or (n, size) → volume(s) (L, L, L) or (n, L, L, L), [z, y, x]."""
+        coef = self._check_coef(coef)
+        batch = coef.shape[:-1]
+        c = coef.reshape(-1, self.size)
+        inside, rad, ang = _voxel_tables(self.L, self.ell_max)
+        vals = np.zeros((c.shape[0], inside.size))
+        for C, f, Y in zip(self._blocks(c), rad, ang):
+            vals += np.einsum("vm,nvm->nv", Y, f @ C)  # f @ C: (n, v, 2ℓ+1)
+        out = np.zeros((c.shape[0], self.L**3))
+        out[:, inside] = vals
+        return out.reshape(batch + (self.L,) * 3)
+
+    def _adjoint(self, vals: np.ndarray) -> np.ndarray:
+        """Φᵀ applied to in-ball voxel values (..., n_ball) → (..., size)."""
+        _, rad, ang = _voxel_tables(self.L, self.ell_max)
+        parts = [np.einsum("vs,vm,...v->...sm", f, Y, vals, optimize=True).reshape(vals.shape[:-1] + (-1,))
+                 for f, Y in zip(rad, ang)]
+        return np.concatenate(parts, axis=-1)
+
+    def expand(self, vol: np.ndarray, *, rtol: float = 1e-10, maxiter: int = 500) -> np.ndarray:
+        """Least-squares coefficients (size,) of a volume (L, L, L) on its voxels inside the ball.
+
+        Solves the normal equations ΦᵀΦ c = Φᵀ v by conjugate gradients (ΦᵀΦ ≈ I
+        because the functions are orthonormal in continuous L², so few iterations),
+        matrix-free with the separable per-ℓ tables. Voxels outside the ball are ignored.
+        """
+        vol = np.asarray(vol, dtype=np.float64)
+        if vol.shape != (self.L,) * 3:
+            raise ValueError(f"volume must have shape {(self.L,) * 3}, got {vol.shape}")
+        inside = _voxel_tables(self.L, self.ell_max)[0]
+        inside_shape = (self.L**3,)
+        rhs = self._adjoint(vol.reshape(inside_shape)[inside])
+
+        def gram(c):
+            return self._adjoint(self.evaluate(c).reshape(inside_shape)[inside])
+
+        op = scipy.sparse.linalg.LinearOperator((self.size, self.size), matvec=gram, dtype=np.float64)
+        coef, info = scipy.sparse.linalg.cg(op, rhs, x0=rhs.copy(), rtol=rtol, atol=0.0, maxiter=maxiter)
+        if info > 0:
+            raise RuntimeError(f"expand: conjugate gradients did not reach rtol={rtol} in {maxiter} iterations")
+        return coef
+
+    # --------------------------------------------------------------- rotations
+    def wigner(self, R: np.ndarray) -> list[np.ndarray]:
+        """Real Wigner matrices: list over ℓ = 0 … ell_max of (n, 2ℓ+1, 2ℓ+1) for R (n, 3, 3) or (3, 3)."""
+        R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
+        return real_wigner(self.ell_max, R)
+
+    def rotate(self, coef: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """Coefficients of v_R(p) = v(Rᵀp): (size,) for R (3, 3), (n, size) for R (n, 3, 3)."""
+        coef = self._check_coef(coef)
+        if coef.ndim != 1:
+            raise ValueError(f"rotate takes one coefficient vector (size,), got shape {coef.shape}")
+        R = np.asarray(R, dtype=np.float64)
+        single = R.shape == (3, 3)
+        D = self.wigner(R)
+        out = np.concatenate([np.einsum("nij,sj->nsi", Dl, C).reshape(D[0].shape[0], -1)
+                              for Dl, C in zip(D, self._blocks(coef))], axis=1)
+        return out[0] if single else out
+
+    # -------------------------------------------------------------- projection
+    @property
+    def projection_matrix(self) -> np.ndarray:
+        """Ψ (L·L, size), read-only float64: ``image.ravel()`` (row-major [y, x]) = Ψ @ coef at R = I."""
+        return _projection_matrix(self.L, self.ell_max, _n_chord_nodes(self.L))
+
+    def project(self, coef: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """Projections Ψ D(R) c: (L, L) for R (3, 3), (n, L, L) for R (n, 3, 3); image[y, x] ≈ Σ_z v_R[z, y, x]."""
+        R = np.asarray(R, dtype=np.float64)
+        rotated = self.rotate(coef, R)
+        images = rotated @ self.projection_matrix.T
+        return images.reshape(rotated.shape[:-1] + (self.L, self.L))
