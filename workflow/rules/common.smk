@@ -1,4 +1,4 @@
-# Shared helpers for all rule files: experiment lookup and the list of final targets.
+# Shared helpers for all rule files (experiment lookup and the list of final targets).
 # Each rule file appends its final outputs to ALL_TARGETS.
 import os
 import re
