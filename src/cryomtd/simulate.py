@@ -14,10 +14,10 @@ d ≥ 1 (boxes overlap and add when d < L). Noise is white Gaussian with varianc
     SNR = E_ω ‖P_ω x‖²_F / (L² σ²),
 
 the mean energy per pixel of the projection box over the noise variance. E_ω is computed
-exactly with the SO(3) quadrature of degree 2·ℓ_max when the volume is given in the
-spherical-Bessel basis (‖Ψ D(ω) c‖² is a polynomial of that degree in Wigner-D
-entries), otherwise by the mean over a fixed set of 2000 Haar rotations (generator
-``rng(0, "snr", 0)``, the same for every micrograph and seed). The CTF, when given,
+exactly when the volume is given in the spherical-Bessel basis (Schur orthogonality of the
+Wigner matrices, :func:`basis_signal_energy`), otherwise by the mean over a fixed set of
+2000 Haar rotations (generator ``rng(0, "snr", 0)``, the same for every micrograph and
+seed). The CTF, when given,
 filters the clean micrograph (it does not enter σ).
 """
 
@@ -46,10 +46,14 @@ __all__ = [
     "place_particles",
     "paste",
     "signal_energy",
+    "basis_signal_energy",
     "real_space_projector",
     "write_particles",
     "read_particles",
     "STAR_COLUMNS",
+    "ctf_for_micrograph",
+    "simulate_from_truth",
+    "save_micrograph",
 ]
 
 log = logging.getLogger("cryomtd.simulate")
@@ -166,18 +170,40 @@ def _basis_projector(basis, coef: np.ndarray) -> Projector:
     return lambda R: np.asarray(basis.project(coef, np.asarray(R).reshape(-1, 3, 3))).reshape(-1, basis.L, basis.L)
 
 
-def signal_energy(project: Projector, L: int, basis=None, batch: int = 1024) -> float:
-    """E_ω ‖P_ω x‖²_F: exact SO(3) quadrature of degree 2·ℓ_max with a basis, else mean over a fixed Haar set."""
-    if basis is not None:
-        R, w = rotations.so3_quadrature(2 * int(basis.ell_max))
-    else:
-        R = rotations.random(N_SNR_ROTATIONS, seeded_rng(0, "snr", 0))
-        w = np.full(len(R), 1.0 / len(R))
+def basis_signal_energy(basis, coef: np.ndarray) -> float:
+    """E_ω ‖Ψ D(ω) c‖² exactly, from Ψ alone (no rotations), by Schur orthogonality.
+
+    The real Wigner matrices D^ℓ are irreducible orthogonal representations, so
+    E_ω[D^ℓ(ω)ᵀ A D^ℓ'(ω)] = δ_ℓℓ' tr(A)/(2ℓ+1) · I for any (2ℓ+1)×(2ℓ'+1) block A. With
+    G = ΨᵀΨ this gives E_ω‖ΨD(ω)c‖² = Σ_ℓ Σ_{s,s'} T^ℓ_{ss'} ⟨c_ℓs, c_ℓs'⟩ with
+    T^ℓ_{ss'} = Σ_m G[(ℓ,s,m), (ℓ,s',m)] / (2ℓ+1).
+    """
+    psi = np.asarray(basis.projection_matrix)
+    ell, s_idx, m = np.asarray(basis.ell), np.asarray(basis.s), np.asarray(basis.m)
+    total = 0.0
+    for l in np.unique(ell):
+        idx = np.where(ell == l)[0]
+        idx = idx[np.lexsort((m[idx], s_idx[idx]))]  # (s, m) order
+        S = len(idx) // (2 * l + 1)
+        P = psi[:, idx]
+        G = (P.T @ P).reshape(S, 2 * l + 1, S, 2 * l + 1)
+        T = np.einsum("ambm->ab", G) / (2 * l + 1)
+        C = coef[idx].reshape(S, 2 * l + 1)
+        total += float(np.einsum("ab,am,bm->", T, C, C))
+    return total
+
+
+def signal_energy(project: Projector, L: int, basis=None, coef: np.ndarray | None = None,
+                  batch: int = 1024) -> float:
+    """E_ω ‖P_ω x‖²_F: exact (:func:`basis_signal_energy`) with a basis and its coefficients, else the mean over a fixed Haar set."""
+    if basis is not None and coef is not None:
+        return basis_signal_energy(basis, coef)
+    R = rotations.random(N_SNR_ROTATIONS, seeded_rng(0, "snr", 0))
     total = 0.0
     for start in range(0, len(R), batch):
         im = project(R[start:start + batch])
-        total += float(np.dot(w[start:start + batch], np.sum(im**2, axis=(1, 2))))
-    return total
+        total += float(np.sum(im**2))
+    return total / len(R)
 
 
 # --------------------------------------------------------------------------- micrograph
@@ -265,7 +291,7 @@ def micrograph(volume_or_coef: np.ndarray, size: int, *, gamma: float, snr: floa
     if ctf is not None:
         clean = apply_ctf(clean, ctf, pixel_size)
     if energy is None:
-        energy = signal_energy(project, L, basis)
+        energy = signal_energy(project, L, basis, coef if basis is not None else None)
     if snr is None or math.isinf(snr):
         sigma, snr_value = 0.0, math.inf
     else:
@@ -325,3 +351,49 @@ def read_particles(path: str | os.PathLike) -> pd.DataFrame:
     table.insert(0, "y", np.rint(table["rlnCoordinateY"].to_numpy(dtype=np.float64)).astype(np.int64))
     table.insert(0, "x", np.rint(table["rlnCoordinateX"].to_numpy(dtype=np.float64)).astype(np.int64))
     return table
+
+
+# --------------------------------------------------------------------------- the simulate_micrograph stage
+def ctf_for_micrograph(ctf: dict | None, g: np.random.Generator) -> CTF | None:
+    """A :class:`CTF` from the ``micrographs.ctf`` config block; a ``defocus`` [lo, hi] is drawn uniformly from ``g``."""
+    if ctf is None:
+        return None
+    params = dict(ctf)
+    if "defocus" not in params:
+        raise InputError("micrographs.ctf.defocus: required when a CTF is given")
+    defocus = params.pop("defocus")
+    if isinstance(defocus, (list, tuple)):
+        lo, hi = (float(v) for v in defocus)
+        defocus = g.uniform(min(lo, hi), max(lo, hi))
+    return CTF(defocus=float(defocus), **params)
+
+
+def simulate_from_truth(truth_path: str | os.PathLike, index: int, *, seed: int, size: int, gamma: float,
+                        snr: float | None, spacing: str | int = "separated", ctf: dict | None = None,
+                        micrograph_name: str = "") -> Micrograph:
+    """Micrograph ``index`` of an experiment: projections of ``truth.npz`` through its basis.
+
+    The generator is ``rng(seed, "micrograph", index)``; it draws the defocus (when a
+    range), the placement, the rotations and the noise, in that order, so micrograph k is
+    the same whatever order or machine produces it. Pixel size = the truth's voxel size.
+    """
+    from cryomtd.basis import SphericalBessel
+    from cryomtd.volume import load_truth
+
+    truth = load_truth(truth_path)
+    basis = SphericalBessel(truth["L"], truth["ell_max"])
+    g = seeded_rng(int(seed), "micrograph", int(index))
+    return micrograph(truth["coef"], size, gamma=gamma, snr=snr, seed=g, spacing=spacing,
+                      ctf=ctf_for_micrograph(ctf, g), basis=basis, pixel_size=truth["voxel_size"] or 1.0,
+                      micrograph_name=micrograph_name)
+
+
+def save_micrograph(m: Micrograph, mrc_path: str | os.PathLike, star_path: str | os.PathLike,
+                    json_path: str | os.PathLike) -> None:
+    """Write the image (float32 MRC, pixel size in the header), the particle STAR file and the JSON summary, atomically."""
+    from cryomtd.io import write_json
+    from cryomtd.volume import write_image_mrc
+
+    write_image_mrc(mrc_path, m.image, m.info.get("pixel_size", 1.0))
+    write_particles(star_path, m.particles)
+    write_json(json_path, m.summary())

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import mrcfile
@@ -31,6 +32,13 @@ __all__ = [
     "from_structure",
     "ball_mask",
     "centred_coordinates",
+    "structure_atoms",
+    "source_kind",
+    "auto_voxel_size",
+    "make_volume",
+    "prepare_volume",
+    "PreparedVolume",
+    "load_truth",
 ]
 
 log = logging.getLogger("cryomtd.volume")
@@ -338,3 +346,136 @@ def from_structure(path: str | os.PathLike, L: int, voxel_size: float, resolutio
     dc.add_model_density_to_grid(model)
     fine = np.array(dc.grid, copy=True).transpose(2, 1, 0)  # gemmi [x, y, z] → [z, y, x]
     return downsample(fine, L)
+
+
+# --------------------------------------------------------------------------- the prepare_volume stage
+STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb.gz", ".ent.gz", ".cif.gz", ".mmcif.gz")
+MRC_SUFFIXES = (".mrc", ".map", ".mrcs", ".ccp4")
+PHANTOMS = ("shepp_logan", "gaussian_blobs")
+
+
+def source_kind(source: str) -> str:
+    """'shepp_logan', 'gaussian_blobs', 'structure' (PDB/mmCIF path) or 'mrc' (map path), from ``volume.source``."""
+    if source in PHANTOMS:
+        return source
+    low = str(source).lower()
+    if low.endswith(STRUCTURE_SUFFIXES):
+        return "structure"
+    if low.endswith(MRC_SUFFIXES):
+        return "mrc"
+    raise InputError(
+        f"volume.source: expected one of {list(PHANTOMS)}, a PDB/mmCIF path ({', '.join(STRUCTURE_SUFFIXES)}) "
+        f"or an MRC path ({', '.join(MRC_SUFFIXES)}); got {source!r}"
+    )
+
+
+def auto_voxel_size(path: str | os.PathLike, L: int) -> float:
+    """Voxel size (Å) that fits the model in the ball of radius L/2: 2·r_max/(L − 1), r_max from the centre of mass."""
+    st = _load_structure(Path(path))
+    pos = np.array([(a.atom.pos.x, a.atom.pos.y, a.atom.pos.z) for a in st[0].all()])
+    w = np.array([a.atom.element.weight * a.atom.occ for a in st[0].all()])
+    if len(pos) == 0:
+        raise InputError(f"{path}: no atoms left after removing waters and hydrogens")
+    com = np.average(pos, axis=0, weights=w)
+    r_max = float(np.max(np.linalg.norm(pos - com, axis=1)))
+    return 2 * r_max / (L - 1)
+
+
+@dataclass(frozen=True)
+class PreparedVolume:
+    """Output of the ``prepare_volume`` stage.
+
+    ``raw`` (L, L, L) the volume on the voxel grid (after normalisation); ``truth`` =
+    ``basis.evaluate(coef)`` with ``coef = basis.expand(raw)``, the ground truth every
+    later stage uses; ``voxel_size`` Å; ``ell_max`` of the basis; ``expansion_error`` =
+    ‖truth − raw‖/‖raw‖.
+    """
+
+    raw: np.ndarray
+    truth: np.ndarray
+    coef: np.ndarray
+    voxel_size: float
+    ell_max: int
+    expansion_error: float
+
+    @property
+    def L(self) -> int:
+        return int(self.raw.shape[0])
+
+    def save(self, raw_path: str | os.PathLike, truth_path: str | os.PathLike, npz_path: str | os.PathLike) -> None:
+        """Write ``truth_raw.mrc``, ``truth.mrc`` and ``truth.npz`` (coef, L, ell_max, voxel_size), atomically."""
+        from cryomtd.io import save_npz
+
+        write_mrc(raw_path, self.raw, self.voxel_size)
+        write_mrc(truth_path, self.truth, self.voxel_size)
+        save_npz(npz_path, coef=self.coef, L=np.int64(self.L), ell_max=np.int64(self.ell_max),
+                 voxel_size=np.float64(self.voxel_size), expansion_error=np.float64(self.expansion_error))
+
+
+def load_truth(path: str | os.PathLike) -> dict:
+    """Read ``truth.npz``: dict with coef (size,), L, ell_max (ints), voxel_size (float)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: truth file not found (written by prepare_volume)")
+    with np.load(path) as z:
+        missing = {"coef", "L", "ell_max", "voxel_size"} - set(z.files)
+        if missing:
+            raise InputError(f"{path}: missing array(s) {sorted(missing)}; expected coef, L, ell_max, voxel_size")
+        return {"coef": z["coef"].astype(np.float64), "L": int(z["L"]), "ell_max": int(z["ell_max"]),
+                "voxel_size": float(z["voxel_size"])}
+
+
+def make_volume(source: str, L: int, *, voxel_size: float | None = None, resolution: float | None = None,
+                n_blobs: int = 8, variant: str = "modified", seed: int = 0) -> tuple[np.ndarray, float]:
+    """The raw (L, L, L) volume of ``volume.source`` and its voxel size (Å).
+
+    Phantoms use ``voxel_size`` (default 1 Å). Structures: ``voxel_size`` default
+    :func:`auto_voxel_size`, ``resolution`` default 2·voxel_size. MRC maps are Fourier-cropped
+    to L (voxel size × N/L; the header value, or ``voxel_size`` when given, is the input's).
+    ``seed`` drives ``gaussian_blobs`` through ``rng(seed, "volume", 0)``.
+    """
+    kind = source_kind(source)
+    if kind == "shepp_logan":
+        return shepp_logan(L, variant), float(voxel_size or 1.0)
+    if kind == "gaussian_blobs":
+        return gaussian_blobs(L, n_blobs, seeded_rng(seed, "volume", 0)), float(voxel_size or 1.0)
+    if kind == "structure":
+        vs = float(voxel_size) if voxel_size else auto_voxel_size(source, L)
+        res = float(resolution) if resolution else 2 * vs
+        return from_structure(source, L, vs, res), vs
+    vol, vs = read_mrc(source)
+    if voxel_size:
+        vs = float(voxel_size)
+    N = vol.shape[0]
+    if N < L:
+        raise InputError(f"{source}: map side {N} is smaller than volume.L = {L}; expected at least L")
+    return downsample(vol, L), vs * N / L
+
+
+def prepare_volume(source: str, L: int, *, voxel_size: float | None = None, resolution: float | None = None,
+                   n_blobs: int = 8, variant: str = "modified", normalize: str = "l2",
+                   ell_max: int | None = None, seed: int = 0) -> PreparedVolume:
+    """The ``prepare_volume`` stage: raw volume (:func:`make_volume`), normalised, expanded in the basis.
+
+    ``normalize``: ``"l2"`` scales the raw volume to unit Euclidean norm (voxel sum),
+    ``"max"`` to maximum 1, ``"none"`` keeps it. The basis is
+    ``SphericalBessel(L, ell_max)`` (``ell_max=None``: the basis default).
+    """
+    from cryomtd.basis import SphericalBessel
+
+    raw, vs = make_volume(source, L, voxel_size=voxel_size, resolution=resolution, n_blobs=n_blobs,
+                          variant=variant, seed=seed)
+    if normalize == "l2":
+        raw = raw / np.linalg.norm(raw)
+    elif normalize == "max":
+        raw = raw / np.max(np.abs(raw))
+    elif normalize != "none":
+        raise InputError(f"volume.normalize: expected 'l2', 'max' or 'none', got {normalize!r}")
+    basis = SphericalBessel(L, ell_max)
+    coef = basis.expand(raw)
+    truth = basis.evaluate(coef)
+    err = float(np.linalg.norm(truth - raw) / np.linalg.norm(raw))
+    log.info("volume %s: L=%d voxel %.3f Å, basis ell_max=%d size=%d, expansion error %.4f",
+             source, L, vs, basis.ell_max, basis.size, err)
+    return PreparedVolume(raw=raw, truth=truth, coef=coef, voxel_size=vs, ell_max=int(basis.ell_max),
+                          expansion_error=err)

@@ -1,1 +1,40 @@
-# Rules of this stage; see workflow/rules/common.smk for the helpers.
+# Micrograph simulation (issue 4; DESIGN §5): one job per micrograph k, seeded by
+# rng(seed, "micrograph", k). Library: cryomtd.simulate; guide: docs/simulation.md.
+
+
+def micrograph_targets(name):
+    n = exp_config(name)["micrographs"]["n_micrographs"]
+    return [f"{RESULTS}/{name}/{sub}/{k}.{ext}" for k in range(n)
+            for sub, ext in (("micrographs", "mrc"), ("particles", "star"), ("micrographs", "json"))]
+
+
+rule simulate_micrograph:
+    input:
+        truth=f"{RESULTS}/{{exp}}/truth.npz",
+    output:
+        mrc=f"{RESULTS}/{{exp}}/micrographs/{{k}}.mrc",
+        star=f"{RESULTS}/{{exp}}/particles/{{k}}.star",
+        info=f"{RESULTS}/{{exp}}/micrographs/{{k}}.json",
+    log:
+        f"{RESULTS}/{{exp}}/logs/simulate_micrograph/{{k}}.log",
+    benchmark:
+        f"{RESULTS}/{{exp}}/benchmarks/simulate_micrograph/{{k}}.tsv"
+    wildcard_constraints:
+        exp=name_regex(EXP3D_MICRO),
+        k=r"\d+",
+    params:
+        micrographs=lambda wc: exp_config(wc)["micrographs"],
+        seed=lambda wc: exp_config(wc)["seed"],
+        name=lambda wc: f"{RESULTS}/{wc.exp}/micrographs/{wc.k}.mrc",
+    threads: 1
+    resources:
+        mem_mb=lambda wc: 1000 + exp_config(wc)["micrographs"]["size"] ** 2 * 8 * 6 // 2**20,
+        runtime=15,
+    conda:
+        "../../envs/simulate.yaml"
+    script:
+        "../../scripts/simulate_micrograph.py"
+
+
+for _exp in EXP3D_MICRO:
+    ALL_TARGETS.extend(micrograph_targets(_exp))

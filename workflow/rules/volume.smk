@@ -1,1 +1,44 @@
-# Rules of this stage; see workflow/rules/common.smk for the helpers.
+# Ground-truth volume of a 3-D experiment (issue 4; DESIGN §5). Library: cryomtd.volume;
+# guide: docs/simulation.md.
+import os
+
+
+def volume_source_path(name):
+    """The file behind volume.source (working directory first, then the repository), or None for phantoms."""
+    source = exp_config(name)["volume"]["source"]
+    if source in ("shepp_logan", "gaussian_blobs"):
+        return None
+    if os.path.isabs(source) or os.path.exists(source):
+        return source
+    in_repo = os.path.join(workflow.basedir, source)
+    return in_repo if os.path.exists(in_repo) else source
+
+
+rule prepare_volume:
+    input:
+        source=lambda wc: [p for p in [volume_source_path(wc.exp)] if p],
+    output:
+        raw=f"{RESULTS}/{{exp}}/truth_raw.mrc",
+        truth=f"{RESULTS}/{{exp}}/truth.mrc",
+        npz=f"{RESULTS}/{{exp}}/truth.npz",
+    log:
+        f"{RESULTS}/{{exp}}/logs/prepare_volume/prepare_volume.log",
+    benchmark:
+        f"{RESULTS}/{{exp}}/benchmarks/prepare_volume/prepare_volume.tsv"
+    wildcard_constraints:
+        exp=name_regex(EXP3D),
+    params:
+        volume=lambda wc: exp_config(wc)["volume"],
+        ell_max=lambda wc: exp_config(wc).get("basis", {}).get("ell_max"),
+        seed=lambda wc: exp_config(wc)["seed"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/simulate.yaml"
+    script:
+        "../../scripts/prepare_volume.py"
+
+
+ALL_TARGETS.extend(expand(f"{RESULTS}/{{exp}}/truth.mrc", exp=EXP3D))
