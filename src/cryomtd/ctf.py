@@ -2,7 +2,8 @@
 
 Formula (the one place it is written; docs/simulation.md):
 
-    λ(V)  = 12.2643247 / sqrt(V + 0.978466e-6 · V²)      Å, V = accelerating voltage in volts
+    λ(V)  = h / sqrt(2 m e V (1 + e V / (2 m c²)))         Å, V = accelerating voltage (CODATA
+                                                            constants; ≈ 12.2643 / sqrt(V + 0.978466e-6 V²))
     χ(s)  = π λ Δf s² − (π/2) C_s λ³ s⁴                    Δf > 0 is under-focus (Å), C_s in Å
     CTF(s) = −( sqrt(1 − A²) · sin χ(s) + A · cos χ(s) ) · exp(−B s² / 4)
 
@@ -25,8 +26,10 @@ __all__ = ["CTF", "electron_wavelength", "apply_ctf"]
 
 def electron_wavelength(voltage_kv: float) -> float:
     """Relativistic electron wavelength in Å for an accelerating voltage in kV."""
+    from scipy import constants as c
+
     v = 1e3 * float(voltage_kv)
-    return 12.2643247 / math.sqrt(v + 0.978466e-6 * v * v)
+    return c.h / math.sqrt(2 * c.m_e * c.e * v * (1 + c.e * v / (2 * c.m_e * c.c**2))) * 1e10
 
 
 @dataclass(frozen=True)
