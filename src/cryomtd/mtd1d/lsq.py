@@ -1,0 +1,134 @@
+"""Least-squares inversion of the 1-D moment map with pymanopt (Euclidean(L) × Positive).
+
+Cost over the non-redundant entries (a2: ℓ = 0…L−1; a3: ℓ1 ≤ ℓ2)::
+
+    f(x, γ) = w1 (a1(x,γ) − d1)² + w2 Σ (a2(x,γ) − d2)² + w3 Σ (a3(x,γ) − d3)²
+
+with the model of :func:`cryomtd.mtd1d.moments.model_moments`. Weights: each order's
+squared error is divided by its number of entries and by the squared norm of its data
+(w_k = 1 / (#entries_k · mean(d_k²))), so the three orders contribute on the same scale
+whatever the signal amplitude.
+
+Noise bias: with ``sigma`` given, the bias σ²δ[ℓ] and σ² a1 (δ[ℓ1]+δ[ℓ2]+δ[ℓ1−ℓ2]) is
+part of the model. With ``sigma=None`` the biased entries (a2[0]; a3 with ℓ1 = 0,
+ℓ2 = 0 or ℓ1 = ℓ2) are dropped from the cost, so σ is never needed; a1 is unbiased.
+
+Optimiser: pymanopt ``TrustRegions`` with autograd gradients and Hessian-vector
+products. Each restart starts from x₀ ~ N(0, 1) from ``rng(seed, "mtd1d-lsq", restart)``,
+γ₀ drawn log-uniformly in [0.01, 0.5], and x₀ rescaled so that γ₀‖x₀‖²/L matches the
+(debiased, when σ is known) a2[0] estimate. Restarts are independent (one job each in the
+workflow); the lowest cost wins.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import autograd.numpy as anp
+import numpy as np
+from cryomtd.io import InputError
+from cryomtd.mtd1d.moments import Moments1D, model_moments
+from cryomtd.seeding import rng
+
+__all__ = ["LSQResult", "fit_lsq", "fit_lsq_restart", "lsq_cost_terms"]
+
+
+@dataclass
+class LSQResult:
+    """Least-squares estimate: ``x`` (L,), density ``gamma``, final ``cost``, restart index."""
+
+    x: np.ndarray
+    gamma: float
+    cost: float
+    restart: int = 0
+    iterations: int = 0
+    wall_time_s: float = 0.0
+    costs: list[float] = field(default_factory=list)  # final cost of every restart run
+
+
+def _masks(L: int, sigma_known: bool) -> tuple[np.ndarray, np.ndarray]:
+    m2 = np.ones(L, dtype=bool)
+    l1, l2 = np.meshgrid(np.arange(L), np.arange(L), indexing="ij")
+    m3 = l1 <= l2
+    if not sigma_known:
+        m2[0] = False
+        m3 &= (l1 != 0) & (l2 != 0) & (l1 != l2)
+    return m2, m3
+
+
+def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None):
+    """(cost function over (x, γ) with ``autograd.numpy``, masks, weights) for ``moments``."""
+    if moments.L < L:
+        raise InputError(f"moments have window {moments.L}, smaller than the signal length L={L}")
+    d1 = moments.a1
+    d2 = moments.a2[:L]
+    d3 = moments.a3[:L, :L]
+    m2, m3 = _masks(L, sigma is not None)
+    if not m3.any():
+        raise InputError(f"L={L} too small to fit without sigma (no unbiased a3 entries)")
+    tiny = 1e-300
+    w1 = 1.0 / max(d1**2, tiny)
+    w2 = 1.0 / (m2.sum() * max(np.mean(d2[m2] ** 2), tiny))
+    w3 = 1.0 / (m3.sum() * max(np.mean(d3[m3] ** 2), tiny))
+    s = 0.0 if sigma is None else float(sigma)
+    i2 = np.flatnonzero(m2)
+    i3 = np.flatnonzero(m3.ravel())
+    d2s, d3s = d2[i2], d3.ravel()[i3]
+
+    def cost(x, g):
+        gamma = anp.sum(g)
+        a1, a2, a3 = model_moments(x, gamma, s, xp=anp)
+        r1 = a1 - d1
+        r2 = a2[i2] - d2s
+        r3 = anp.reshape(a3, (-1,))[i3] - d3s
+        return w1 * r1**2 + w2 * anp.sum(r2**2) + w3 * anp.sum(r3**2)
+
+    return cost, (m2, m3), (w1, w2, w3)
+
+
+def fit_lsq_restart(moments: Moments1D, L: int, *, sigma: float | None = None, seed: int = 0,
+                    restart: int = 0, max_iterations: int = 200, x0: np.ndarray | None = None,
+                    gamma0: float | None = None) -> LSQResult:
+    """One trust-region run from the initial point of ``restart`` (or from ``x0``, ``gamma0``)."""
+    import pymanopt  # deferred: pymanopt imports torch (seconds), only LS jobs need it
+    from pymanopt.manifolds import Euclidean, Positive, Product
+
+    t0 = time.perf_counter()
+    cost_fn, _, _ = lsq_cost_terms(moments, L, sigma)
+    manifold = Product([Euclidean(L), Positive(1, 1)])
+    cost = pymanopt.function.autograd(manifold)(cost_fn)
+    problem = pymanopt.Problem(manifold, cost)
+    gen = rng(seed, "mtd1d-lsq", restart)
+    if gamma0 is None:
+        gamma0 = float(np.exp(gen.uniform(np.log(0.01), np.log(0.5))))
+    if x0 is None:
+        x0 = gen.standard_normal(L)
+        energy = moments.a2[0] - (sigma**2 if sigma is not None else 0.0)
+        if sigma is None or energy <= 0:
+            energy = max(abs(moments.a2[0]), 1e-12) * 0.5
+        x0 = x0 * np.sqrt(energy * L / gamma0) / np.linalg.norm(x0)
+    optimizer = pymanopt.optimizers.TrustRegions(max_iterations=max_iterations, min_gradient_norm=1e-14,
+                                                 verbosity=0)
+    res = optimizer.run(problem, initial_point=[np.asarray(x0, float), np.array([[gamma0]])])
+    x, g = res.point
+    return LSQResult(x=np.asarray(x, float), gamma=float(np.asarray(g).ravel()[0]), cost=float(res.cost),
+                     restart=restart, iterations=int(res.iterations),
+                     wall_time_s=time.perf_counter() - t0, costs=[float(res.cost)])
+
+
+def fit_lsq(moments: Moments1D, L: int, *, sigma: float | None = None, restarts: int = 4, seed: int = 0,
+            max_iterations: int = 200) -> LSQResult:
+    """Best of ``restarts`` runs of :func:`fit_lsq_restart` (lowest cost)."""
+    if restarts < 1:
+        raise InputError(f"lsq.restarts: expected >= 1, got {restarts}")
+    runs = [fit_lsq_restart(moments, L, sigma=sigma, seed=seed, restart=r, max_iterations=max_iterations)
+            for r in range(restarts)]
+    return pick_best(runs)
+
+
+def pick_best(runs: list[LSQResult]) -> LSQResult:
+    """The run with the lowest cost; ``costs`` lists every run's cost."""
+    best = min(runs, key=lambda r: r.cost)
+    best.costs = [r.cost for r in runs]
+    return best
