@@ -209,3 +209,19 @@ def test_save_micrograph(tmp_path):
     info = read_json(tmp_path / "m.json")
     assert info["n_particles"] == len(m.particles) and info["size"] == 64
     assert info["sigma"] == pytest.approx(m.sigma) and info["gamma"] == pytest.approx(m.gamma)
+
+
+# ------------------------------------------------------------------ CLI
+def test_cli_prepare_volume_and_simulate(tmp_path):
+    """The CLI writes the same files as the rules; a missing truth file is a clean error (exit 2)."""
+    pytest.importorskip("cryomtd.basis")
+    from cryomtd.cli import main
+
+    assert main(["prepare-volume", "gaussian_blobs", "--L", "7", "--ell-max", "3", "--out", str(tmp_path)]) == 0
+    assert main(["simulate", str(tmp_path / "truth.npz"), "--out", str(tmp_path), "--size", "64",
+                 "--index", "3", "--seed", "5"]) == 0
+    m = S.simulate_from_truth(tmp_path / "truth.npz", 3, seed=5, size=64, gamma=0.1, snr=1.0)
+    img, _ = V.read_image_mrc(tmp_path / "micrographs" / "3.mrc")
+    np.testing.assert_allclose(img, m.image, atol=1e-5 * np.abs(m.image).max())
+    assert len(S.read_particles(tmp_path / "particles" / "3.star")) == len(m.particles)
+    assert main(["simulate", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
