@@ -1,0 +1,75 @@
+"""File-level stage functions of the moments step (used by the rules and the CLI).
+
+``autocorrelate_file``: one micrograph MRC → ``moments/{k}.npz``;
+``merge_files``: many ``.npz`` → one merged ``moments.npz``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryomtd.io import InputError
+from cryomtd.moments.autocorr2d import autocorrelations_2d
+from cryomtd.moments.noise import estimate_noise_variance
+from cryomtd.moments.result import Moments2D, merge
+
+__all__ = ["read_micrograph", "autocorrelate_file", "merge_files"]
+
+log = logging.getLogger("cryomtd.moments")
+
+
+def read_micrograph(path: str | os.PathLike):
+    """(image (M1, M2) float64, pixel size Å) via ``cryomtd.volume.read_image_mrc``.
+
+    Errors (:class:`InputError`) name the file: missing, not MRC, complex mode, not 2-D, NaN/Inf.
+    """
+    from cryomtd.volume import read_image_mrc
+
+    return read_image_mrc(path)
+
+
+def autocorrelate_file(micrograph: str | os.PathLike, out: str | os.PathLike, *, window: int,
+                       backend: str = "auto", dtype: str = "float64", band_pixels: int | None = None,
+                       tile_pixels: int = 1 << 24, sigma2: float | None = None, cutoff: float = 0.8,
+                       debias: bool = False, show_progress: bool | None = None) -> Moments2D:
+    """Autocorrelations of one micrograph MRC, written atomically to ``out`` (``Moments2D.save``).
+
+    ``sigma2=None`` estimates the noise variance with :func:`estimate_noise_variance`
+    (``cutoff``); it is stored with the sums, and removed from them when ``debias``.
+    """
+    if window is None or int(window) < 1:
+        raise InputError(f"moments.window: expected a positive integer, got {window!r}")
+    image, _ = read_micrograph(micrograph)
+    if min(image.shape) < 2:
+        raise InputError(f"{micrograph}: micrograph of shape {image.shape} is too small")
+    if sigma2 is None:
+        sigma2 = estimate_noise_variance(image, cutoff=cutoff)
+        log.info("%s: estimated noise variance %.6g (cutoff %.2f × Nyquist)", micrograph, sigma2, cutoff)
+    m = autocorrelations_2d(image, int(window), backend=backend, dtype=dtype, band_pixels=band_pixels,
+                            tile_pixels=tile_pixels, sigma2=sigma2, show_progress=show_progress)
+    if debias:
+        m = m.debiased(sigma2)
+    m.save(out)
+    log.info("%s: W=%d, %d pixels, backend %s/%s → %s", micrograph, m.window, m.count, m.backend, m.dtype, out)
+    return m
+
+
+def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Moments2D:
+    """Merge per-micrograph moment files (exact, order-independent) and save to ``out``."""
+    if not paths:
+        raise InputError("merge: no moment files given")
+    parts = [Moments2D.load(p) for p in paths]
+    windows = {p.window for p in parts}
+    if len(windows) > 1:
+        bad = [f"{Path(q)}: W={p.window}" for q, p in zip(paths, parts)]
+        raise InputError(f"merge: moment files have different windows ({', '.join(bad)})")
+    try:
+        m = merge(parts)
+    except ValueError as exc:
+        raise InputError(f"merge of {len(parts)} files: {exc}") from None
+    m.save(out)
+    log.info("merged %d files (%d micrographs, %d pixels) → %s", len(parts), m.n_images, m.count, out)
+    return m

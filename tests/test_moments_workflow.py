@@ -1,0 +1,71 @@
+"""The autocorrelate and merge_moments rules through Snakemake in a temporary directory.
+
+A tiny cryo3d experiment (BPTI from the in-repo model, L = 5, two 48² micrographs,
+W = 3) is run up to ``moments.npz``; the files are compared with the library called
+in-process on the same micrographs, and a second run must have nothing to do.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from cryomtd.io import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+EXP = "mom3d_wf"
+N = 2
+CONFIG = {
+    "experiments": {
+        EXP: {
+            "kind": "cryo3d",
+            "seed": 11,
+            "volume": {"source": "data/structures/5PTI.pdb", "L": 5},
+            "micrographs": {"n_micrographs": N, "size": 48, "gamma": 0.1, "snr": 4.0, "spacing": "separated"},
+            "moments": {"window": 3, "backend": "numpy", "noise": {"cutoff": 0.8}},
+        }
+    }
+}
+
+pytestmark = pytest.mark.slow
+
+
+def run(workdir: Path, *targets: str) -> str:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--cores", "2", "--nocolor", *targets]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def test_autocorrelate_and_merge(tmp_path):
+    from cryomtd.moments import Moments2D, autocorrelations_2d, estimate_noise_variance, merge
+    from cryomtd.volume import read_image_mrc
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    target = f"results/{EXP}/moments.npz"
+    run(tmp_path, target)
+    merged = Moments2D.load(tmp_path / target)
+    parts = []
+    for k in range(N):
+        img, _ = read_image_mrc(tmp_path / f"results/{EXP}/micrographs/{k}.mrc")
+        ref = autocorrelations_2d(img, 3, backend="numpy", sigma2=estimate_noise_variance(img, 0.8))
+        got = Moments2D.load(tmp_path / f"results/{EXP}/moments/{k}.npz")
+        # same engine; BLAS may split sums differently with another thread count: 1e-12 on O(1e3) sums
+        np.testing.assert_allclose(got.s3, ref.s3, rtol=0, atol=1e-12)
+        assert got.sigma2 == pytest.approx(ref.sigma2)
+        # the estimated σ² is near the simulated one (noise is white; 48² pixels → ~5 % scatter)
+        sigma = read_json(tmp_path / f"results/{EXP}/micrographs/{k}.json")["sigma"]
+        assert got.sigma2 == pytest.approx(sigma**2, rel=0.25)
+        parts.append(ref)
+    np.testing.assert_allclose(merged.s3, merge(parts).s3, rtol=0, atol=1e-12)
+    assert merged.n_images == N and merged.count == N * 48 * 48 and merged.window == 3
+    assert (tmp_path / f"results/{EXP}/logs/autocorrelate/0.log").is_file()
+    assert (tmp_path / f"results/{EXP}/benchmarks/merge_moments/merge.tsv").is_file()
+    out = run(tmp_path, target)
+    assert "Nothing to be done" in out
