@@ -104,7 +104,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any], res: EMResult, stats: St
         "fingerprint": np.array(fingerprint),
     }
     if stats is not None:
-        arrays.update(stat_count=stats.count, stat_loglik=stats.loglik, stat_n=stats.n, stat_bhat=stats.bhat)
+        arrays.update(stat_count=stats.count, stat_loglik=stats.loglik, stat_n=stats.n, stat_b=stats.b)
     save_npz(path, **arrays)
 
 
@@ -123,7 +123,7 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[EMResult, Statistics
             res.iterations, res.converged, res.n_patches = hist["iterations"], hist["converged"], hist["n_patches"]
             stats = None
             if "stat_n" in z.files:
-                stats = Statistics(float(z["stat_count"]), float(z["stat_loglik"]), z["stat_n"].copy(), z["stat_bhat"].copy())
+                stats = Statistics(float(z["stat_count"]), float(z["stat_loglik"]), z["stat_n"].copy(), z["stat_b"].copy())
             rng_state = json.loads(str(z["rng_state"]))
     except (OSError, KeyError, ValueError) as exc:
         log.warning("checkpoint %s unreadable (%s); starting afresh", path, exc)
@@ -135,14 +135,15 @@ def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sig
        x0: np.ndarray | None = None, iterations: int = 20, tol: float = 1e-6, fraction: float = 1.0,
        burn_in: int = 3, decay: float = 0.6, prior_weight: float = 0.0, learn_rotation_prior: bool = False,
        seed: int = 0, checkpoint: str | os.PathLike | None = None, backend: str = "auto",
-       dtype: str = "float64", memory_mb: float = 1024.0, threads: int = 1,
+       dtype: str = "float64", method: str = "auto", memory_mb: float = 1024.0, threads: int = 1,
        callback: Callable[[int, EMResult], None] | None = None, show_progress: bool | None = None) -> EMResult:
     """Approximate EM over rotations (the ``wigner`` blocks) × shifts for the patches of ``source``.
 
     Parameters: ``sigma`` noise standard deviation; ``x0`` initial coefficients (default: a
     low-pass random volume from ``rng(seed, "em3d", 0)`` matched to the data power);
     ``fraction`` of patches per iteration (1 = batch EM, < 1 = SAEM with ``burn_in``/``decay``);
-    ``tol`` stop when |Δloglik| ≤ tol·|loglik| (0 disables); ``prior_weight`` λ of the
+    ``method`` of the E-step cross terms: ``fft``, ``matmul`` or ``auto`` (matmul for L ≤ 8 or on
+    CUDA, else fft); ``tol`` stop when |Δloglik| ≤ tol·|loglik| (0 disables); ``prior_weight`` λ of the
     Gaussian prior N(0, λ⁻¹ I) on the coefficients; ``checkpoint`` npz path written after
     every iteration and resumed from when it matches these inputs; ``backend``
     numpy/torch/cuda/auto; ``memory_mb`` budget that sizes the patch and rotation batches;
@@ -156,6 +157,10 @@ def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sig
         raise InputError(f"em.iterations: expected >= 1, got {iterations}")
     xp = get_backend(backend, dtype, workers=threads)
     L, N = model.L, source.n
+    if method == "auto":  # measured on 2 CPU cores: matmul wins at L = 7, fft at L = 11 (docs/em3d.md)
+        method = "matmul" if (L <= 8 or xp.device == "cuda") else "fft"
+    if method not in ("fft", "matmul"):
+        raise InputError(f"em.method: expected auto, fft or matmul, got {method!r}")
     R = wigner[model.blocks[0][0]].shape[0]
     P_batch, rot_chunk = batch_sizes(R, L, memory_mb)
     if x0 is None:
@@ -188,7 +193,7 @@ def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sig
         t0 = time.perf_counter()
         idx = np.arange(N) if not stochastic else np.sort(gen.choice(N, size=n_sub, replace=False))
         with np.errstate(divide="ignore"):
-            spectra = projection_spectra(model.project(res.coef, wigner), np.log(res.rho), np.log(res.pi), xp)
+            spectra = projection_spectra(model.project(res.coef, wigner), np.log(res.rho), np.log(res.pi), xp, method)
         stats = Statistics.zeros(R, L)
         for _, patches in source.batches(idx, P_batch):
             stats.add(estep_batch(patches, spectra, sigma, xp, rot_chunk))
@@ -201,7 +206,7 @@ def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sig
         else:
             smoothed = Statistics(1.0, smoothed.loglik + eta * (per_patch.loglik - smoothed.loglik),
                                   smoothed.n + eta * (per_patch.n - smoothed.n),
-                                  smoothed.bhat + eta * (per_patch.bhat - smoothed.bhat))
+                                  smoothed.b + eta * (per_patch.b - smoothed.b))
         new = mstep(smoothed.scaled(N), model, wigner, sigma, prior_weight=prior_weight,
                     learn_rotation_prior=learn_rotation_prior, xp=xp)
         t2 = time.perf_counter()
@@ -238,7 +243,7 @@ def run(micrographs: Sequence[np.ndarray | str | os.PathLike], basis: Any, *, si
 
     The rotation grid is ``cryomtd.rotations.grid(grid_step)`` unless ``rotations``
     (n, 3, 3) is given. Other keyword arguments go to :func:`em` (tol, burn_in, decay,
-    prior_weight, learn_rotation_prior, checkpoint, backend, dtype, memory_mb, threads,
+    prior_weight, learn_rotation_prior, checkpoint, backend, dtype, method, memory_mb, threads,
     callback, show_progress). Returns an :class:`EMResult` (``.coef``, ``.rho``, ``.loglik``).
     """
     if rotations is None:

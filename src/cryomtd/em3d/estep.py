@@ -10,9 +10,13 @@ is the whole particle in the patch; shifts with s_y = L or s_x = L leave the cro
 * norm term   ‖C R_s Z p‖²  = Σ_u M[u] z²[u − s]   = irfft2(M̂ · conj(ẑ²))[s]  (M = Z 1)
 
 so log p(y, ω, s) = log π_ω + log ρ_s − (‖y‖² − 2·cross + norm)/(2σ²) − (L²/2) log 2πσ².
-Responsibilities come from a float64 log-sum-exp over (ω, s). The statistics the M-step
-needs are accumulated on the fly: n_{ω,s} = Σ_i w_{iωs} and B̂_ω = Σ_i Ŷ_i · conj(ŵ_iω),
-the spectrum of the back-shifted data image b_ω[v] = Σ_i Σ_s w_{iωs} Y_i[v + s].
+Two interchangeable ways compute the cross terms: ``method="fft"`` (batched 2L×2L real
+FFTs over patches × rotations) and ``method="matmul"`` (one matrix product of the
+patches (P, L²) with the stack of all shifted-and-cropped projections (R·4L², L²),
+faster for small L on CPUs with a fast BLAS and on GPUs). Responsibilities come from a
+float64 log-sum-exp over (ω, s), computed in place. The M-step statistics are
+accumulated on the fly: n_{ω,s} = Σ_i w_{iωs} and the back-shifted data image
+b_ω[v] = Σ_i Σ_s w_{iωs} Y_i[v + s] (v in the L×L projection domain).
 """
 
 from __future__ import annotations
@@ -21,24 +25,44 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from .backend import Backend
 
-__all__ = ["Spectra", "Statistics", "projection_spectra", "log_likelihoods", "estep_batch", "batch_sizes"]
+__all__ = ["Spectra", "Statistics", "projection_spectra", "log_likelihoods", "responsibilities", "estep_batch",
+           "batch_sizes", "shift_index"]
+
+METHODS = ("fft", "matmul")
+
+
+def shift_index(L: int) -> np.ndarray:
+    """(4L², L²) int: flat index into the 2L×2L padded grid of pixel u of the crop under shift s,
+    i.e. (C R_s z)[u] = z.ravel()[shift_index[s, u]] with s = s_y·2L + s_x, u = u_y·L + u_x."""
+    n = 2 * L
+    s = np.arange(n)
+    u = np.arange(L)
+    iy = (u[None, :] - s[:, None]) % n  # (2L, L): row of z seen at crop row u under shift s_y
+    flat = iy[:, None, :, None] * n + iy[None, :, None, :]  # (s_y, s_x, u_y, u_x)
+    return flat.reshape(n * n, L * L)
 
 
 @dataclass
 class Spectra:
     """Per-iteration quantities of the current projections (backend arrays).
 
-    ``proj_hat`` (R, 2L, L+1) spectra of Z p_ω; ``norms`` (R, 2L, 2L) float64 ‖C R_s Z p_ω‖²;
-    ``log_prior`` (R, 2L, 2L) float64 log π_ω + log ρ_s.
+    ``z`` (R, 4L²) padded projections (flat); ``proj_hat`` (R, 2L, L+1) their spectra
+    (``fft``); ``norms`` (R, 2L, 2L) float64 ‖C R_s Z p_ω‖²; ``log_prior`` (R, 2L, 2L)
+    float64 log π_ω + log ρ_s; ``index`` = :func:`shift_index` (``matmul``).
     """
 
+    z: Any
     proj_hat: Any
     norms: Any
     log_prior: Any
     L: int
+    method: str = "fft"
+    index: Any = None
+    scatter: Any = None  # numpy: sparse (4L²·L², 4L²) map (s, u) → padded pixel
 
 
 @dataclass
@@ -46,97 +70,155 @@ class Statistics:
     """Sufficient statistics of one E-step (numpy, float64).
 
     ``count`` patches, ``loglik`` Σ_i log p(y_i), ``n`` (R, 2L, 2L) Σ_i w_{iωs},
-    ``bhat`` (R, 2L, L+1) complex Σ_i Ŷ_i conj(ŵ_iω).
+    ``b`` (R, L, L) back-shifted data images Σ_i Σ_s w_{iωs} Y_i[v + s].
     """
 
     count: float
     loglik: float
     n: np.ndarray
-    bhat: np.ndarray
+    b: np.ndarray
 
     @classmethod
     def zeros(cls, R: int, L: int) -> "Statistics":
-        return cls(0.0, 0.0, np.zeros((R, 2 * L, 2 * L)), np.zeros((R, 2 * L, L + 1), dtype=np.complex128))
+        return cls(0.0, 0.0, np.zeros((R, 2 * L, 2 * L)), np.zeros((R, L, L)))
 
     def add(self, other: "Statistics") -> None:
         self.count += other.count
         self.loglik += other.loglik
         self.n += other.n
-        self.bhat += other.bhat
+        self.b += other.b
 
     def scaled(self, factor: float) -> "Statistics":
-        return Statistics(self.count * factor, self.loglik * factor, self.n * factor, self.bhat * factor)
+        return Statistics(self.count * factor, self.loglik * factor, self.n * factor, self.b * factor)
 
 
-def pad(images: Any, xp: Backend) -> Any:
+def pad(images: Any, xp: Backend, dtype: str | None = None) -> Any:
     """Z: (..., L, L) → (..., 2L, 2L) with the image in the top-left corner."""
     L = images.shape[-1]
-    out = xp.zeros(tuple(images.shape[:-2]) + (2 * L, 2 * L), dtype=xp.dtype)
+    out = xp.zeros(tuple(images.shape[:-2]) + (2 * L, 2 * L), dtype=dtype)
     out[..., :L, :L] = images
     return out
 
 
-def projection_spectra(proj: np.ndarray, log_rho: np.ndarray, log_pi: np.ndarray, xp: Backend) -> Spectra:
-    """Spectra and norm terms of projections ``proj`` (R, L, L) for the shift prior
-    ``log_rho`` (2L, 2L) and rotation prior ``log_pi`` (R,). Done once per iteration."""
+def projection_spectra(proj: np.ndarray, log_rho: np.ndarray, log_pi: np.ndarray, xp: Backend,
+                       method: str = "fft") -> Spectra:
+    """Per-iteration terms of projections ``proj`` (R, L, L) for the shift prior
+    ``log_rho`` (2L, 2L) and rotation prior ``log_pi`` (R,)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     R, L, _ = proj.shape
     z = pad(xp.asarray(proj), xp)
-    proj_hat = xp.rfft2(z)
-    z64 = pad(xp.asarray(proj, "float64"), Backend(xp.name, xp.device, "float64", xp.workers))
+    z64 = pad(xp.asarray(proj, "float64"), xp, "float64")
     mask = np.zeros((2 * L, 2 * L))
     mask[:L, :L] = 1.0
     mask_hat = xp.rfft2(xp.asarray(mask, "float64"))
     norms = xp.irfft2(mask_hat[None] * xp.conj(xp.rfft2(z64 * z64)), (2 * L, 2 * L))
     log_prior = xp.asarray(np.asarray(log_pi)[:, None, None] + np.asarray(log_rho)[None], "float64")
-    return Spectra(proj_hat, norms, log_prior, L)
+    spectra = Spectra(z.reshape(R, -1), xp.rfft2(z) if method == "fft" else None, norms, log_prior, L, method)
+    if method == "matmul":
+        idx = shift_index(L)
+        spectra.index = xp.asarray(idx, "int64") if xp.name == "torch" else idx
+        if xp.name == "numpy":
+            k = idx.size
+            spectra.scatter = scipy.sparse.csr_matrix((np.ones(k), (np.arange(k), idx.ravel())), shape=(k, 4 * L * L))
+    return spectra
 
 
 def batch_sizes(R: int, L: int, memory_mb: float) -> tuple[int, int]:
-    """(patches per batch, rotations per chunk) so the float64 (P, R, 2L, 2L) log-likelihood
-    tensor takes about half the budget and a rotation chunk's FFT temporaries the rest."""
+    """(patches per batch, rotations per chunk): the float64 (P, R, 2L, 2L) log-likelihood
+    tensor takes about half the budget, a rotation chunk's temporaries (FFT products or the
+    (r·4L², L²) stack of shifted projections) the rest."""
     budget = max(memory_mb, 1.0) * 2**20
-    per_patch = R * 4 * L * L * 8 * 2  # log-likelihoods + responsibilities
-    P = int(max(1, budget * 0.5 // per_patch))
+    per_patch = R * 4 * L * L * 8 * 1.5  # log-likelihoods/responsibilities (in place) + slack
+    P = int(max(1, min(65536, budget * 0.5 // per_patch)))
     per_pr = 2 * L * (L + 1) * 16 * 2 + 4 * L * L * 8 * 2  # complex products + real correlations
-    Rb = int(max(1, min(R, budget * 0.5 // (P * per_pr))))
+    per_r = 4 * L * L * L * L * 8 * 2  # shifted projection stack (matmul)
+    Rb = int(max(1, min(R, budget * 0.5 // (P * per_pr + per_r))))
     return P, Rb
 
 
+def _stack(spectra: Spectra, r0: int, r1: int, xp: Backend) -> Any:
+    """(r·4L², L²) all shifted-and-cropped projections C R_s Z p_ω of rotations r0:r1."""
+    z = spectra.z[r0:r1]
+    if xp.name == "numpy":
+        q = z[:, spectra.index]
+    else:
+        q = z[:, spectra.index.reshape(-1)].reshape(r1 - r0, *spectra.index.shape)
+    return q.reshape(-1, spectra.L * spectra.L)
+
+
 def log_likelihoods(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int) -> tuple[Any, Any]:
-    """log p(y_i, ω, s) for a batch of patches (P, L, L) → ((P, R, 2L, 2L) float64, Ŷ (P, 2L, L+1))."""
+    """log p(y_i, ω, s) for a batch of patches (P, L, L) → ((P, R, 2L, 2L) float64, Ŷ or None)."""
     L = spectra.L
     P = patches.shape[0]
     R = spectra.norms.shape[0]
-    Y = pad(xp.asarray(patches), xp)
-    y_hat = xp.rfft2(Y)
     y64 = xp.asarray(patches, "float64")
     ysq = xp.sum(y64 * y64, (1, 2))
     const = -0.5 * L * L * np.log(2 * np.pi * sigma**2)
     out = xp.zeros((P, R, 2 * L, 2 * L), dtype="float64")
+    y_hat = None
+    if spectra.method == "fft":
+        y_hat = xp.rfft2(pad(xp.asarray(patches), xp))
+    else:
+        y_flat = xp.asarray(patches).reshape(P, L * L)
     for r0 in range(0, R, rot_chunk):  # loop over rotation chunks only; patches × shifts vectorised
         r1 = min(R, r0 + rot_chunk)
-        cross = xp.float64(xp.irfft2(y_hat[:, None] * xp.conj(spectra.proj_hat[None, r0:r1]), (2 * L, 2 * L)))
-        out[:, r0:r1] = (cross - 0.5 * spectra.norms[None, r0:r1]) / sigma**2 + spectra.log_prior[None, r0:r1]
-    out -= (0.5 * ysq / sigma**2)[:, None, None, None]
-    return out + const, y_hat
+        if spectra.method == "fft":
+            cross = xp.irfft2(y_hat[:, None] * xp.conj(spectra.proj_hat[None, r0:r1]), (2 * L, 2 * L))
+        else:
+            cross = (y_flat @ _stack(spectra, r0, r1, xp).T).reshape(P, r1 - r0, 2 * L, 2 * L)
+        out[:, r0:r1] = xp.float64(cross) * (1.0 / sigma**2)
+        out[:, r0:r1] += spectra.log_prior[None, r0:r1] - (0.5 / sigma**2) * spectra.norms[None, r0:r1]
+    out += (const - 0.5 * ysq / sigma**2)[:, None, None, None]
+    return out, y_hat
+
+
+def responsibilities(ll: Any, xp: Backend) -> Any:
+    """Turn log-likelihoods (P, R, 2L, 2L) into responsibilities IN PLACE; return log p(y_i) (P,).
+
+    Float64 log-sum-exp: shift by the per-patch maximum, exponentiate, normalise."""
+    P = ll.shape[0]
+    flat = ll.reshape(P, -1)
+    mx = flat.max(axis=1) if xp.name == "numpy" else flat.max(dim=1).values
+    flat -= mx[:, None]
+    if xp.name == "numpy":
+        np.exp(flat, out=flat)
+        tot = flat.sum(axis=1)
+        flat /= tot[:, None]
+        return mx + np.log(tot)
+    flat.exp_()
+    tot = flat.sum(dim=1)
+    flat /= tot[:, None]
+    return mx + tot.log()
 
 
 def estep_batch(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int) -> Statistics:
     """Statistics of one batch of patches (P, L, L) at the current model."""
     L = spectra.L
+    P = patches.shape[0]
     R = spectra.norms.shape[0]
-    ll, y_hat = log_likelihoods(patches, spectra, sigma, xp, rot_chunk)
-    lse = xp.logsumexp(ll, (1, 2, 3))  # (P,)
-    n = xp.zeros((R, 2 * L, 2 * L), dtype="float64")
-    bhat = []
-    if xp.dtype == "float64":
-        y_hat64 = y_hat
+    w, y_hat = log_likelihoods(patches, spectra, sigma, xp, rot_chunk)
+    lse = responsibilities(w, xp)
+    n = xp.sum(w, 0)
+    b = []
+    if spectra.method == "fft":
+        if xp.dtype != "float64":
+            y_hat = xp.rfft2(pad(xp.asarray(patches, "float64"), xp, "float64"))
     else:
-        y_hat64 = xp.rfft2(pad(xp.asarray(patches, "float64"), Backend(xp.name, xp.device, "float64", xp.workers)))
+        y_flat = xp.asarray(patches, "float64").reshape(P, L * L)
     for r0 in range(0, R, rot_chunk):
         r1 = min(R, r0 + rot_chunk)
-        w = xp.exp(ll[:, r0:r1] - lse[:, None, None, None])  # (P, r, 2L, 2L) responsibilities
-        n[r0:r1] = xp.sum(w, 0)
-        bhat.append(xp.to_numpy(xp.einsum("ipq,irpq->rpq", y_hat64, xp.conj(xp.rfft2(w)))))
-    return Statistics(float(patches.shape[0]), float(xp.to_numpy(xp.sum(lse, 0))), xp.to_numpy(n).astype(np.float64),
-                      np.concatenate(bhat, axis=0).astype(np.complex128))
+        if spectra.method == "fft":
+            bhat = xp.einsum("ipq,irpq->rpq", y_hat, xp.conj(xp.rfft2(w[:, r0:r1])))
+            b.append(xp.to_numpy(xp.irfft2(bhat, (2 * L, 2 * L))[:, :L, :L]))
+        else:
+            # V[ω, s, u] = Σ_i w_iωs y_i[u]; b_ω = Σ_s C R_s Zᵀ-adjoint of V[ω, s] (scatter to the padded grid)
+            V = (w[:, r0:r1].reshape(P, -1).T @ y_flat).reshape(r1 - r0, -1)  # (r, 4L²·L²)
+            if xp.name == "numpy":
+                bp = np.asarray(V @ spectra.scatter)
+            else:
+                bp = xp.zeros((r1 - r0, 4 * L * L), dtype="float64")
+                bp.index_add_(1, spectra.index.reshape(-1), V)
+            b.append(xp.to_numpy(bp.reshape(r1 - r0, 2 * L, 2 * L)[:, :L, :L]))
+    return Statistics(float(P), float(xp.to_numpy(xp.sum(lse, 0))), np.asarray(xp.to_numpy(n), dtype=np.float64),
+                      np.concatenate(b, axis=0).astype(np.float64))

@@ -8,7 +8,7 @@ with, on the L×L projection domain (pixels v ∈ [0, L)²),
 
 * m_ω[v] = Σ_s n_{ωs} M[v + s]             = irfft2(M̂ · conj(n̂_ω))[v]  (how often pixel v of
   the projection was seen inside the patch), M = Z 1 the crop mask;
-* b_ω[v] = Σ_i Σ_s w_{iωs} Y_i[v + s]      = irfft2(B̂_ω)[v]  (back-shifted data).
+* b_ω[v] = Σ_i Σ_s w_{iωs} Y_i[v + s]  (back-shifted data, accumulated by the E-step).
 
 Both come from :class:`~cryomtd.em3d.estep.Statistics`. The system is assembled with
 batched matrix products over chunks of rotations and solved by Cholesky (least squares
@@ -38,8 +38,7 @@ def weight_images(stats: Statistics, L: int) -> tuple[np.ndarray, np.ndarray]:
     mask[:L, :L] = 1.0
     m = scipy.fft.irfft2(scipy.fft.rfft2(mask)[None] * np.conj(scipy.fft.rfft2(stats.n, axes=(-2, -1))),
                          s=(2 * L, 2 * L), axes=(-2, -1))[:, :L, :L]
-    b = scipy.fft.irfft2(stats.bhat, s=(2 * L, 2 * L), axes=(-2, -1))[:, :L, :L]
-    return m, b
+    return m, stats.b
 
 
 def normal_equations(model: ProjectionModel, wigner: WignerBlocks, m: np.ndarray, b: np.ndarray,
