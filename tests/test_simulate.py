@@ -121,6 +121,19 @@ def test_basis_energy_exact_against_quadrature():
     assert S.basis_signal_energy(b, coef) == pytest.approx(ref, rel=1e-10)
 
 
+@pytest.mark.parametrize("L, ell_max", [(7, 3), (8, None)])
+def test_euler_projector_equals_basis_project(L, ell_max):
+    """The ZYZ-factorised projector against ``basis.project`` (full Wigner matrices), random
+    rotations and the poles tilt = 0°, 180° and negative angles; equal to rounding (1e-12)."""
+    basis_mod = pytest.importorskip("cryomtd.basis")
+    b = basis_mod.SphericalBessel(L, ell_max)
+    coef = np.random.default_rng(1).normal(size=b.size)
+    R = np.concatenate([rotations.random(20, 4),
+                        rotations.euler_to_matrix([0, 40, -70, 10], [0, 180, 90, 0], [-30, 20, 0, 0])])
+    ref = b.project(coef, R)
+    np.testing.assert_allclose(S.EulerProjector(b, coef)(R), ref, atol=1e-12 * np.abs(ref).max())
+
+
 def test_micrograph_through_basis():
     basis_mod = pytest.importorskip("cryomtd.basis")
     b = basis_mod.SphericalBessel(7, 3)
