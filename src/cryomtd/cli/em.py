@@ -15,7 +15,7 @@ def _run(args: argparse.Namespace) -> int:
     infos = [Path(p) for p in args.infos] if args.infos else [m.with_suffix(".json") for m in mics]
     em = {"grid_step": args.grid_step, "iterations": args.iterations, "tol": args.tol, "fraction": args.fraction,
           "step": {"burn_in": args.burn_in, "decay": args.decay}, "prior_weight": args.prior_weight,
-          "learn_rotation_prior": args.learn_rotation_prior, "backend": args.backend, "dtype": args.dtype,
+          "learn_rotation_prior": args.learn_rotation_prior, "backend": args.backend, "dtype": args.dtype, "method": args.method,
           "memory_mb": args.memory_mb, "threads": args.threads}
     out = Path(args.out)
     checkpoint = args.checkpoint if args.checkpoint else out / "em_checkpoint" / "state.npz"
@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior-weight", type=float, default=0.0, help="Gaussian prior precision on coefficients")
     p.add_argument("--learn-rotation-prior", action="store_true")
     p.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch", "torch-cpu", "cuda"])
+    p.add_argument("--method", default="auto", choices=["auto", "fft", "matmul"],
+                   help="E-step cross terms by FFT or by one matrix product (auto: matmul for L ≤ 8 or CUDA)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--memory-mb", type=float, default=1024.0)
     p.add_argument("--threads", type=int, default=2)

@@ -83,6 +83,7 @@ def reconstruct(micrographs: Sequence[str | os.PathLike], infos: Sequence[str | 
               prior_weight=float(em.get("prior_weight", 0.0)),
               learn_rotation_prior=bool(em.get("learn_rotation_prior", False)), checkpoint=checkpoint,
               backend=str(em.get("backend", "auto")), dtype=str(em.get("dtype", "float64")),
+              method=str(em.get("method", "auto")),
               memory_mb=float(em.get("memory_mb", 1024)), threads=int(em.get("threads", 1)),
               show_progress=show_progress)
     log.info("approx_em: %d patches, σ = %.4g, init = %s, %d iterations, loglik/patch %s",
