@@ -49,6 +49,8 @@ class Backend:
         """Copy a host array to this backend's device with the given dtype."""
         a = np.ascontiguousarray(a, dtype=dtype)
         if self.name.startswith("torch"):
+            if not a.flags.writeable:  # torch.from_numpy wants a writable buffer
+                a = a.copy()
             return self.module.from_numpy(a).to(self.device)
         if self.name == "cupy":
             return self.module.asarray(a)
@@ -83,6 +85,12 @@ class Backend:
             return padded.unfold(0, D, 1).unfold(1, D, 1).reshape(h * w, D * D)
         view = self.module.lib.stride_tricks.sliding_window_view(padded, (D, D))
         return view.reshape(h * w, D * D)
+
+    def take_columns(self, a: Any, idx: Any) -> Any:
+        """``a[:, idx]`` as a new contiguous array (``idx`` an integer array on this device)."""
+        if self.name.startswith("torch"):
+            return self.module.index_select(a, 1, idx)
+        return self.module.take(a, idx, axis=1)
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""

@@ -19,15 +19,26 @@ runs over all r ∈ ℤ²):
   (those of them that lie inside the window). The class of an entry is named by
   its canonical triple: sort the three points lexicographically by (y, x) and
   subtract the smallest; two dense entries are equal iff their canonical
-  triples are. The stored representative of a class is its member with the
-  smallest dense flat index among those with f(ℓ1) ≤ f(ℓ2) (one exists by the
-  swap symmetry). Classes are listed in increasing representative index.
-  K3 ≈ D⁴/6 for large W (W=6: 2 806 of 14 641; W=11: 33 211 of 194 481).
+  triples are. K3 ≈ 0.31·D⁴ (W=6: 4 621 of 14 641; W=11: 60 941 of 194 481).
+
+Computed set (what the engine forms; DESIGN §4 Gram G[ℓ1, ℓ2] = Σ_r I[r] I[r+ℓ1] I[r+ℓ2]).
+Split the lags into H (above), L = {ℓy ≤ 0, ℓx < 0}, R = {ℓy < 0, ℓx > 0} and
+Z = {ℓy < 0, ℓx = 0} (a partition) and order the window vector as H, L, R, Z
+(``gram_layout``). The engine forms only G[p1, p2] with p1 ∈ H and p2 at or after
+p1 in this order (H×H upper triangle and H×(L∪R∪Z): base point = lexicographically
+smallest or middle point of the triple), plus the L×R block. Every class has a member
+there: if no orbit member has a lag in H, the triple's largest point is the only
+valid base and the other two differ by ≥ W in x, i.e. one lies in L and one in R.
+This costs ≈ 3/8 + 1/16 of the D⁴ full Gram (vs 1/2 for a symmetric Gram).
+The stored representative of a class is its computed member with the smallest
+Gram position; classes are listed by increasing dense flat index of the
+representative (``a3_nonredundant_lags``).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,6 +49,8 @@ __all__ = [
     "a2_index_map",
     "a3_index_map",
     "a3_representatives",
+    "gram_layout",
+    "GramLayout",
 ]
 
 
@@ -80,9 +93,48 @@ def a2_nonredundant_lags(W: int) -> np.ndarray:
     return np.stack([ly[reps], lx[reps]], axis=1)
 
 
+class GramLayout(NamedTuple):
+    """Which Gram entries the engine forms (see the module docstring, "computed set").
+
+    ``perm`` (D²,): the flat lag f at each position p of the permuted window vector
+    (H in increasing f, then L, R, Z); ``n_h`` = |H|; ``l_range``/``r_range``: the
+    position ranges of L and R.
+    """
+
+    perm: np.ndarray
+    n_h: int
+    l_range: tuple[int, int]
+    r_range: tuple[int, int]
+
+
+@lru_cache(maxsize=32)
+def gram_layout(W: int) -> GramLayout:
+    """The permuted window-vector order and block ranges used by the engine for window W."""
+    D = lag_size(W)
+    c = (D * D - 1) // 2
+    ly, lx = _lag_grid(W)
+    f = np.arange(D * D)
+    H = f[f >= c]
+    L = f[(ly <= 0) & (lx < 0)]
+    R = f[(ly < 0) & (lx > 0)]
+    Z = f[(ly < 0) & (lx == 0)]
+    perm = np.concatenate([H, L, R, Z])
+    perm.setflags(write=False)
+    nH, nL, nR = H.size, L.size, R.size
+    return GramLayout(perm, nH, (nH, nH + nL), (nH + nL, nH + nL + nR))
+
+
+def in_computed_set(W: int, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+    """True where the Gram entry at permuted positions (p1, p2) is formed by the engine."""
+    g = gram_layout(W)
+    return ((p1 < g.n_h) & (p2 >= p1)) | (
+        (p1 >= g.l_range[0]) & (p1 < g.l_range[1]) & (p2 >= g.r_range[0]) & (p2 < g.r_range[1]))
+
+
 @lru_cache(maxsize=16)
-def _a3_maps(W: int) -> tuple[np.ndarray, np.ndarray]:
-    """(representative dense flat indices (K3,), dense→unique index map (D⁴,) int32)."""
+def _a3_maps(W: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(representative dense flat indices (K3,), dense→unique map (D⁴,) int32, representative
+    Gram positions p1·D² + p2 (K3,))."""
     D = lag_size(W)
     D2 = D * D
     ly, lx = _lag_grid(W)
@@ -95,21 +147,28 @@ def _a3_maps(W: int) -> tuple[np.ndarray, np.ndarray]:
     d2 = pts[:, 2] - pts[:, 0]
     key = d1 * (4 * B * W) + d2  # d2 < (2W−1)·B + B/2 < 4·B·W
     del pts, d1, d2
-    valid = np.flatnonzero(f1 <= f2)
-    ukeys, first = np.unique(key[valid], return_index=True)
-    reps_by_key = valid[first]  # min dense index with f1 ≤ f2 in each class (np.unique: first occurrence)
-    order = np.argsort(reps_by_key, kind="stable")
-    reps = reps_by_key[order]
+    pos = np.empty(D2, dtype=np.int64)
+    pos[gram_layout(W).perm] = np.arange(D2)
+    gpos = pos[f1] * D2 + pos[f2]  # Gram position of every dense entry
+    valid = np.flatnonzero(in_computed_set(W, pos[f1], pos[f2]))
+    order_v = valid[np.argsort(gpos[valid], kind="stable")]  # computed entries by Gram position
+    ukeys, first = np.unique(key[order_v], return_index=True)  # first = smallest Gram position per class
+    if ukeys.size != np.unique(key).size:  # every class must have a computed member
+        raise AssertionError(f"a3 computed set misses classes for W={W}")
+    rep_dense = order_v[first]
+    order = np.argsort(rep_dense, kind="stable")
+    reps = rep_dense[order]
+    rep_gram = gpos[reps]
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     dense_to_unique = rank[np.searchsorted(ukeys, key)].astype(np.int32)
-    reps.setflags(write=False)
-    dense_to_unique.setflags(write=False)
-    return reps, dense_to_unique
+    for a in (reps, dense_to_unique, rep_gram):
+        a.setflags(write=False)
+    return reps, dense_to_unique, rep_gram
 
 
 def a3_representatives(W: int) -> np.ndarray:
-    """(K3,) dense flat indices f(ℓ1)·D² + f(ℓ2) of the stored a3 entries (all with f(ℓ1) ≤ f(ℓ2))."""
+    """(K3,) dense flat indices f(ℓ1)·D² + f(ℓ2) of the stored a3 entries, increasing."""
     return _a3_maps(W)[0]
 
 
