@@ -18,11 +18,16 @@ Method
    batched product of the Wigner-D blocks with the small matrices M_ℓ (no volume is
    rotated during the search). The point reflection is the sign flip (−1)^ℓ of every
    block (real spherical harmonics have parity (−1)^ℓ; radial functions are even).
+   The search uses the blocks ℓ ≤ ``ell_search`` on a HEALPix × in-plane grid
+   (``cryomtd.rotations.grid``); their Wigner blocks are computed once per process and
+   reused for every estimator and reflection.
 2. The best few grid rotations (for each reflection) are refined locally by BFGS on the
-   rotation vector of a left perturbation R = exp([ω]×) R₀, with the 3-D gradient from
-   central differences evaluated as one batch of 7 rotations.
+   rotation vector of a left perturbation R = exp([ω]×) R₀ (gradient by central differences,
+   evaluated as one batch of 7 rotations), first with ℓ ≤ ``ell_search``, then the winner
+   with ℓ ≤ ``ell_refine``.
 3. Optionally a translation t: integer peak of the FFT cross-correlation, then a
-   parabolic sub-voxel fit per axis.
+   parabolic sub-voxel fit per axis, alternated with a rotation search of the translated
+   estimate.
 
 The output volume is either the estimate re-evaluated from its rotated coefficients
 (``output="basis"``, exact for volumes that live in the basis, as every estimator of this
@@ -32,6 +37,8 @@ project does) or the voxel estimate resampled by cubic-spline interpolation
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -64,11 +71,10 @@ class Alignment:
     coef: np.ndarray | None = None
 
 
-def _blocks(basis) -> list[tuple[int, np.ndarray]]:
-    """(ℓ, index array (S_ℓ, 2ℓ+1)) per ℓ, from the basis layout (ℓ ascending, then s, then m)."""
-    ell = np.asarray(basis.ell)
+def _blocks(ell: np.ndarray, cap: int) -> list[tuple[int, np.ndarray]]:
+    """(ℓ, index array (S_ℓ, 2ℓ+1)) for ℓ = 0 … cap, from the layout (ℓ ascending, then s, then m)."""
     out = []
-    for l in range(int(basis.ell_max) + 1):
+    for l in range(int(cap) + 1):
         idx = np.flatnonzero(ell == l)
         if idx.size:
             out.append((l, idx.reshape(-1, 2 * l + 1)))
@@ -80,25 +86,44 @@ def reflect_coefficients(coef: np.ndarray, basis) -> np.ndarray:
     return np.asarray(coef) * np.where(np.asarray(basis.ell) % 2 == 1, -1.0, 1.0)
 
 
-def _contraction_matrices(est: np.ndarray, ref: np.ndarray, blocks) -> list[np.ndarray]:
-    """M_ℓ = Σ_s ref_{ℓ,s} est_{ℓ,s}ᵀ, one (2ℓ+1, 2ℓ+1) matrix per ℓ."""
-    return [ref[idx].T @ est[idx] for _, idx in blocks]
+def _wigner(ell_max: int, R: np.ndarray) -> list[np.ndarray]:
+    from cryomtd.basis import real_wigner
+
+    return real_wigner(int(ell_max), np.asarray(R, dtype=np.float64).reshape(-1, 3, 3))
+
+
+@functools.lru_cache(maxsize=4)
+def _grid_wigner(step: float, ell_max: int) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The rotation grid of ``step`` degrees and its Wigner blocks up to ``ell_max`` (cached: the
+    search of every estimator and reflection reuses them)."""
+    from cryomtd import rotations as rot
+
+    R = rot.grid(step)
+    return R, tuple(_wigner(ell_max, R))
+
+
+def _correlations(D: Sequence[np.ndarray], mats: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """Σ_ℓ ⟨D^ℓ(R_n), M_ℓ⟩_F for every n: one batched contraction per ℓ → (n,)."""
+    acc = np.zeros(D[0].shape[0])
+    for l, M in mats:
+        acc += np.einsum("nij,ij->n", D[l], M)
+    return acc
+
+
+def _contractions(est: np.ndarray, ref: np.ndarray, ell: np.ndarray, cap: int) -> list[tuple[int, np.ndarray]]:
+    """M_ℓ = Σ_s ref_{ℓ,s} est_{ℓ,s}ᵀ ((2ℓ+1)×(2ℓ+1)) for ℓ ≤ cap."""
+    return [(l, ref[idx].T @ est[idx]) for l, idx in _blocks(ell, cap)]
 
 
 def coefficient_correlations(est: np.ndarray, ref: np.ndarray, basis, rotations: np.ndarray,
-                             chunk: int = 2048) -> np.ndarray:
-    """C(R) = ⟨D(R) est, ref⟩ for every R in ``rotations`` (n, 3, 3) → (n,), batched over R."""
+                             ell_max: int | None = None, chunk: int = 4096) -> np.ndarray:
+    """C(R) = ⟨D(R) est, ref⟩ over the blocks ℓ ≤ ``ell_max`` (default all) for R (n, 3, 3) → (n,)."""
+    cap = basis.ell_max if ell_max is None else min(int(ell_max), basis.ell_max)
     rotations = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
-    blocks = _blocks(basis)
-    mats = _contraction_matrices(np.asarray(est, float), np.asarray(ref, float), blocks)
+    mats = _contractions(np.asarray(est, float), np.asarray(ref, float), np.asarray(basis.ell), cap)
     out = np.empty(len(rotations))
     for start in range(0, len(rotations), chunk):
-        Rs = rotations[start:start + chunk]
-        D = basis.wigner(Rs)
-        acc = np.zeros(len(Rs))
-        for (l, _), M in zip(blocks, mats):
-            acc += np.einsum("nij,ij->n", np.asarray(D[l]), M)
-        out[start:start + chunk] = acc
+        out[start:start + chunk] = _correlations(_wigner(cap, rotations[start:start + chunk]), mats)
     return out
 
 
@@ -107,49 +132,55 @@ def _perturb(R0: np.ndarray, omegas: np.ndarray) -> np.ndarray:
     return Rotation.from_rotvec(omegas).as_matrix() @ R0
 
 
-def _refine(est: np.ndarray, ref: np.ndarray, basis, R0: np.ndarray, h: float = 1e-4,
-            maxiter: int = 50) -> tuple[np.ndarray, float]:
-    """Local maximisation of C(R) around R₀ (BFGS on ω, batched central-difference gradient)."""
+def _refine(mats, cap: int, R0: np.ndarray, h: float = 1e-5, maxiter: int = 60) -> tuple[np.ndarray, float]:
+    """Local maximisation of C(R) around R₀: BFGS on ω of R = exp([ω]×) R₀; the gradient by
+    central differences, evaluated with C as one batch of 7 rotations."""
     steps = np.vstack([np.zeros(3), h * np.eye(3), -h * np.eye(3)])
 
     def fun(w):
-        c = coefficient_correlations(est, ref, basis, _perturb(R0, w[None, :] + steps))
-        grad = (c[1:4] - c[4:7]) / (2 * h)
-        return -c[0], -grad
+        c = _correlations(_wigner(cap, _perturb(R0, w[None, :] + steps)), mats)
+        return -c[0], -(c[1:4] - c[4:7]) / (2 * h)
 
-    res = optimize.minimize(fun, np.zeros(3), jac=True, method="BFGS", options={"maxiter": maxiter, "gtol": 1e-10})
-    R = _perturb(R0, res.x[None, :])[0]
-    return R, -float(res.fun)
+    res = optimize.minimize(fun, np.zeros(3), jac=True, method="BFGS", options={"maxiter": maxiter, "gtol": 1e-9})
+    return _perturb(R0, res.x[None, :])[0], -float(res.fun)
 
 
 def align_coefficients(est: np.ndarray, ref: np.ndarray, basis, *, reflections: bool = True,
-                       grid_step: float = 12.0, refine: bool = True, n_candidates: int = 4,
-                       rotations: np.ndarray | None = None) -> tuple[np.ndarray, bool, float]:
-    """Best (R, reflected, normalised coefficient correlation) for ⟨D(R)·(±)est, ref⟩.
+                       grid_step: float = 15.0, ell_search: int = 6, ell_refine: int | None = 12,
+                       refine: bool = True, n_candidates: int = 4) -> tuple[np.ndarray, bool, float]:
+    """Best (R, reflected, normalised coefficient correlation) maximising ⟨D(R)·(±)est, ref⟩.
 
-    ``grid_step`` is the angular step (degrees) of ``cryomtd.rotations.grid``; ``rotations``
-    overrides the grid. The ``n_candidates`` best grid rotations of each reflection are refined.
+    Three stages, each cheap: (1) correlations of the blocks ℓ ≤ ``ell_search`` at every
+    rotation of ``cryomtd.rotations.grid(grid_step)`` (for each reflection); (2) BFGS from the
+    ``n_candidates`` best grid rotations of each reflection, still with ℓ ≤ ``ell_search``;
+    (3) BFGS from the winner with ℓ ≤ ``ell_refine`` (None: all). The low blocks carry most of
+    the energy of a smooth volume and their correlation is smooth in R, so a coarse grid
+    suffices; for an exact rotated copy every block peaks at the same rotation.
+    The returned correlation uses all blocks, normalised by the coefficient norms.
     """
     est = np.asarray(est, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
-    if rotations is None:
-        from cryomtd import rotations as rot
-
-        rotations = rot.grid(grid_step)
     norm = np.linalg.norm(est) * np.linalg.norm(ref)
     if norm == 0:
         raise ValueError("cannot align a zero volume")
+    ell = np.asarray(basis.ell)
+    cap_s = min(int(ell_search), basis.ell_max)
+    cap_r = basis.ell_max if ell_refine is None else min(int(ell_refine), basis.ell_max)
+    grid, D = _grid_wigner(float(grid_step), cap_s)
     variants = [(False, est)] + ([(True, reflect_coefficients(est, basis))] if reflections else [])
-    best = (np.eye(3), False, -np.inf)
+    best = (np.eye(3), False, -np.inf, est)
     for reflected, e in variants:
-        corr = coefficient_correlations(e, ref, basis, rotations)
-        order = np.argsort(corr)[::-1][: max(1, n_candidates)]
-        for i in order:
-            R, c = (_refine(e, ref, basis, rotations[i]) if refine else (rotations[i], float(corr[i])))
+        mats = _contractions(e, ref, ell, cap_s)
+        corr = _correlations(D, mats)
+        for i in np.argsort(corr)[::-1][: max(1, n_candidates)]:
+            R, c = _refine(mats, cap_s, grid[i]) if refine else (grid[i], float(corr[i]))
             if c > best[2]:
-                best = (R, reflected, c)
-    R, reflected, c = best
-    return R, reflected, c / norm
+                best = (R, reflected, c, e)
+    R, reflected, _, e = best
+    if refine and cap_r > cap_s:
+        R, _ = _refine(_contractions(e, ref, ell, cap_r), cap_r, R)
+    c_all = float(coefficient_correlations(e, ref, basis, R[None])[0])
+    return R, reflected, c_all / norm
 
 
 def transform_volume(vol: np.ndarray, rotation: np.ndarray, reflected: bool = False,
@@ -192,14 +223,21 @@ def relative_error(vol: np.ndarray, ref: np.ndarray) -> float:
 
 
 def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = True, basis=None,
-          ell_max: int | None = None, grid_step: float = 12.0, refine: bool = True, n_candidates: int = 4,
-          shift: bool = False, output: Literal["interpolate", "basis"] = "interpolate",
+          ell_max: int | None = None, grid_step: float = 15.0, ell_search: int = 6, ell_refine: int | None = 12,
+          refine: bool = True, n_candidates: int = 4, shift: bool = False, shift_iterations: int = 2,
+          output: Literal["interpolate", "basis"] = "interpolate",
           est_coef: np.ndarray | None = None, ref_coef: np.ndarray | None = None) -> Alignment:
     """Rotate (and reflect, optionally shift) ``estimate`` (L, L, L) onto ``reference`` (L, L, L).
 
-    ``basis`` defaults to ``SphericalBessel(L, ell_max)``; pass ``est_coef``/``ref_coef`` when
-    the coefficients are known (skips the expansions). See the module docstring for the method
-    and :class:`Alignment` for the result.
+    ``basis`` defaults to ``SphericalBessel(L, ell_max)`` with ``ell_max`` defaulting to
+    min(10, the basis limit for L): the search needs the low blocks only, and a volume
+    is expanded (conjugate gradients to rtol 1e-4) only up to that degree. Pass
+    ``est_coef``/``ref_coef`` (in ``basis``) when the coefficients are known.
+    ``grid_step``, ``ell_search``, ``ell_refine``, ``n_candidates``, ``refine``: see
+    :func:`align_coefficients`. ``shift``: also fit a translation, alternating
+    ``shift_iterations`` times between the FFT cross-correlation peak (sub-voxel parabolic fit)
+    and a rotation search of the translated estimate. ``output``: see the module docstring. See :class:`Alignment`
+    for the result.
     """
     estimate = np.asarray(estimate, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
@@ -207,25 +245,39 @@ def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = Tr
         raise ValueError(f"align needs two cubic volumes of one shape, got {estimate.shape} and {reference.shape}")
     L = estimate.shape[0]
     if basis is None:
-        from cryomtd.basis import SphericalBessel
+        from cryomtd.basis import SphericalBessel, default_ell_max
 
-        basis = SphericalBessel(L, ell_max)
-    ce = basis.expand(estimate) if est_coef is None else np.asarray(est_coef, dtype=np.float64)
-    cr = basis.expand(reference) if ref_coef is None else np.asarray(ref_coef, dtype=np.float64)
+        basis = SphericalBessel(L, min(10, default_ell_max(L)) if ell_max is None else ell_max)
+    ce = basis.expand(estimate, rtol=1e-4) if est_coef is None else np.asarray(est_coef, dtype=np.float64)
+    cr = basis.expand(reference, rtol=1e-4) if ref_coef is None else np.asarray(ref_coef, dtype=np.float64)
     R, reflected, ccorr = align_coefficients(ce, cr, basis, reflections=reflections, grid_step=grid_step,
-                                             refine=refine, n_candidates=n_candidates)
+                                             ell_search=ell_search, ell_refine=ell_refine, refine=refine,
+                                             n_candidates=n_candidates)
     coef = basis.rotate(reflect_coefficients(ce, basis) if reflected else ce, R)
     if output == "basis":
         vol = np.asarray(basis.evaluate(coef), dtype=np.float64)
-    else:
+    elif output == "interpolate":
         vol = transform_volume(estimate, R, reflected)
+    else:
+        raise ValueError(f"output must be 'basis' or 'interpolate', got {output!r}")
     t = np.zeros(3)
     if shift:
-        t = _find_shift(vol, reference)
+        # Alternate: translation of the current alignment, then a rotation search of the
+        # translated estimate about the reference centre (composition: a rotation Q applied
+        # after (R, t) gives (Q R, Q t)).
+        for _ in range(shift_iterations):
+            t = t + _find_shift(transform_volume(estimate, R, reflected, t), reference)
+            moved = transform_volume(estimate, R, reflected, t)
+            Q, _, ccorr = align_coefficients(basis.expand(moved, rtol=1e-4), cr, basis, reflections=False,
+                                             grid_step=grid_step, ell_search=ell_search, ell_refine=ell_refine,
+                                             refine=refine, n_candidates=n_candidates)
+            R, t = Q @ R, Q @ t
+        t = t + _find_shift(transform_volume(estimate, R, reflected, t), reference)
+        coef = basis.rotate(reflect_coefficients(ce, basis) if reflected else ce, R)
         if output == "interpolate":
             vol = transform_volume(estimate, R, reflected, t)
         else:  # sub-voxel shift of a band-limited volume: Fourier phase ramp
-            vol = np.fft.ifftn(ndimage.fourier_shift(np.fft.fftn(vol), t[::-1])).real
+            vol = np.fft.ifftn(ndimage.fourier_shift(np.fft.fftn(basis.evaluate(coef)), t[::-1])).real
     corr = float(np.vdot(vol, reference) / (np.linalg.norm(vol) * np.linalg.norm(reference)))
     return Alignment(volume=vol, rotation=R, reflected=bool(reflected), correlation=corr, shift=t,
                      coef_correlation=float(ccorr), coef=coef)

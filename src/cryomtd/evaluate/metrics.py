@@ -50,7 +50,9 @@ ESTIMATORS = ("lsq", "em")
 class EvaluationSettings:
     """The ``evaluate`` config block (defaults are written in workflow/schemas/evaluate.schema.yaml)."""
 
-    grid_step: float = 12.0
+    grid_step: float = 15.0
+    ell_search: int = 6
+    ell_refine: int | None = 12
     n_candidates: int = 4
     refine: bool = True
     reflections: bool = True
@@ -100,7 +102,7 @@ def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis=None, tr
     L = truth.shape[0]
     coef_ok = basis is not None and est_coef is not None and np.size(est_coef) == basis.size
     al = align(estimate, truth, reflections=settings.reflections, basis=basis, grid_step=settings.grid_step,
-               refine=settings.refine, n_candidates=settings.n_candidates, shift=settings.shift,
+               ell_search=settings.ell_search, ell_refine=settings.ell_refine, refine=settings.refine, n_candidates=settings.n_candidates, shift=settings.shift,
                output=settings.output if coef_ok else "interpolate",
                est_coef=est_coef if coef_ok else None,
                ref_coef=truth_coef if (truth_coef is not None and basis is not None
