@@ -20,31 +20,40 @@ from scipy.special import spherical_jn
 __all__ = ["spherical_jn_zeros", "radial_functions"]
 
 
-def _bisect_zeros(ell: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Zeros of j_ℓ, one in each bracket (lo, hi) where j_ℓ changes sign; vectorised."""
+def _bracketed_zeros(ell: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Zeros of j_ℓ, one in each bracket (lo, hi) where j_ℓ changes sign; vectorised.
+
+    8 bisection steps (bracket width ≤ π/256), then safeguarded Newton steps until
+    the step is below 4 ulp (quadratic convergence: 3–5 steps).
+    """
     f_lo = spherical_jn(ell, lo)
-    for _ in range(64):
+    for _ in range(8):
         mid = 0.5 * (lo + hi)
         f_mid = spherical_jn(ell, mid)
         left = np.sign(f_mid) == np.sign(f_lo)
-        lo = np.where(left, mid, lo)
+        lo, hi = np.where(left, mid, lo), np.where(left, hi, mid)
         f_lo = np.where(left, f_mid, f_lo)
-        hi = np.where(left, hi, mid)
-    return 0.5 * (lo + hi)
+    x = 0.5 * (lo + hi)
+    for _ in range(20):
+        step = spherical_jn(ell, x) / spherical_jn(ell, x, derivative=True)
+        x = np.clip(x - step, lo, hi)
+        if np.all(np.abs(step) <= 4 * np.finfo(np.float64).eps * x):
+            break
+    return x
 
 
 def spherical_jn_zeros(ell_max: int, z_max: float) -> list[np.ndarray]:
     """Positive zeros of j_ℓ below ``z_max``, for ℓ = 0 … ``ell_max`` (a list of 1-D arrays).
 
     Uses the interlacing of the zeros of j_ℓ and j_{ℓ+1} (each zero of j_{ℓ+1} lies
-    between consecutive zeros of j_ℓ), starting from the zeros kπ of j_0, and
-    bisection to machine precision inside each bracket (vectorised over zeros).
+    between consecutive zeros of j_ℓ), starting from the zeros kπ of j_0. The zero
+    j_ℓ's k-th zero is below j_0's (k+ℓ)-th, so starting with ⌈z_max/π⌉ + ℓ_max + 1
+    zeros of j_0 leaves at least one zero ≥ z_max at every degree.
     """
-    n0 = int(math.ceil(z_max / math.pi)) + ell_max + 2
-    zeros = np.arange(1, n0 + 1) * math.pi
+    zeros = np.arange(1, int(math.ceil(z_max / math.pi)) + ell_max + 2) * math.pi
     out = [zeros[zeros < z_max]]
     for ell in range(1, ell_max + 1):
-        zeros = _bisect_zeros(ell, zeros[:-1].copy(), zeros[1:].copy())
+        zeros = _bracketed_zeros(ell, zeros[:-1].copy(), zeros[1:].copy())
         out.append(zeros[zeros < z_max])
     return out
 

@@ -42,13 +42,17 @@ from cryomtd.io import InputError
 __all__ = ["SphericalBessel", "default_ell_max"]
 
 
-def _zeros_for(L: int) -> list[np.ndarray]:
-    """Zeros below π L/2 of j_ℓ for every ℓ that has one."""
+@functools.lru_cache(maxsize=64)
+def _zeros_for(L: int, ell_max: int | None = None) -> list[np.ndarray]:
+    """Zeros below π L/2 of j_ℓ for ℓ = 0 … ell_max (None: every ℓ that has one)."""
     z_max = math.pi * L / 2
     # the first zero of j_ℓ exceeds ℓ + 1/2, so ℓ < z_max bounds the search
-    zeros = spherical_jn_zeros(int(z_max) + 1, z_max)
+    top = int(z_max) + 1
+    zeros = spherical_jn_zeros(top if ell_max is None else min(int(ell_max), top), z_max)
     while zeros and zeros[-1].size == 0:
         zeros.pop()
+    for z in zeros:
+        z.setflags(write=False)
     return zeros
 
 
@@ -68,13 +72,16 @@ def _centred_grid(L: int, ndim: int) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _voxel_tables(L: int, ell_max: int) -> tuple[np.ndarray, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """Flat indices of voxels inside the ball and, per ℓ, radial (n, S) and angular (n, 2ℓ+1) tables."""
-    zeros = _zeros_for(L)
+    zeros = _zeros_for(L, ell_max)
     R = L / 2
     p = _centred_grid(L, 3).reshape(-1, 3)
     r = np.linalg.norm(p, axis=1)
     inside = np.flatnonzero(r < R)
     p, r = p[inside], r[inside]
-    rad = tuple(radial_functions(ell, zeros[ell], r, R) for ell in range(ell_max + 1))
+    # r² is an integer (or quarter-integer) on the voxel grid: evaluate the Bessel
+    # functions once per distinct radius (≈ L²/4 of them) and gather.
+    r_unique, which = np.unique(r, return_inverse=True)
+    rad = tuple(radial_functions(ell, zeros[ell], r_unique, R)[which] for ell in range(ell_max + 1))
     ang = tuple(real_sph_harm_blocks(ell_max, p))
     for a in rad + ang:
         a.setflags(write=False)
@@ -90,21 +97,24 @@ def _n_chord_nodes(L: int) -> int:
 @functools.lru_cache(maxsize=8)
 def _projection_matrix(L: int, ell_max: int, n_nodes: int) -> np.ndarray:
     """Ψ (L², size): line integrals along z of every basis function through every pixel centre."""
-    zeros = _zeros_for(L)[: ell_max + 1]
+    zeros = _zeros_for(L, ell_max)
     R = L / 2
     xy = _centred_grid(L, 2).reshape(-1, 2)
     rho2 = (xy**2).sum(axis=1)
     pix = np.flatnonzero(rho2 < R * R)
-    half = np.sqrt(R * R - rho2[pix])  # half chord length
     t, w = np.polynomial.legendre.leggauss(n_nodes)
-    zq = half[:, None] * t[None, :]  # (P, Q)
+    # Radii along the chord depend on the pixel only through ρ²: tabulate per distinct ρ².
+    rho2_unique, which = np.unique(rho2[pix], return_inverse=True)
+    half = np.sqrt(R * R - rho2_unique)  # half chord length
+    zq = half[:, None] * t[None, :]  # (U, Q)
     wq = half[:, None] * w[None, :]
-    pts = np.concatenate([np.broadcast_to(xy[pix][:, None, :], zq.shape + (2,)), zq[..., None]], axis=-1)
-    r = np.linalg.norm(pts, axis=-1)
+    r = np.sqrt(rho2_unique[:, None] + zq**2)
+    pts = np.concatenate([np.broadcast_to(xy[pix][:, None, :], (pix.size, n_nodes, 2)),
+                          zq[which][..., None]], axis=-1)  # (P, Q, 3)
     blocks = []
     for ell, ang in enumerate(real_sph_harm_blocks(ell_max, pts)):
-        rad = radial_functions(ell, zeros[ell], r, R)  # (P, Q, S)
-        blocks.append(np.einsum("pqs,pqm->psm", rad * wq[..., None], ang).reshape(pix.size, -1))
+        rad = (radial_functions(ell, zeros[ell], r, R) * wq[..., None])[which]  # (P, Q, S)
+        blocks.append(np.matmul(rad.transpose(0, 2, 1), ang).reshape(pix.size, -1))  # (P, S, 2ℓ+1)
     psi = np.zeros((L * L, sum(b.shape[1] for b in blocks)))
     psi[pix] = np.concatenate(blocks, axis=1)
     psi.setflags(write=False)
@@ -128,13 +138,13 @@ class SphericalBessel:
         if isinstance(L, bool) or not isinstance(L, (int, np.integer)) or L < 2:
             raise InputError(f"basis: L must be an integer >= 2, got {L!r}")
         self.L = int(L)
-        zeros = _zeros_for(self.L)
-        top = len(zeros) - 1
         if ell_max is None:
-            ell_max = top
+            ell_max = default_ell_max(self.L)
         if isinstance(ell_max, bool) or not isinstance(ell_max, (int, np.integer)) or ell_max < 0:
             raise InputError(f"basis.ell_max must be a non-negative integer or null, got {ell_max!r}")
-        if ell_max > top:
+        zeros = _zeros_for(self.L, int(ell_max))
+        if len(zeros) <= ell_max:
+            top = default_ell_max(self.L)
             raise InputError(f"basis.ell_max = {ell_max} exceeds the sampling limit {top} for L = {self.L} "
                              f"(j_ℓ has no zero below πL/2 for ℓ > {top}); use ell_max <= {top} or null")
         self.ell_max = int(ell_max)
@@ -190,7 +200,7 @@ class SphericalBessel:
         inside, rad, ang = _voxel_tables(self.L, self.ell_max)
         vals = np.zeros((c.shape[0], inside.size))
         for C, f, Y in zip(self._blocks(c), rad, ang):
-            vals += np.einsum("vm,nvm->nv", Y, f @ C)  # f @ C: (n, v, 2ℓ+1)
+            vals += (np.matmul(f, C) * Y).sum(axis=-1)  # f @ C: (n, v, 2ℓ+1)
         out = np.zeros((c.shape[0], self.L**3))
         out[:, inside] = vals
         return out.reshape(batch + (self.L,) * 3)
@@ -198,8 +208,7 @@ class SphericalBessel:
     def _adjoint(self, vals: np.ndarray) -> np.ndarray:
         """Φᵀ applied to in-ball voxel values (..., n_ball) → (..., size)."""
         _, rad, ang = _voxel_tables(self.L, self.ell_max)
-        parts = [np.einsum("vs,vm,...v->...sm", f, Y, vals, optimize=True).reshape(vals.shape[:-1] + (-1,))
-                 for f, Y in zip(rad, ang)]
+        parts = [np.matmul(f.T, Y * vals[..., None]).reshape(vals.shape[:-1] + (-1,)) for f, Y in zip(rad, ang)]
         return np.concatenate(parts, axis=-1)
 
     def expand(self, vol: np.ndarray, *, rtol: float = 1e-10, maxiter: int = 500) -> np.ndarray:
