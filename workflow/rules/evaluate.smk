@@ -89,6 +89,8 @@ rule summary:
         ),
     log:
         f"{RESULTS}/logs/summary/summary.log",
+    params:
+        kinds=["mtd1d"] * len(EXP1D) + ["cryo3d"] * len(EXP3D),
     threads: 1
     resources:
         mem_mb=1000,

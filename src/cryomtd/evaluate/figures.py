@@ -78,7 +78,7 @@ def plot_volume_panels(volumes: Mapping[str, np.ndarray], kind: str, *, title: s
             a.set_xticks([])
             a.set_yticks([])
             if i == 0:
-                a.set_title({"slices": f"central slice ⟂ {lab}", "projections": f"projection along {lab}",
+                a.set_title({"slices": f"central slice, {lab} = L//2", "projections": f"projection along {lab}",
                              "mip": f"max intensity along {lab}"}[kind], fontsize=9)
             if j == 0:
                 a.set_ylabel(n)

@@ -18,8 +18,10 @@ voxel size is known, else voxels)::
 
 ``summary.csv`` has one row per (experiment, estimator): ``experiment, kind, estimator``
 followed by every scalar field of the experiment and of the estimator (lists dropped,
-nested dicts flattened with dots). A metrics.json without ``estimators`` (e.g. a 1-D
-experiment written by another stage in another layout) gives one row of its scalars.
+nested dicts flattened with dots). The 1-D metrics.json (``cryomtd.mtd1d``) keeps its
+estimators as top-level ``lsq``/``em`` dicts and says ``rel_error``/``gamma_rel_error``;
+both layouts are read, and those two names land in the ``relative_error`` and
+``gamma_relative_error`` columns. A file with no estimator gives one row of its scalars.
 """
 
 from __future__ import annotations
@@ -251,27 +253,50 @@ def _scalars(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Column names of the 1-D metrics.json (cryomtd.mtd1d) mapped onto the 3-D ones, so one
+# column holds one quantity across experiments.
+COLUMN_ALIASES = {"rel_error": "relative_error", "gamma_rel_error": "gamma_relative_error"}
+
+
+def _estimator_blocks(m: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Per-estimator dicts: ``m["estimators"]`` (3-D layout) or top-level ``lsq``/``em`` dicts (1-D layout)."""
+    ests = m.get("estimators")
+    if isinstance(ests, Mapping):
+        return dict(ests)
+    return {k: m[k] for k in ESTIMATORS if isinstance(m.get(k), Mapping)}
+
+
 def summary_rows(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per (experiment, estimator) from parsed metrics.json dicts (see module docstring)."""
     rows = []
     for m in metrics:
-        top = _scalars({k: v for k, v in m.items() if k != "estimators"})
+        ests = _estimator_blocks(m)
+        top = _scalars({k: v for k, v in m.items() if k != "estimators" and k not in ests})
         base = {"experiment": top.pop("experiment", ""), "kind": top.pop("kind", ""), "estimator": ""}
-        ests = m.get("estimators")
-        if isinstance(ests, Mapping) and ests:
-            for est, vals in ests.items():
-                rows.append({**base, "estimator": est, **top, **_scalars(vals)})
-        else:
-            rows.append({**base, **top})
+        for est, vals in (ests or {"": {}}).items():
+            row = {**base, "estimator": est, **top}
+            for k, v in _scalars(vals).items():
+                row[COLUMN_ALIASES.get(k, k)] = v
+            rows.append(row)
     return rows
 
 
-def write_summary(metrics_paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read every metrics.json, write ``summary.csv`` atomically (columns: union, first-seen order)."""
+def write_summary(metrics_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
+                  kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Read every metrics.json, write ``summary.csv`` atomically (columns: union, first-seen order).
+
+    ``kinds`` (same length as ``metrics_paths``) fills the ``kind`` column where a metrics
+    file does not state it; the experiment name defaults to the file's folder name.
+    """
+    if kinds is not None and len(kinds) != len(metrics_paths):
+        raise ValueError("kinds must have one entry per metrics file")
     metrics = []
-    for p in metrics_paths:
+    for i, p in enumerate(metrics_paths):
         m = dict(read_json(p))
-        m.setdefault("experiment", Path(p).parent.name)
+        if not m.get("experiment"):
+            m["experiment"] = Path(p).parent.name
+        if kinds is not None and not m.get("kind"):
+            m["kind"] = kinds[i]
         metrics.append(m)
     rows = summary_rows(metrics)
     cols: list[str] = []
