@@ -168,7 +168,7 @@ def real_space_projector(volume: np.ndarray, order: int = 1) -> Projector:
 
 
 class EulerProjector:
-    """Ψ D(R) c for many rotations at the cost of two dense products per batch (equals ``basis.project(coef, R)``).
+    """Ψ D(R) c for many rotations: a few small products per batch, no per-rotation Wigner matrices (equals ``basis.project(coef, R)``).
 
     Uses the ZYZ factorisation of the representation: with R = Rz(psi)·Ry(tilt)·Rz(rot)
     (``rotations.matrix_to_euler``) and a fixed rotation Q with Ry(t) = Q·Rz(t)·Qᵀ,
@@ -180,6 +180,7 @@ class EulerProjector:
     the signs σ_m are read once from ``basis.wigner`` (so the real-harmonic convention is
     the basis' own); each batch then costs two (n × size)·(size × size) products plus
     element-wise work, instead of n Wigner evaluations. Tested against ``basis.project``.
+    D(Q) is applied per ℓ block (Σ_ℓ S_ℓ(2ℓ+1)² multiply-adds per rotation).
     """
 
     def __init__(self, basis, coef: np.ndarray):
@@ -216,31 +217,49 @@ class EulerProjector:
         else:  # pragma: no cover - geometry guarantees a candidate
             raise ValueError("EulerProjector: no axis-swap rotation found")
         DQ = basis.wigner(Q.reshape(1, 3, 3))
-        dense = np.zeros((len(m), len(m)))
+        # per-ℓ blocks: the layout (ascending ℓ, then s, then m = −ℓ…ℓ) makes ℓ a contiguous
+        # (S_ℓ, 2ℓ+1) slab, so D(Q) acts as one small matrix per ℓ (Σ S_ℓ(2ℓ+1)² work, not size²)
+        self.blocks = []
+        start = 0
         for l in range(ell_max + 1):
-            for s in np.unique(s_idx[ell == l]):
-                idx = np.where((ell == l) & (s_idx == s))[0]
-                idx = idx[np.argsort(m[idx])]
-                dense[np.ix_(idx, idx)] = DQ[l][0]
-        self.DQ = dense
-        self.psi_t = np.asarray(basis.projection_matrix).T  # (size, L²)
+            width = 2 * l + 1
+            count = int(np.count_nonzero(ell == l))
+            sl = slice(start, start + count)
+            expected_m = np.tile(np.arange(-l, l + 1), count // width)
+            if count % width or not np.array_equal(m[sl], expected_m) or np.any(ell[sl] != l):
+                raise ValueError("EulerProjector: coefficient layout is not (ℓ, s, m = −ℓ…ℓ) contiguous")
+            self.blocks.append((sl, count // width, width, DQ[l][0]))
+            start += count
+        psi = np.asarray(basis.projection_matrix)
+        self.nonzero = np.flatnonzero(np.any(psi != 0, axis=0))  # Y_ℓm(equator) = 0 columns drop out
+        self.psi_t = np.ascontiguousarray(psi[:, self.nonzero].T)  # (nnz, L²)
+        # cos/sin of |m|·α from e^{i|m|α}, |m| ≤ ell_max: 2·(ell_max+1) trig calls per angle, not 2·size
+        self.abs_m = np.abs(m).astype(np.int64)
 
     def _z(self, c: np.ndarray, angle: np.ndarray) -> np.ndarray:
-        ma = angle[:, None] * np.abs(self.m)[None, :]
-        return np.cos(ma) * c + self.sign * np.sin(ma) * c[:, self.partner]
+        e = np.exp(1j * angle[:, None] * np.arange(int(self.abs_m.max()) + 1)[None, :])[:, self.abs_m]
+        return e.real * c + self.sign * e.imag * c[:, self.partner]
+
+    def _apply_q(self, c: np.ndarray, transpose: bool) -> np.ndarray:
+        out = np.empty_like(c)
+        n = c.shape[0]
+        for sl, S_l, width, D in self.blocks:
+            # row form: D(Q)ᵀ c ↔ c_row @ D(Q); D(Q) c ↔ c_row @ D(Q)ᵀ
+            out[:, sl] = (c[:, sl].reshape(n, S_l, width) @ (D if transpose else D.T)).reshape(n, -1)
+        return out
 
     def rotate(self, R: np.ndarray) -> np.ndarray:
         """Rotated coefficients D(R) c, (n, size) for R (n, 3, 3)."""
         ang = rotations.matrix_to_euler(np.asarray(R).reshape(-1, 3, 3), degrees=False)
         c = np.broadcast_to(self.coef, (len(ang), self.coef.size))
-        c = self._z(c, ang[:, 0]) @ self.DQ  # Z(rot), then D(Q)ᵀ
-        c = self._z(c, ang[:, 1]) @ self.DQ.T  # Z(tilt), then D(Q)
+        c = self._apply_q(self._z(c, ang[:, 0]), transpose=True)  # Z(rot), then D(Q)ᵀ
+        c = self._apply_q(self._z(c, ang[:, 1]), transpose=False)  # Z(tilt), then D(Q)
         return self._z(c, ang[:, 2])
 
     def __call__(self, R: np.ndarray) -> np.ndarray:
         """Projections (n, L, L) for R (n, 3, 3)."""
         L = self.basis.L
-        return (self.rotate(R) @ self.psi_t).reshape(-1, L, L)
+        return (self.rotate(R)[:, self.nonzero] @ self.psi_t).reshape(-1, L, L)
 
 
 def _basis_projector(basis, coef: np.ndarray) -> Projector:
