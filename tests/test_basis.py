@@ -254,3 +254,32 @@ def test_projection_quadrature_converged():
     b = SphericalBessel(L)
     Psi2 = _projection_matrix(L, b.ell_max, 2 * _n_chord_nodes(L))
     assert np.abs(b.projection_matrix - Psi2).max() < 1e-12 * np.abs(Psi2).max() * 100
+
+
+def test_project_batch_equals_dense_definition():
+    # project skips the zero columns of Ψ (ℓ+|m| odd); compare with the plain Ψ·rotate(c, R)
+    b = SphericalBessel(12, 7)
+    coef = np.random.default_rng(9).standard_normal(b.size)
+    R = rotations.random(5, 10)
+    dense = b.rotate(coef, R) @ b.projection_matrix.T
+    assert np.abs(b.project(coef, R).reshape(5, -1) - dense).max() < 1e-12
+    assert np.abs(b.project(coef, R[2]) - dense[2].reshape(12, 12)).max() < 1e-12
+    odd = (b.ell + np.abs(b.m)) % 2 == 1
+    assert np.abs(b.projection_matrix[:, odd]).max() == 0.0
+
+
+@pytest.mark.parametrize("ell", [1, 2, 3])
+def test_so3_quadrature_integrates_wigner_products(ell):
+    # Schur orthogonality: ∫ D^ℓ_{ab} D^ℓ'_{cd} dR = δ_ℓℓ' δ_ac δ_bd / (2ℓ+1); the integrand has
+    # degree ℓ+ℓ', so the rule of degree 2ℓ is exact and the rule of degree ℓ is not.
+    b = SphericalBessel(12, ell)
+    R, w = rotations.so3_quadrature(2 * ell)
+    D = b.wigner(R)
+    k = 2 * ell + 1
+    gram = np.einsum("n,nab,ncd->abcd", w, D[ell], D[ell])
+    assert np.abs(gram - np.einsum("ac,bd->abcd", np.eye(k), np.eye(k)) / k).max() < 1e-13
+    assert np.abs(np.einsum("n,nab->ab", w, D[ell])).max() < 1e-13
+    R, w = rotations.so3_quadrature(ell)
+    D = b.wigner(R)
+    gram = np.einsum("n,nab,ncd->abcd", w, D[ell], D[ell])
+    assert np.abs(gram - np.einsum("ac,bd->abcd", np.eye(k), np.eye(k)) / k).max() > 1e-3
