@@ -43,6 +43,15 @@ IMPORT_TO_CONDA = {
 TOOLING = {"python", "pip", "setuptools"}
 # array backends chosen at run time (backend="auto"): optional in every env
 OPTIONAL_IMPORTS = {"torch", "cupy"}
+# deferred imports (inside functions) that a rule's stage does run
+DEFERRED_NEEDS = {
+    "prepare_volume": {"gemmi"},  # atomic models -> density
+    "simulate_micrograph": {"starfile"},  # particle tables
+    "mtd1d_lsq": {"pymanopt"},
+    "recover_lsq": {"pymanopt"},
+    "mtd1d_evaluate": {"matplotlib-base"},
+    "evaluate": {"matplotlib-base"},
+}
 # provided by the Snakemake script preamble, not by the env
 PREAMBLE_IMPORTS = {"snakemake"}
 
@@ -109,28 +118,32 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-def _optional(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
-    """True for an import in a TYPE_CHECKING block or a try/except ImportError.
-
-    Imports inside functions are not optional: the function runs when the stage needs it.
-    """
+def _kind(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> str:
+    """'optional' (TYPE_CHECKING or try/except ImportError), 'deferred' (inside a function) or 'eager'."""
     p = parents.get(node)
+    kind = "eager"
     while p is not None:
         if isinstance(p, ast.If) and "TYPE_CHECKING" in ast.unparse(p.test):
-            return True
+            return "optional"
         if isinstance(p, ast.Try) and any(
             h.type is not None and re.search(r"ImportError|ModuleNotFoundError|Exception", ast.unparse(h.type))
             for h in p.handlers
         ):
-            return True
+            return "optional"
+        if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            kind = "deferred"
         p = parents.get(p)
-    return False
+    return kind
 
 
-def import_closure(script: Path) -> tuple[set[str], set[str]]:
-    """Third-party top-level modules a script may import (required, optional), following cryomtd."""
-    required: set[str] = set()
-    optional: set[str] = set()
+def import_closure(script: Path) -> dict[str, set[str]]:
+    """Third-party top-level modules a script imports, by kind (eager/deferred/optional), following cryomtd.
+
+    Eager imports happen when the script starts, so the rule's env must hold them. A
+    deferred import (inside a function) is needed only if that function runs; which ones
+    a rule runs is stated per rule in DEFERRED_NEEDS rather than guessed.
+    """
+    found: dict[str, set[str]] = {"eager": set(), "deferred": set(), "optional": set()}
     seen: set[Path] = set()
     todo = [(script, "")]
     while todo:
@@ -158,18 +171,21 @@ def import_closure(script: Path) -> tuple[set[str], set[str]]:
                 if f is not None:  # a cryomtd module: follow it (its package for relative imports)
                     todo.append((f, name if f.name == "__init__.py" else name.rsplit(".", 1)[0]))
                 elif top and top != "cryomtd" and top not in sys.stdlib_module_names:
-                    (optional if _optional(node, parents) else required).add(top)
-    return required, optional - required
+                    found[_kind(node, parents)].add(top)
+    found["deferred"] -= found["eager"]
+    found["optional"] -= found["eager"] | found["deferred"]
+    return found
 
 
 ENV_FILES = sorted(ENVS.glob("*.yaml"))
+RULE_PARAMS = [pytest.param(f, r, b, id=r) for f, r, b in rule_blocks()]
 
 
 def test_env_files_are_the_five_kinds():
     assert {p.stem for p in ENV_FILES} == ENV_KINDS
 
 
-@pytest.mark.parametrize("rule_file,rule,body", rule_blocks(), ids=lambda x: x if isinstance(x, str) else None)
+@pytest.mark.parametrize("rule_file,rule,body", RULE_PARAMS)
 def test_rule_has_conda_env_that_exists(rule_file, rule, body):
     conda = directive(body, "conda")
     assert conda, f"{rule_file.name}: rule {rule} has no conda: directive"
@@ -178,16 +194,17 @@ def test_rule_has_conda_env_that_exists(rule_file, rule, body):
     assert env.parent == ENVS and env.stem in ENV_KINDS, f"rule {rule}: {conda} is not one of envs/{ENV_KINDS}"
 
 
-@pytest.mark.parametrize("rule_file,rule,body", rule_blocks(), ids=lambda x: x if isinstance(x, str) else None)
+@pytest.mark.parametrize("rule_file,rule,body", RULE_PARAMS)
 def test_rule_env_provides_script_imports(rule_file, rule, body):
     script, conda = directive(body, "script"), directive(body, "conda")
     if script is None or conda is None:
         pytest.skip(f"rule {rule} has no script: or conda: directive")
     script_path = (rule_file.parent / script).resolve()
     assert script_path.is_file(), f"rule {rule}: script {script} missing"
-    required, _ = import_closure(script_path)
+    eager = import_closure(script_path)["eager"]
     have = set(pinned(parse_env((rule_file.parent / conda).resolve())))
-    needed = {IMPORT_TO_CONDA.get(m, m.replace("_", "-")) for m in required - OPTIONAL_IMPORTS - PREAMBLE_IMPORTS}
+    needed = {IMPORT_TO_CONDA.get(m, m.replace("_", "-")) for m in eager - OPTIONAL_IMPORTS - PREAMBLE_IMPORTS}
+    needed |= DEFERRED_NEEDS.get(rule, set())
     missing = sorted(needed - have)
     assert not missing, f"rule {rule} imports {missing} (via {script}) but {conda} does not install them"
 
@@ -197,10 +214,10 @@ def test_import_closure_finds_nested_imports(tmp_path):
     s = tmp_path / "s.py"
     s.write_text("import json\nfrom cryomtd.io import save_npz\ntry:\n    import cupy\nexcept ImportError:\n    cupy = None\n"
                  "def f():\n    import torch\n")
-    required, optional = import_closure(s)
-    assert "numpy" in required  # through cryomtd.io
-    assert "torch" in required  # imported when f() runs
-    assert "cupy" in optional and not ({"cupy", "json"} & required)
+    found = import_closure(s)
+    assert "numpy" in found["eager"]  # through cryomtd.io
+    assert found["deferred"] == {"torch"}  # imported when f() runs
+    assert found["optional"] == {"cupy"} and "json" not in found["eager"]
 
 
 @pytest.mark.parametrize("env_path", ENV_FILES, ids=lambda p: p.stem)
@@ -256,3 +273,17 @@ def test_snakemake_lint_is_clean(tmp_path):
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert res.returncode == 0, f"snakemake --lint found problems:\n{res.stdout}\n{res.stderr}"
+
+
+# Heavy rules (cost grows with the data) must write a benchmark file: the scale-out
+# report sums them per rule (docs/cluster.md). Light gathers need not.
+HEAVY_RULES = {"mtd1d_segment", "mtd1d_lsq", "mtd1d_em", "prepare_volume", "simulate_micrograph",
+               "autocorrelate", "exact_moments", "recover_lsq", "approx_em", "evaluate"}
+
+
+@pytest.mark.parametrize("rule_file,rule,body", RULE_PARAMS)
+def test_rule_declares_log_threads_resources(rule_file, rule, body):
+    for name in ("log", "threads", "resources"):
+        assert re.search(rf"^\s+{name}:", body, re.M), f"{rule_file.name}: rule {rule} has no {name}: directive"
+    if rule in HEAVY_RULES:
+        assert re.search(r"^\s+benchmark:", body, re.M), f"{rule_file.name}: heavy rule {rule} has no benchmark:"
