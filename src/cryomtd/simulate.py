@@ -157,12 +157,17 @@ def real_space_projector(volume: np.ndarray, order: int = 1) -> Projector:
     z, y, x = np.meshgrid(c, c, c, indexing="ij")
     p = np.stack([x.ravel(), y.ravel(), z.ravel()])  # (3, L³)
 
+    chunk = max(1, 2_000_000 // L**3)  # rotations per map_coordinates call (≈ 50 MB of coordinates)
+
     def project(R: np.ndarray) -> np.ndarray:
         R = np.asarray(R).reshape(-1, 3, 3)
-        q = np.einsum("nji,jk->ink", R, p)  # Rᵀ p, (3, n, L³) as (x, y, z)
-        idx = q[::-1] + L // 2  # (z, y, x) indices
-        vals = map_coordinates(volume, idx.reshape(3, -1), order=order, mode="constant", cval=0.0)
-        return vals.reshape(len(R), L, L, L).sum(axis=1)
+        out = np.empty((len(R), L, L))
+        for a in range(0, len(R), chunk):
+            q = np.einsum("nji,jk->ink", R[a:a + chunk], p)  # Rᵀ p, (3, n, L³) as (x, y, z)
+            idx = q[::-1] + L // 2  # (z, y, x) indices
+            vals = map_coordinates(volume, idx.reshape(3, -1), order=order, mode="constant", cval=0.0)
+            out[a:a + chunk] = vals.reshape(-1, L, L, L).sum(axis=1)
+        return out
 
     return project
 
