@@ -168,11 +168,9 @@ def merge(parts: Sequence[Moments1D]) -> Moments1D:
 def _shift_matrix(x: np.ndarray, xp=np) -> np.ndarray:
     """X[ℓ, i] = x[i + ℓ] (zero past the end), shape (L, L); works with autograd.numpy."""
     L = x.shape[0]
-    P = np.zeros((L, L, L))
-    l, i = np.meshgrid(np.arange(L), np.arange(L), indexing="ij")
-    ok = i + l < L
-    P[l[ok], i[ok], (i + l)[ok]] = 1.0
-    return xp.einsum("lik,k->li", P, x)
+    idx = np.arange(L)[:, None] + np.arange(L)[None, :]
+    idx[idx >= L] = L  # points at the appended zero
+    return xp.concatenate([x, xp.zeros(1)])[idx]
 
 
 def noise_bias(L: int, sigma: float, mean: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,56 @@
+"""Approximate EM: templates, monotone log-likelihood, recovery at high SNR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cryomtd.mtd1d import Placement, fit_em, make_signal, rho_from_gamma, simulate_segment
+from cryomtd.mtd1d.em import patches, templates
+
+
+def test_templates_are_windows_of_a_zero_padded_line():
+    """T[s] is the length-L window of …0 x 0… seen with the copy starting at s (s < L) or
+    ending inside the window (s > L); T[L] is empty. Independent construction by slicing."""
+    L = 5
+    x = np.arange(1.0, L + 1)
+    T = templates(x)
+    line = np.concatenate([np.zeros(2 * L), x, np.zeros(2 * L)])  # x starts at 2L
+    for s in range(2 * L):
+        start = 2 * L - s if s < L else 2 * L + (2 * L - s)  # window start on the line
+        np.testing.assert_array_equal(T[s], line[start : start + L])
+    assert not T[L].any()
+
+
+def test_patches_drop_the_tail_of_each_segment():
+    P = patches([np.arange(7.0), np.arange(5.0)], 3)
+    assert P.shape == (3, 3)
+    np.testing.assert_array_equal(P[2], [0, 1, 2])
+
+
+def test_rho_from_gamma_sums_to_one():
+    rho = rho_from_gamma(21, 0.05)
+    assert rho.sum() == pytest.approx(1.0) and rho[:21].sum() == pytest.approx(0.05)
+
+
+def test_em_recovers_signal_at_high_snr_and_loglik_never_decreases():
+    L, gamma, sigma = 12, 0.1, 0.3
+    x = make_signal("gaussian", L, seed=3)
+    segs = [simulate_segment(x, 150_000, Placement(gamma, L - 1), sigma, seed=2, index=k)[0] for k in range(2)]
+    x0 = x + 0.5 * np.random.default_rng(0).standard_normal(L)  # a rough start (LS-quality or worse)
+    r = fit_em(segs, L, sigma=sigma, x0=x0, max_iterations=60, tol=1e-9)
+    # at SNR ‖x‖²/(Lσ²) ≈ 11 the patch posterior is nearly certain: error is set by noise (~σ/√(#copies))
+    assert np.linalg.norm(r.x - x) / np.linalg.norm(x) < 0.02
+    assert r.gamma == pytest.approx(gamma, rel=0.1)
+    ll = np.array(r.loglik)
+    assert np.all(np.diff(ll) >= -1e-9 * np.abs(ll[1:]))  # EM is monotone
+    assert r.rho.sum() == pytest.approx(1.0)
+
+
+def test_relative_error_aligns_zero_filled_shifts_only():
+    from cryomtd.mtd1d.metrics import relative_error
+
+    x = np.array([1.0, 2.0, 0.0, 0.0])
+    assert relative_error(np.array([0.0, 1.0, 2.0, 0.0]), x) == pytest.approx(0.0)
+    assert relative_error(np.array([0.0, 1.0, 2.0, 0.0]), x, align=False) == pytest.approx(np.sqrt(6 / 5))
+    assert relative_error(np.array([2.0, 1.0, 0.0, 0.0]), x) > 0.5  # no reflection
