@@ -193,3 +193,13 @@ def test_prepare_volume_truth_is_basis_volume(tmp_path):
     np.testing.assert_array_equal(t["coef"], p.coef)
     back, _ = V.read_mrc(tmp_path / "truth.mrc")
     np.testing.assert_allclose(back, p.truth, atol=1e-6)
+
+
+def test_resolve_source(tmp_path, repo_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert V.resolve_source("shepp_logan", repo_root) == []
+    assert V.resolve_source("data/structures/5PTI.pdb", repo_root) == [str(repo_root / "data/structures/5PTI.pdb")]
+    (tmp_path / "data" / "structures").mkdir(parents=True)
+    (tmp_path / "data" / "structures" / "5PTI.pdb").write_text("local copy\n")
+    assert V.resolve_source("data/structures/5PTI.pdb", repo_root) == ["data/structures/5PTI.pdb"]  # cwd wins
+    assert V.resolve_source("missing.pdb", repo_root) == ["missing.pdb"]

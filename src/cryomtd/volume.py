@@ -34,6 +34,7 @@ __all__ = [
     "centred_coordinates",
     "structure_atoms",
     "source_kind",
+    "resolve_source",
     "auto_voxel_size",
     "make_volume",
     "prepare_volume",
@@ -367,6 +368,18 @@ def source_kind(source: str) -> str:
         f"volume.source: expected one of {list(PHANTOMS)}, a PDB/mmCIF path ({', '.join(STRUCTURE_SUFFIXES)}) "
         f"or an MRC path ({', '.join(MRC_SUFFIXES)}); got {source!r}"
     )
+
+
+def resolve_source(source: str, repo_dir: str | os.PathLike | None = None) -> list[str]:
+    """The file behind ``volume.source`` as a list ([] for phantoms): the path as given when it
+    exists (absolute, or relative to the working directory), else relative to ``repo_dir``
+    when it exists there, else as given (Snakemake then reports it missing)."""
+    if source in PHANTOMS:
+        return []
+    if os.path.isabs(source) or os.path.exists(source) or repo_dir is None:
+        return [source]
+    in_repo = os.path.join(repo_dir, source)
+    return [in_repo] if os.path.exists(in_repo) else [source]
 
 
 def auto_voxel_size(path: str | os.PathLike, L: int) -> float:

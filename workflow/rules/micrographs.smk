@@ -2,12 +2,6 @@
 # rng(seed, "micrograph", k). Library: cryomtd.simulate; guide: docs/simulation.md.
 
 
-def micrograph_targets(name):
-    n = exp_config(name)["micrographs"]["n_micrographs"]
-    return [f"{RESULTS}/{name}/{sub}/{k}.{ext}" for k in range(n)
-            for sub, ext in (("micrographs", "mrc"), ("particles", "star"), ("micrographs", "json"))]
-
-
 rule simulate_micrograph:
     input:
         truth=f"{RESULTS}/{{exp}}/truth.npz",
@@ -36,5 +30,9 @@ rule simulate_micrograph:
         "../../scripts/simulate_micrograph.py"
 
 
-for _exp in EXP3D_MICRO:
-    ALL_TARGETS.extend(micrograph_targets(_exp))
+ALL_TARGETS.extend(
+    f"{RESULTS}/{e}/{sub}/{k}.{ext}"
+    for e in EXP3D_MICRO
+    for k in range(exp_config(e)["micrographs"]["n_micrographs"])
+    for sub, ext in (("micrographs", "mrc"), ("particles", "star"), ("micrographs", "json"))
+)

@@ -1,22 +1,11 @@
 # Ground-truth volume of a 3-D experiment (issue 4; DESIGN §5). Library: cryomtd.volume;
 # guide: docs/simulation.md.
-import os
-
-
-def volume_source_path(name):
-    """The file behind volume.source (working directory first, then the repository), or None for phantoms."""
-    source = exp_config(name)["volume"]["source"]
-    if source in ("shepp_logan", "gaussian_blobs"):
-        return None
-    if os.path.isabs(source) or os.path.exists(source):
-        return source
-    in_repo = os.path.join(workflow.basedir, source)
-    return in_repo if os.path.exists(in_repo) else source
+from cryomtd.volume import resolve_source
 
 
 rule prepare_volume:
     input:
-        source=lambda wc: [p for p in [volume_source_path(wc.exp)] if p],
+        source=lambda wc: resolve_source(exp_config(wc)["volume"]["source"], workflow.basedir),
     output:
         raw=f"{RESULTS}/{{exp}}/truth_raw.mrc",
         truth=f"{RESULTS}/{{exp}}/truth.mrc",
