@@ -1,0 +1,226 @@
+"""Least-squares fit of (coefficients, γ) to micrograph moments (DESIGN §6).
+
+Cost (all orders relative, so the result does not depend on the units of the data):
+
+    f(c, γ) = w1 (a1(c,γ) − d1)²/d1²
+            + w2 Σ_{ℓ∈S2} (a2 − d2)²[ℓ] / Σ_{S2} d2²
+            + w3 Σ_{(ℓ1,ℓ2)∈S3} (a3 − d3)²[ℓ1,ℓ2] / Σ_{S3} d3²
+            + λ ‖c‖² / size
+
+S3 holds the non-redundant a3 entries under the swap symmetry a3[ℓ1,ℓ2] = a3[ℓ2,ℓ1]
+(flattened ℓ1 ≤ ℓ2; the other symmetry of DESIGN §4 leaves the window). Noise: with
+``sigma`` given the model includes the bias terms (σ² δ(ℓ) in a2, σ² a1 on ℓ1=0, ℓ2=0,
+ℓ1=ℓ2 in a3); with ``sigma=None`` the biased entries are excluded from S2 and S3.
+Optimisation on the pymanopt manifold Euclidean(size) × Positive(1) (γ > 0) with
+trust regions (exact Hessian-vector products by torch double backward) or conjugate
+gradients; each restart starts from a seeded random point; the lowest cost wins.
+Optional frequency marching fits the ℓ ≤ 1 coefficients first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from cryomtd.mom3d.model import MomentModel
+
+__all__ = ["FitResult", "fit", "fit_restart", "crop_moments", "cost_terms"]
+
+log = logging.getLogger("cryomtd.mom3d")
+
+
+@dataclass
+class FitResult:
+    """One fit: ``coef`` (size,), ``gamma``, final ``cost``, ``cost_trace`` per iteration,
+    (best cost after each cost evaluation), ``iterations``, ``wall_time_s``; ``restart_costs`` lists every restart's cost (best kept)."""
+
+    coef: np.ndarray
+    gamma: float
+    cost: float
+    cost_trace: np.ndarray
+    iterations: int
+    wall_time_s: float
+    restart: int = 0
+    restart_costs: list[float] = field(default_factory=list)
+
+
+def crop_moments(moments: Any, W: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """(a1, a2, a3) of ``moments`` (any object with ``.window``, ``.a1``, ``.a2``, ``.a3``) cropped to window W."""
+    Wd = int(getattr(moments, "window", (np.asarray(moments.a2).shape[0] + 1) // 2))
+    if W > Wd:
+        raise ValueError(f"fit window {W} exceeds the moments' window {Wd}")
+    o = Wd - W
+    K = 2 * W - 1
+    a2 = np.asarray(moments.a2, dtype=np.float64)[o:o + K, o:o + K]
+    a3 = np.asarray(moments.a3, dtype=np.float64)[o:o + K, o:o + K, o:o + K, o:o + K]
+    return float(moments.a1), a2, a3
+
+
+def _masks(W: int, exclude_biased: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    K = 2 * W - 1
+    c = K * K // 2  # flattened zero lag
+    m2 = torch.ones(K * K, dtype=torch.bool)
+    m3 = torch.triu(torch.ones(K * K, K * K, dtype=torch.bool))
+    if exclude_biased:
+        m2[c] = False
+        m3[c, :] = False
+        m3[:, c] = False
+        m3.fill_diagonal_(False)
+    return m2, m3
+
+
+class _Cost:
+    """The cost f(c, γ) as a torch function of (coef, gamma) for one data set."""
+
+    def __init__(self, model: MomentModel, data: tuple[float, np.ndarray, np.ndarray], *, sigma: float | None,
+                 weights: Sequence[float], prior_weight: float) -> None:
+        self.model = model
+        self.sigma = 0.0 if sigma is None else float(sigma)
+        self.m2, self.m3 = _masks(model.W, sigma is None)
+        d1, d2, d3 = data
+        K2 = (2 * model.W - 1) ** 2
+        self.d1 = torch.tensor(d1, dtype=torch.float64)
+        self.d2 = torch.as_tensor(d2).reshape(K2)[self.m2]
+        self.d3 = torch.as_tensor(d3).reshape(K2, K2)[self.m3]
+        self.n1 = max(float(d1) ** 2, 1e-300)
+        self.n2 = max(float((self.d2**2).sum()), 1e-300)
+        self.n3 = max(float((self.d3**2).sum()), 1e-300)
+        self.w = [float(w) for w in weights]
+        self.prior = float(prior_weight)
+
+    def terms(self, coef: torch.Tensor, gamma: torch.Tensor) -> list[torch.Tensor]:
+        K2 = (2 * self.model.W - 1) ** 2
+        a1, a2, a3 = self.model.moments(coef, gamma, self.sigma, third=self.w[2] != 0)
+        t = [(a1 - self.d1) ** 2 / self.n1, ((a2.reshape(K2)[self.m2] - self.d2) ** 2).sum() / self.n2]
+        t.append(((a3.reshape(K2, K2)[self.m3] - self.d3) ** 2).sum() / self.n3 if a3 is not None
+                 else torch.zeros((), dtype=torch.float64))
+        return t
+
+    def __call__(self, coef: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        t = self.terms(coef, gamma)
+        f = self.w[0] * t[0] + self.w[1] * t[1] + self.w[2] * t[2]
+        if self.prior:
+            f = f + self.prior * (coef**2).sum() / coef.numel()
+        return f
+
+
+def cost_terms(model: MomentModel, moments: Any, coef: np.ndarray, gamma: float, *, sigma: float | None = 0.0) -> list[float]:
+    """The three unweighted relative residuals (order 1, 2, 3) of (coef, gamma) against ``moments``."""
+    cf = _Cost(model, crop_moments(moments, model.W), sigma=sigma, weights=(1, 1, 1), prior_weight=0.0)
+    with torch.no_grad():
+        return [float(t) for t in cf.terms(torch.as_tensor(np.asarray(coef, float)), torch.tensor(float(gamma)))]
+
+
+def _initial_point(model: MomentModel, cost: _Cost, rng: np.random.Generator, gamma0: float,
+                   active: np.ndarray) -> np.ndarray:
+    """Random coefficients (active entries), scaled so the model's Σ a2 over S2 matches the data."""
+    c = np.zeros(model.size)
+    c[active] = rng.standard_normal(int(active.sum()))
+    with torch.no_grad():
+        _, m2, _ = model.box_moments(torch.as_tensor(c), third=False)
+    K2 = (2 * model.W - 1) ** 2
+    model_sum = float(gamma0 / model.L**2 * m2.reshape(K2)[cost.m2].sum())
+    data_sum = float(cost.d2.sum())
+    if model_sum != 0 and data_sum != 0:
+        c *= np.sqrt(abs(data_sum / model_sum))
+    return c
+
+
+def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, active: np.ndarray, *,
+              optimizer: str, max_iterations: int, min_gradient_norm: float) -> tuple[np.ndarray, float, float, list[float], int]:
+    import pymanopt
+    from pymanopt.manifolds import Euclidean, Positive, Product
+    from pymanopt.optimizers import ConjugateGradient, TrustRegions
+
+    idx = torch.as_tensor(np.flatnonzero(active))
+    fixed = torch.as_tensor(np.where(active, 0.0, c0))
+    manifold = Product([Euclidean(int(active.sum())), Positive(1, 1)])
+
+    evaluated: list[float] = []
+
+    @pymanopt.function.pytorch(manifold)
+    def f(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        coef = fixed.index_put((idx,), x)
+        value = cost(coef, g.reshape(()))
+        evaluated.append(float(value.detach()))
+        return value
+
+    problem = pymanopt.Problem(manifold, f)
+    kw = dict(max_iterations=max_iterations, min_gradient_norm=min_gradient_norm, verbosity=0, max_time=1e9)
+    if optimizer == "trust-regions":
+        opt = TrustRegions(**kw)
+    elif optimizer == "conjugate-gradient":
+        opt = ConjugateGradient(**kw)
+    else:
+        raise ValueError(f"optimizer must be 'trust-regions' or 'conjugate-gradient', got {optimizer!r}")
+    res = opt.run(problem, initial_point=[c0[active].copy(), np.array([[gamma0]])])
+    x, g = res.point
+    coef = c0.copy()
+    coef[active] = x
+    # trace: best cost after each cost evaluation (trust regions keeps no per-iteration log)
+    trace = np.minimum.accumulate(np.asarray(evaluated + [float(res.cost)])).tolist()
+    return coef, float(np.asarray(g).ravel()[0]), float(res.cost), trace, int(res.iterations)
+
+
+def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: float | None = 0.0,
+                window: int | None = None, optimizer: str = "trust-regions", max_iterations: int = 200,
+                min_gradient_norm: float = 1e-10, weights: Sequence[float] = (1.0, 1.0, 1.0),
+                prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1,
+                model: MomentModel | None = None, restart: int = 0) -> FitResult:
+    """One restart from a random point drawn from ``rng``; see :func:`fit`."""
+    t0 = time.perf_counter()
+    W = int(window or getattr(moments, "window", basis.L))
+    model = model if model is not None and model.W == W else MomentModel(basis, W)
+    cost = _Cost(model, crop_moments(moments, W), sigma=sigma, weights=weights, prior_weight=prior_weight)
+    ell = np.asarray(basis.ell)
+    stages = [1, model.ell_max] if marching and model.ell_max > 1 else [model.ell_max]
+    coef = None
+    gamma = float(gamma0)
+    trace: list[float] = []
+    iters = 0
+    for lmax in stages:
+        active = ell <= lmax
+        c0 = _initial_point(model, cost, rng, gamma, active)
+        if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
+            c0 = np.where(ell <= stages[0], coef, 1e-2 * c0)
+        coef, gamma, f, tr, it = _optimise(cost, model, c0, gamma, active, optimizer=optimizer,
+                                           max_iterations=max_iterations, min_gradient_norm=min_gradient_norm)
+        trace += tr
+        iters += it
+        log.info("restart %d: ell<=%d cost %.3e after %d iterations", restart, lmax, f, it)
+    return FitResult(coef=coef, gamma=gamma, cost=f, cost_trace=np.asarray(trace), iterations=iters,
+                     wall_time_s=time.perf_counter() - t0, restart=restart, restart_costs=[f])
+
+
+def fit(moments: Any, basis: Any, *, sigma: float | None = 0.0, restarts: int = 8, seed: int = 0,
+        **kwargs: Any) -> FitResult:
+    """Fit (coefficients, γ) to ``moments`` by least squares with ``restarts`` random restarts.
+
+    ``moments``: a :class:`cryomtd.moments.Moments2D` (or anything with ``.window``,
+    ``.a1``, ``.a2``, ``.a3`` in its layout); ``basis``: :class:`cryomtd.basis.SphericalBessel`;
+    ``sigma``: noise standard deviation (0 for clean moments; None excludes the biased
+    entries); restart r draws its start from ``cryomtd.seeding.rng(seed, "lsq3d", r)``.
+    Other keywords: see :func:`fit_restart` (window, optimizer, max_iterations, weights,
+    prior_weight, marching, gamma0). Returns the restart of lowest cost.
+    """
+    from cryomtd.progress import progress
+    from cryomtd.seeding import rng
+
+    W = int(kwargs.pop("window", None) or getattr(moments, "window", basis.L))
+    model = kwargs.pop("model", None) or MomentModel(basis, W)
+    best: FitResult | None = None
+    costs = []
+    for r in progress(range(restarts), desc="restarts"):
+        res = fit_restart(moments, basis, rng=rng(seed, "lsq3d", r), sigma=sigma, window=W, model=model,
+                          restart=r, **kwargs)
+        costs.append(res.cost)
+        if best is None or res.cost < best.cost:
+            best = res
+    assert best is not None
+    best.restart_costs = costs
+    return best

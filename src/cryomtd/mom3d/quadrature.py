@@ -1,0 +1,76 @@
+"""Exact SO(3) quadrature on a structured ZYZ Euler grid (DESIGN §6).
+
+The expected moments are SO(3) averages of polynomials of degree ≤ 3·ell_max in the
+Wigner-D entries of the rotation. On RELION ZYZ angles R = Rz(psi)·Ry(tilt)·Rz(rot)
+such a polynomial is a trigonometric polynomial of degree ≤ 3·ell_max in rot and psi
+and, after the rot/psi averages, a polynomial of degree ≤ 3·ell_max in cos(tilt).
+So the rule
+
+* rot: ``n_rot ≥ 3·ell_max + 1`` uniform angles,
+* tilt: ``ceil((3·ell_max + 1)/2)`` Gauss–Legendre nodes in cos(tilt),
+* psi: ``n_psi`` uniform angles, ``n_psi ≥ 3·ell_max + 1`` and a multiple of 4,
+
+is exact. ``n_psi`` is a multiple of 4 so that the in-plane angles come in quadruples
+ψ, ψ+90°, ψ+180°, ψ+270°: projections at those angles are exact 90° pixel rotations of
+each other, which :mod:`cryomtd.mom3d.model` uses to form only a quarter of the
+projections. Rotation matrices come from :func:`cryomtd.rotations.euler_to_matrix`
+(the one place of the Euler convention).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["EulerQuadrature", "euler_quadrature"]
+
+
+@dataclass(frozen=True)
+class EulerQuadrature:
+    """A product rule over (rot, tilt, psi); arrays are flattened with psi fastest.
+
+    ``angles`` (n, 3) radians (rot, tilt, psi); ``weights`` (n,) summing to 1 over the
+    *full* rule; ``n_psi`` in-plane angles in the full rule; ``quarter`` True when only
+    psi ∈ [0°, 90°) is listed (weights then sum to 1/4: the other three quarters are
+    exact 90° image rotations of these).
+    """
+
+    angles: np.ndarray
+    weights: np.ndarray
+    n_psi: int
+    quarter: bool
+
+    @property
+    def size(self) -> int:
+        return int(self.weights.size)
+
+    def matrices(self) -> np.ndarray:
+        """Rotation matrices (n, 3, 3) of the rule, RELION ZYZ convention."""
+        from cryomtd.rotations import euler_to_matrix
+
+        a = self.angles
+        return np.asarray(euler_to_matrix(a[:, 0], a[:, 1], a[:, 2], degrees=False), dtype=np.float64)
+
+
+def euler_quadrature(degree: int, *, quarter: bool = False) -> EulerQuadrature:
+    """The exact rule for SO(3) polynomials of degree ≤ ``degree`` (use 3·ell_max for a³).
+
+    With ``quarter=True`` only the in-plane angles in [0°, 90°) are returned.
+    """
+    if degree < 0:
+        raise ValueError(f"degree must be >= 0, got {degree}")
+    n_rot = degree + 1
+    n_tilt = max(1, math.ceil((degree + 1) / 2))
+    n_psi = 4 * math.ceil((degree + 1) / 4)
+    rot = 2 * np.pi * np.arange(n_rot) / n_rot
+    x, wx = np.polynomial.legendre.leggauss(n_tilt)
+    tilt = np.arccos(x)
+    psi = 2 * np.pi * np.arange(n_psi) / n_psi
+    if quarter:
+        psi = psi[: n_psi // 4]
+    A, T, P = np.meshgrid(rot, tilt, psi, indexing="ij")
+    W = np.broadcast_to((wx / 2)[None, :, None], A.shape) / (n_rot * n_psi)
+    angles = np.stack([A.ravel(), T.ravel(), P.ravel()], axis=1)
+    return EulerQuadrature(angles=angles, weights=np.ascontiguousarray(W.ravel()), n_psi=n_psi, quarter=quarter)

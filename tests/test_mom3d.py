@@ -1,0 +1,202 @@
+"""Tests of the exact 3-D moment model and the least-squares fit (cryomtd.mom3d).
+
+Independent references: the brute-force quadrature (E3's ``so3_quadrature`` + a
+per-lag-pair product-sum autocorrelation of every projection, written in
+``mom3d.reference`` without symmetries, invariants or Gram products), Monte-Carlo
+averages over Haar rotations, E2's engine on E4's simulated micrographs, central finite
+differences, and recovery of a known volume.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cryomtd.basis import SphericalBessel
+from cryomtd.mom3d import MomentModel, expected_moments, fit
+from cryomtd.mom3d.fit import _Cost, crop_moments
+from cryomtd.mom3d.quadrature import euler_quadrature
+from cryomtd.mom3d.reference import box_autocorrelations, expected_moments_reference
+from cryomtd.rotations import random as random_rotations
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # tiny problems: one thread is fastest, and avoids oversubscribing the shared CI cores
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def basis7():
+    return SphericalBessel(7, 2)
+
+
+def _per_image_moments(images, W):
+    """Per-image box sums (n,), (n, K, K), (n, K, K, K, K) by sliding windows (numpy only)."""
+    n, L, _ = images.shape
+    K = 2 * W - 1
+    pad = np.pad(images, ((0, 0), (W - 1, W - 1), (W - 1, W - 1)))
+    V = np.lib.stride_tricks.sliding_window_view(pad, (K, K), axis=(1, 2)).reshape(n, L * L, K * K)
+    p = images.reshape(n, L * L)
+    s2 = np.einsum("qr,qrk->qk", p, V).reshape(n, K, K)
+    s3 = np.einsum("qr,qrk,qrj->qkj", p, V, V).reshape(n, K, K, K, K)
+    return p.sum(1), s2, s3
+
+
+def _coef(basis, seed=0):
+    return np.random.default_rng(seed).standard_normal(basis.size)
+
+
+def test_quadrature_weights_and_exactness():
+    # weights sum to one; the rule integrates cos(3*ell_max*psi), Legendre P_deg(cos tilt) exactly
+    q = euler_quadrature(6)
+    assert np.isclose(q.weights.sum(), 1.0, atol=1e-14)
+    a = q.angles
+    assert abs(np.sum(q.weights * np.cos(6 * a[:, 2]))) < 1e-14
+    assert abs(np.sum(q.weights * np.cos(6 * a[:, 0]))) < 1e-14
+    p6 = np.polynomial.legendre.Legendre.basis(6)(np.cos(a[:, 1]))
+    assert abs(np.sum(q.weights * p6)) < 1e-14
+    assert np.isclose(euler_quadrature(6, quarter=True).weights.sum(), 0.25)
+
+
+@pytest.mark.parametrize("L,ell_max,W,sigma", [(7, 2, 3, 0.0), (7, 2, 4, 0.3), (8, 1, 3, 0.5)])
+def test_model_equals_bruteforce_quadrature(L, ell_max, W, sigma):
+    # Fast path (quarter in-plane grid for odd L, invariant a2 map, Gram a3) vs brute force over
+    # E3's so3_quadrature(3*ell_max): both exact, so they agree to rounding (1e-12 relative).
+    b = SphericalBessel(L, ell_max)
+    c = _coef(b, 1)
+    fast = expected_moments(b, c, 0.13, W, sigma=sigma)
+    ref = expected_moments_reference(b, c, 0.13, W, sigma=sigma)
+    assert fast.a2.shape == (2 * W - 1,) * 2 and fast.a3.shape == (2 * W - 1,) * 4
+    scale3 = np.abs(ref.a3).max()
+    assert abs(fast.a1 - ref.a1) <= 1e-12 * abs(ref.a1)
+    np.testing.assert_allclose(fast.a2, ref.a2, rtol=0, atol=1e-12 * np.abs(ref.a2).max())
+    np.testing.assert_allclose(fast.a3, ref.a3, rtol=0, atol=1e-12 * scale3)
+
+
+def test_quarter_grid_used_for_odd_L_and_equals_full(basis7):
+    # odd L: projections at psi+90° are exact pixel rotations, so the quarter grid is used
+    c = torch.as_tensor(_coef(basis7, 2))
+    quarter = MomentModel(basis7, 4)
+    full = MomentModel(basis7, 4, symmetry=False)
+    assert quarter.quarter and quarter.quadrature.size * 4 == full.quadrature.size
+    a3q = quarter.moments(c, 0.2)[2]
+    a3f = full.moments(c, 0.2)[2]
+    assert torch.allclose(a3q, a3f, rtol=0, atol=1e-13 * float(a3f.abs().max()))
+
+
+def test_model_vs_monte_carlo(basis7):
+    # Haar-random rotations, brute-force box autocorrelations per projection: the mean
+    # converges to the model within its Monte-Carlo standard error (~1/sqrt(n)).
+    W = 3
+    c = _coef(basis7, 3)
+    model = expected_moments(basis7, c, 1.0, W)
+    R = random_rotations(1600, 7)
+    imgs = basis7.project(c, R)
+    _, s2, s3 = _per_image_moments(imgs, W)
+    s2, s3 = s2 / basis7.L**2, s3 / basis7.L**2
+    # the sliding-window sums agree with the per-lag-pair reference on a few images
+    ref = box_autocorrelations(imgs[:3], W)
+    np.testing.assert_allclose(s3[:3].sum(0) * basis7.L**2, ref[2], atol=1e-12 * np.abs(ref[2]).max())
+    errs = []
+    for n in (100, 1600):
+        for samples, target in ((s2[:n], model.a2), (s3[:n], model.a3)):
+            err = np.linalg.norm(samples.mean(0) - target)
+            se = np.sqrt(samples.var(0).sum() / n)  # expected norm of the MC error
+            assert err < 3 * se, (n, err, se)
+            errs.append(err)
+    # the error shrinks with n (16x the samples: ~4x smaller; allow a wide margin)
+    assert errs[2] < errs[0] / 1.5 and errs[3] < errs[1] / 1.5
+
+
+@pytest.mark.slow
+def test_model_vs_simulated_micrograph(basis7):
+    # E4's simulator (noise-free, well separated, projections b.project(coef, R)) and E2's
+    # engine: the micrograph moments converge to the model at the density reached.
+    from cryomtd.moments import autocorrelations_2d
+    from cryomtd.simulate import micrograph
+
+    W = 3
+    c = _coef(basis7, 4)
+    mic = micrograph(c, 1200, gamma=0.12, snr=None, seed=5, basis=basis7)
+    emp = autocorrelations_2d(mic.clean, W, backend="numpy")
+    model = expected_moments(basis7, c, mic.gamma, W)
+    # MC reference for the spread of the moments of n_particles random projections
+    n = len(mic.particles)
+    assert n > 1000
+    R = random_rotations(400, 11)
+    per = _per_image_moments(basis7.project(c, R), W)
+    scale = mic.gamma / basis7.L**2
+    for order, target, got in ((1, model.a2, emp.a2), (2, model.a3, emp.a3)):
+        samples = scale * per[order]
+        se = np.sqrt(samples.var(0).sum() / n)
+        assert np.linalg.norm(got - target) < 4 * se
+    assert abs(emp.a1 - model.a1) < 4 * scale * per[0].std() / np.sqrt(n)
+
+
+def test_gradient_matches_finite_differences(basis7):
+    # autograd gradient of the fit cost vs central differences (h = 1e-5, error O(h^2) ~ 1e-9)
+    model = MomentModel(basis7, 3)
+    data = model.numpy(_coef(basis7, 5), 0.1, 0.2)
+    cost = _Cost(model, crop_moments(data, 3), sigma=0.2, weights=(1, 1, 1), prior_weight=1e-3)
+    c = torch.tensor(_coef(basis7, 6), requires_grad=True)
+    g = torch.tensor(0.07, dtype=torch.float64, requires_grad=True)
+    f = cost(c, g)
+    gc, gg = torch.autograd.grad(f, (c, g))
+    d = torch.as_tensor(np.random.default_rng(7).standard_normal(basis7.size))
+    h = 1e-5
+    with torch.no_grad():
+        fd = (cost(c + h * d, g) - cost(c - h * d, g)) / (2 * h)
+        fdg = (cost(c, g + h) - cost(c, g - h)) / (2 * h)
+    assert abs(float(gc @ d) - float(fd)) < 1e-6 * abs(float(fd)) + 1e-12
+    assert abs(float(gg) - float(fdg)) < 1e-6 * abs(float(fdg)) + 1e-12
+
+
+def test_noise_bias_terms(basis7):
+    # the model with sigma = model without + sigma^2 at zero lag (a2) and sigma^2*a1 on the
+    # three planes l1 = 0, l2 = 0, l1 = l2 of a3 (3 sigma^2 a1 at the origin)
+    c = _coef(basis7, 8)
+    m0 = expected_moments(basis7, c, 0.1, 3)
+    m1 = expected_moments(basis7, c, 0.1, 3, sigma=0.5)
+    d2 = m1.a2 - m0.a2
+    assert np.isclose(d2[2, 2], 0.25) and np.count_nonzero(np.abs(d2) > 1e-15) == 1
+    d3 = (m1.a3 - m0.a3) / (0.25 * m0.a1)
+    assert np.isclose(d3[2, 2, 2, 2], 3.0)
+    assert np.isclose(d3[2, 2, 0, 1], 1.0) and np.isclose(d3[0, 1, 2, 2], 1.0) and np.isclose(d3[0, 1, 0, 1], 1.0)
+    assert np.isclose(np.abs(d3).sum(), 3 * 25 - 3 + 3)  # three planes of 25, overlapping only at the origin
+
+
+def _align_error(basis, est, truth):
+    """Relative coefficient error after the best rotation/reflection (E5's align_coefficients)."""
+    from cryomtd.evaluate.align import align_coefficients, reflect_coefficients
+
+    R, reflected, _ = align_coefficients(est, truth, basis)
+    e = reflect_coefficients(est, basis) if reflected else est
+    return np.linalg.norm(basis.rotate(e, R) - truth) / np.linalg.norm(truth)
+
+
+@pytest.mark.slow
+def test_exact_recovery_from_exact_moments():
+    # a random ell_max = 1 volume from its exact moments, few restarts: relative coefficient
+    # error after alignment < 1e-3 and gamma recovered (the cost reaches ~0 at the truth orbit)
+    b = SphericalBessel(7, 1)
+    truth = _coef(b, 9)
+    data = expected_moments(b, truth, 0.1, 4)
+    res = fit(data, b, sigma=0.0, restarts=3, seed=1, max_iterations=100)
+    assert res.cost < 1e-12
+    assert abs(res.gamma - 0.1) < 1e-4
+    assert _align_error(b, res.coef, truth) < 1e-3
+
+
+def test_fit_is_reproducible_and_checks_window(basis7):
+    data = expected_moments(basis7, _coef(basis7, 10), 0.1, 3)
+    r1 = fit(data, basis7, restarts=1, seed=3, max_iterations=3)
+    r2 = fit(data, basis7, restarts=1, seed=3, max_iterations=3)
+    np.testing.assert_array_equal(r1.coef, r2.coef)
+    assert r1.cost_trace.size >= 1 and r1.iterations <= 3
+    with pytest.raises(ValueError, match="window"):
+        fit(data, basis7, restarts=1, window=5)
