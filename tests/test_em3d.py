@@ -118,7 +118,10 @@ def test_statistics_match_direct_back_projection(backend, method):
     L = model.L
     proj = model.project(coef, wig)
     xp = get_backend(backend)
-    stats = estep_batch(patches, projection_spectra(proj, np.log(rho), np.log(pi), xp, method), sigma, xp, 2)
+    # stack_mb=0: the shifted-projection stack is gathered per rotation chunk (the large-R path)
+    spectra = projection_spectra(proj, np.log(rho), np.log(pi), xp, method, stack_mb=0)
+    assert spectra.stack is None
+    stats = estep_batch(patches, spectra, sigma, xp, 2)
     ref = direct_loglik(patches, proj, sigma, np.log(rho), np.log(pi))
     w = np.exp(ref - scipy.special.logsumexp(ref, axis=(1, 2, 3), keepdims=True))
     np.testing.assert_allclose(stats.n, w.sum(0), atol=1e-12)

@@ -193,7 +193,8 @@ def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sig
         t0 = time.perf_counter()
         idx = np.arange(N) if not stochastic else np.sort(gen.choice(N, size=n_sub, replace=False))
         with np.errstate(divide="ignore"):
-            spectra = projection_spectra(model.project(res.coef, wigner), np.log(res.rho), np.log(res.pi), xp, method)
+            spectra = projection_spectra(model.project(res.coef, wigner), np.log(res.rho), np.log(res.pi), xp,
+                                         method, stack_mb=memory_mb / 4)
         stats = Statistics.zeros(R, L)
         for _, patches in source.batches(idx, P_batch):
             stats.add(estep_batch(patches, spectra, sigma, xp, rot_chunk))

@@ -63,6 +63,7 @@ class Spectra:
     method: str = "fft"
     index: Any = None
     scatter: Any = None  # numpy: sparse (4L²·L², 4L²) map (s, u) → padded pixel
+    stack: Any = None  # matmul: (R·4L², L²) shifted projections, when it fits the budget
 
 
 @dataclass
@@ -101,9 +102,10 @@ def pad(images: Any, xp: Backend, dtype: str | None = None) -> Any:
 
 
 def projection_spectra(proj: np.ndarray, log_rho: np.ndarray, log_pi: np.ndarray, xp: Backend,
-                       method: str = "fft") -> Spectra:
+                       method: str = "fft", stack_mb: float = 256.0) -> Spectra:
     """Per-iteration terms of projections ``proj`` (R, L, L) for the shift prior
-    ``log_rho`` (2L, 2L) and rotation prior ``log_pi`` (R,)."""
+    ``log_rho`` (2L, 2L) and rotation prior ``log_pi`` (R,). With ``method="matmul"`` the
+    (R·4L², L²) stack of shifted projections is kept when it fits in ``stack_mb``."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     R, L, _ = proj.shape
@@ -121,6 +123,9 @@ def projection_spectra(proj: np.ndarray, log_rho: np.ndarray, log_pi: np.ndarray
         if xp.name == "numpy":
             k = idx.size
             spectra.scatter = scipy.sparse.csr_matrix((np.ones(k), (np.arange(k), idx.ravel())), shape=(k, 4 * L * L))
+        itemsize = 8 if xp.dtype == "float64" else 4
+        if R * idx.size * itemsize <= stack_mb * 2**20:  # build the shifted-projection stack once per iteration
+            spectra.stack = _stack(spectra, 0, R, xp)
     return spectra
 
 
@@ -139,6 +144,9 @@ def batch_sizes(R: int, L: int, memory_mb: float) -> tuple[int, int]:
 
 def _stack(spectra: Spectra, r0: int, r1: int, xp: Backend) -> Any:
     """(r·4L², L²) all shifted-and-cropped projections C R_s Z p_ω of rotations r0:r1."""
+    S = 4 * spectra.L * spectra.L
+    if spectra.stack is not None:
+        return spectra.stack[r0 * S:r1 * S]
     z = spectra.z[r0:r1]
     if xp.name == "numpy":
         q = z[:, spectra.index]
