@@ -32,7 +32,7 @@ CONFIG = {
     }
 }
 
-pytestmark = pytest.mark.slow
+
 
 
 def run(workdir: Path, *targets: str) -> str:
@@ -43,6 +43,7 @@ def run(workdir: Path, *targets: str) -> str:
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_autocorrelate_and_merge(tmp_path):
     from cryomtd.moments import Moments2D, autocorrelations_2d, estimate_noise_variance, merge
     from cryomtd.volume import read_image_mrc
@@ -69,3 +70,18 @@ def test_autocorrelate_and_merge(tmp_path):
     assert (tmp_path / f"results/{EXP}/benchmarks/merge_moments/merge.tsv").is_file()
     out = run(tmp_path, target)
     assert "Nothing to be done" in out
+
+
+@pytest.mark.parametrize("backend, gpu", [("auto", 0), ("numpy", 0), ("torch-cuda", 1), ("cuda", 1)])
+def test_workflow_options_and_resources(backend, gpu):
+    """W defaults to the volume box L; a GPU is requested only for CUDA backends; memory grows with W⁴."""
+    from cryomtd.moments.stage import workflow_options, workflow_resources
+
+    exp = {"volume": {"L": 9}, "micrographs": {"size": 256}, "moments": {"window": None, "backend": backend}}
+    assert workflow_options(exp)["window"] == 9
+    exp["moments"]["window"] = 4
+    assert workflow_options(exp)["window"] == 4 and workflow_options(exp)["backend"] == backend
+    res = workflow_resources(exp)
+    assert res["gpu"] == gpu
+    exp["moments"]["window"] = 20
+    assert workflow_resources(exp)["mem_mb"] > res["mem_mb"] + 200

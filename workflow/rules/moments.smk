@@ -1,44 +1,7 @@
 # Micrograph autocorrelations (issue 3; DESIGN §4): one autocorrelate job per micrograph,
-# then an exact merge. Library: cryomtd.moments; guide: docs/moments.md.
-
-
-def moments_block(wc):
-    return exp_config(wc)["moments"]
-
-
-def moments_window(wc):
-    """W: the moments.window of the experiment, else the volume box L."""
-    w = moments_block(wc).get("window")
-    return int(w if w is not None else exp_config(wc)["volume"]["L"])
-
-
-def moments_uses_gpu(wc):
-    return moments_block(wc).get("backend", "auto") in ("torch-cuda", "cupy", "cuda")
-
-
-def autocorrelate_options(wc):
-    m, noise = moments_block(wc), moments_block(wc).get("noise", {})
-    return dict(window=moments_window(wc), backend=m.get("backend", "auto"), dtype=m.get("dtype", "float64"),
-                band_pixels=m.get("band_pixels"), tile_pixels=m.get("tile_pixels", 16777216),
-                sigma2=noise.get("sigma2"), cutoff=noise.get("cutoff", 0.8), debias=noise.get("debias", False))
-
-
-def micrograph_count(wc):
-    return int(exp_config(wc).get("micrographs", {}).get("n_micrographs", 4))
-
-
-def autocorrelate_mem_mb(wc):
-    size = int(exp_config(wc).get("micrographs", {}).get("size", 512))
-    D2 = (2 * moments_window(wc) - 1) ** 2
-    # image + halo tile (float64), three (4096 × D²) band matrices, the D²×D² Gram, index maps (~12 × D⁴ int64)
-    return 1000 + (3 * size * size * 8 + 3 * 4096 * D2 * 8 + 13 * D2 * D2 * 8) // 2**20
-
-
-def autocorrelate_runtime(wc):
-    size = int(exp_config(wc).get("micrographs", {}).get("size", 512))
-    D2 = (2 * moments_window(wc) - 1) ** 2
-    # ≈ 0.6·D⁴ multiply-adds per pixel at ≥ 1 GFLOP/s on one core (minutes)
-    return 10 + int(size * size * 1.2 * D2 * D2 / 1e9 / 60)
+# then an exact merge. Library: cryomtd.moments; guide: docs/moments.md. The config
+# plumbing (window default = volume L, resources) lives in cryomtd.moments.stage.
+from cryomtd.moments.stage import workflow_options, workflow_resources
 
 
 rule autocorrelate:
@@ -54,12 +17,12 @@ rule autocorrelate:
         exp=name_regex(EXP3D_MICRO),
         k=r"\d+",
     params:
-        opts=autocorrelate_options,
+        opts=lambda wc: workflow_options(exp_config(wc)),
     threads: 1
     resources:
-        mem_mb=autocorrelate_mem_mb,
-        runtime=autocorrelate_runtime,
-        gpu=lambda wc: 1 if moments_uses_gpu(wc) else 0,
+        mem_mb=lambda wc: workflow_resources(exp_config(wc))["mem_mb"],
+        runtime=lambda wc: workflow_resources(exp_config(wc))["runtime"],
+        gpu=lambda wc: workflow_resources(exp_config(wc))["gpu"],
     conda:
         "../../envs/moments.yaml"
     script:
@@ -68,7 +31,7 @@ rule autocorrelate:
 
 rule merge_moments:
     input:
-        lambda wc: [f"{RESULTS}/{wc.exp}/moments/{k}.npz" for k in range(micrograph_count(wc))],
+        lambda wc: [f"{RESULTS}/{wc.exp}/moments/{k}.npz" for k in range(exp_config(wc)["micrographs"]["n_micrographs"])],
     output:
         f"{RESULTS}/{{exp}}/moments.npz",
     log:
@@ -87,5 +50,4 @@ rule merge_moments:
         "../../scripts/merge_moments.py"
 
 
-for _exp in EXP3D_MICRO:
-    ALL_TARGETS.append(f"{RESULTS}/{_exp}/moments.npz")
+ALL_TARGETS.extend(f"{RESULTS}/{e}/moments.npz" for e in EXP3D_MICRO)
