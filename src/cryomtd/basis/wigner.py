@@ -9,7 +9,7 @@ Computed by the Ivanic–Ruedenberg recursion (J. Phys. Chem. 100, 6342 (1996); 
 102, 9099 (1998)), in the form of Google's ``spherical-harmonics`` library: ℓ = 1 is R
 with rows and columns reordered to (y, z, x) (the order of Y_{1,−1}, Y_{1,0}, Y_{1,1}),
 and D^ℓ follows from D^1 and D^{ℓ−1} by fixed coefficients u, v, w. Each degree is a
-handful of gathers and products on (n, 2ℓ+1, 2ℓ+1) arrays: O(n ℓ_max³) work, vectorised
+few products on (n, 2ℓ+1, 2ℓ+1) arrays and one constant matrix product, vectorised
 over rotations (in chunks that stay in cache), with no per-rotation Python work. It is
 checked against the definition above in tests/test_basis.py.
 """
@@ -22,25 +22,27 @@ import numpy as np
 
 __all__ = ["real_wigner"]
 
-_CHUNK = 128  # rotations per chunk: keeps the (chunk, 2ℓ+1, 2ℓ+1) work arrays in cache
+_CHUNK = 128  # rotations per chunk: keeps the work arrays of one degree in cache
 
 
 @functools.lru_cache(maxsize=None)
-def _recursion_tables(l: int) -> tuple[np.ndarray, ...]:
-    """Coefficients u, v, w (2ℓ+1, 2ℓ+1) and the row gathers of the U, V, W terms for degree ℓ ≥ 2."""
+def _recursion_matrix(l: int) -> tuple[np.ndarray, np.ndarray]:
+    """Constant M_ℓ (2ℓ+1, 3(2ℓ−1)) and column scale c_ℓ (2ℓ+1,) with D^ℓ = (M_ℓ · P) ⊙ c_ℓ.
+
+    P stacks P(i, a, b) for i = −1, 0, +1 (blocks of 2ℓ−1 rows a). The Ivanic–Ruedenberg
+    coefficients u, v, w factor as (function of the row m) / √denom(n), so the whole
+    recursion step is one constant matrix product per degree (BLAS) and a column scale.
+    """
     m = np.arange(-l, l + 1)
-    M, N = m[:, None], m[None, :]
-    d = (M == 0).astype(float)
-    denom = np.where(np.abs(N) == l, 2.0 * l * (2 * l - 1), ((l + N) * (l - N)).astype(float))
-    u = np.sqrt((l + M) * (l - M) / denom)
-    v = 0.5 * np.sqrt((1 + d) * (l + np.abs(M) - 1) * (l + np.abs(M)) / denom) * (1 - 2 * d)
-    w = -0.5 * np.sqrt(np.maximum((l - np.abs(M) - 1) * (l - np.abs(M)), 0) / denom) * (1 - d)
+    am = np.abs(m)
+    d = (m == 0).astype(float)
+    n = np.arange(-l, l + 1)
+    scale = 1.0 / np.sqrt(np.where(np.abs(n) == l, 2.0 * l * (2 * l - 1), ((l + n) * (l - n)).astype(float)))
+    u = np.sqrt(((l + m) * (l - m)).astype(float))
+    v = 0.5 * np.sqrt((1 + d) * (l + am - 1) * (l + am)) * (1 - 2 * d)
+    w = -0.5 * np.sqrt(np.maximum((l - am - 1) * (l - am), 0).astype(float)) * (1 - d)
     one, minus_one, zero = (m == 1).astype(float), (m == -1).astype(float), m == 0
-
-    def rows(i):  # row a of D^{ℓ−1} (a ∈ [−ℓ+1, ℓ−1]) → array index; clipped where the weight is 0
-        return np.clip(i, -(l - 1), l - 1) + (l - 1)
-
-    # V(m, n) = aV·P(+1, iAV, n) + bV·P(−1, iBV, n);  W(m, n) = aW·P(+1, iAW, n) + bW·P(−1, iBW, n)
+    # V(m, n) = aV·P(+1, iAV, n) + bV·P(−1, iBV, n);  W(m, n) = aW·P(+1, iAW, n) + bW·P(−1, iBW, n);  U = P(0, m, n)
     aV = np.where(zero, 1.0, np.where(m > 0, np.sqrt(1 + one), 1 - minus_one))
     iAV = np.where(zero, 1, np.where(m > 0, m - 1, m + 1))
     bV = np.where(zero, 1.0, np.where(m > 0, -(1 - one), np.sqrt(1 + minus_one)))
@@ -49,39 +51,44 @@ def _recursion_tables(l: int) -> tuple[np.ndarray, ...]:
     iAW = np.where(m > 0, m + 1, m - 1)
     bW = np.where(zero, 0.0, np.where(m > 0, 1.0, -1.0))
     iBW = np.where(m > 0, -m - 1, -m + 1)
-    return (u, v * aV[:, None], v * bV[:, None], w * aW[:, None], w * bW[:, None],
-            rows(m), rows(iAV), rows(iBV), rows(iAW), rows(iBW))
+    k = 2 * l - 1
+    M = np.zeros((2 * l + 1, 3 * k))
+    rows = np.arange(2 * l + 1)
+    for block, idx, coef in ((1, m, u), (2, iAV, v * aV), (0, iBV, v * bV), (2, iAW, w * aW), (0, iBW, w * bW)):
+        ok = (np.abs(idx) <= l - 1) & (coef != 0)
+        np.add.at(M, (rows[ok], block * k + idx[ok] + (l - 1)), coef[ok])
+    return M, scale
 
 
 def _step(D1: np.ndarray, Dp: np.ndarray, l: int) -> np.ndarray:
-    """D^ℓ (n, 2ℓ+1, 2ℓ+1) from D^1 (n, 3, 3) and D^{ℓ−1} (n, 2ℓ−1, 2ℓ−1)."""
-    n = D1.shape[0]
-    P = []
-    for i in range(3):  # i = −1, 0, +1: P(i, a, b) for all a, b
-        Pi = np.empty((n, 2 * l - 1, 2 * l + 1))
-        Pi[:, :, 1:-1] = D1[:, i, 1, None, None] * Dp
-        Pi[:, :, -1] = D1[:, i, 2, None] * Dp[:, :, -1] - D1[:, i, 0, None] * Dp[:, :, 0]
-        Pi[:, :, 0] = D1[:, i, 2, None] * Dp[:, :, 0] + D1[:, i, 0, None] * Dp[:, :, -1]
-        P.append(Pi)
-    Pm, P0, Pp = P
-    u, vA, vB, wA, wB, iU, iAV, iBV, iAW, iBW = _recursion_tables(l)
-    return u * P0[:, iU] + vA * Pp[:, iAV] + vB * Pm[:, iBV] + wA * Pp[:, iAW] + wB * Pm[:, iBW]
+    """D^ℓ from D^1 and D^{ℓ−1}, both stored rows-first: D1 (3, n, 3), Dp (2ℓ−1, n, 2ℓ−1) → (2ℓ+1, n, 2ℓ+1).
+
+    Rows-first storage makes the recursion one (2ℓ+1) × 3(2ℓ−1) by 3(2ℓ−1) × n(2ℓ+1)
+    matrix product for all rotations of the chunk.
+    """
+    k, n = 2 * l - 1, D1.shape[1]
+    P = np.empty((3, k, n, 2 * l + 1))  # P(i, a, ·, b), i = −1, 0, +1
+    c0, c1, c2 = (D1[:, None, :, j, None] for j in range(3))  # D1[i, ·, j] as (3, 1, n, 1)
+    P[..., 1:-1] = c1 * Dp[None]
+    P[..., -1:] = c2 * Dp[None, :, :, -1:] - c0 * Dp[None, :, :, :1]
+    P[..., :1] = c2 * Dp[None, :, :, :1] + c0 * Dp[None, :, :, -1:]
+    M, scale = _recursion_matrix(l)
+    return (M @ P.reshape(3 * k, n * (2 * l + 1))).reshape(2 * l + 1, n, 2 * l + 1) * scale
 
 
 def real_wigner(ell_max: int, R: np.ndarray) -> list[np.ndarray]:
     """List over ℓ = 0 … ell_max of real Wigner matrices (n, 2ℓ+1, 2ℓ+1) for R (n, 3, 3) or (3, 3)."""
     R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
     n = R.shape[0]
-    out = [np.ones((n, 1, 1))]
-    if ell_max >= 1:
-        out += [np.empty((n, 2 * l + 1, 2 * l + 1)) for l in range(1, ell_max + 1)]
+    out = [np.ones((n, 1, 1))] + [np.empty((n, 2 * l + 1, 2 * l + 1)) for l in range(1, ell_max + 1)]
     perm = [1, 2, 0]  # (x, y, z) → (y, z, x) = order of m = −1, 0, 1
     for a in range(0, n, _CHUNK):
         D1 = R[a:a + _CHUNK][:, perm][:, :, perm]
-        Dp = D1
         if ell_max >= 1:
             out[1][a:a + _CHUNK] = D1
+        D1 = np.ascontiguousarray(D1.transpose(1, 0, 2))  # rows first
+        Dp = D1
         for l in range(2, ell_max + 1):
             Dp = _step(D1, Dp, l)
-            out[l][a:a + _CHUNK] = Dp
+            out[l][a:a + _CHUNK] = Dp.transpose(1, 0, 2)
     return out
