@@ -459,6 +459,8 @@ def make_volume(source: str, L: int, *, voxel_size: float | None = None, resolut
     vol, vs = read_mrc(source)
     if voxel_size:
         vs = float(voxel_size)
+    elif vs <= 0:
+        log.warning("%s: the header records no voxel size; set volume.voxel_size (Å) to keep physical units", source)
     N = vol.shape[0]
     if N < L:
         raise InputError(f"{source}: map side {N} is smaller than volume.L = {L}; expected at least L")
