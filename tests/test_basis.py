@@ -136,7 +136,8 @@ def test_voxel_gram_close_to_identity():
     vols = b.evaluate(np.eye(b.size)).reshape(b.size, -1)
     gram = vols @ vols.T
     assert np.abs(np.diag(gram) - 1).max() < 0.35
-    assert np.linalg.eigvalsh(gram).min() > 0.1  # well conditioned → CG in expand converges fast
+    eig = np.linalg.eigvalsh(gram)  # measured [0.77, 1.46]: well conditioned → CG in expand converges fast
+    assert eig.min() > 0.5 and eig.max() < 2.0
 
 
 # ----------------------------------------------------------------------- expand
