@@ -1,49 +1,13 @@
 # Evaluation of 3-D experiments (align to the truth, FSC, metrics, figures) and the
 # cross-experiment summary table. Library: cryomtd.evaluate; user guide: docs/evaluation.md.
-
-EVAL_FIGURES = ["fsc", "slices", "projections", "mip", "convergence"]
-EVAL_FIGURE_LABELS = {
-    "fsc": "FSC",
-    "slices": "central slices",
-    "projections": "projections",
-    "mip": "max-intensity projections",
-    "convergence": "convergence",
-}
-
-
-def estimator_enabled(wc, name):
-    """Whether estimator 'lsq' or 'em' runs in this experiment (its block's `enabled`)."""
-    return exp_config(wc).get(name, {}).get("enabled", True)
-
-
-def micrograph_info_files(wc):
-    """micrographs/{k}.json of a micrograph experiment (γ truth); none for exact moments."""
-    if wc.exp not in EXP3D_MICRO:
-        return []
-    n = exp_config(wc)["micrographs"]["n_micrographs"]
-    return [f"{RESULTS}/{wc.exp}/micrographs/{k}.json" for k in range(n)]
-
-
-def evaluate_inputs(wc):
-    d = {
-        "truth_npz": f"{RESULTS}/{wc.exp}/truth.npz",
-        "truth_mrc": f"{RESULTS}/{wc.exp}/truth.mrc",
-        "micrographs": micrograph_info_files(wc),
-    }
-    if estimator_enabled(wc, "lsq"):
-        d.update(lsq_npz=f"{RESULTS}/{wc.exp}/lsq.npz", lsq_mrc=f"{RESULTS}/{wc.exp}/lsq.mrc")
-    if estimator_enabled(wc, "em"):
-        d.update(
-            em_npz=f"{RESULTS}/{wc.exp}/em.npz",
-            em_mrc=f"{RESULTS}/{wc.exp}/em.mrc",
-            em_trace=f"{RESULTS}/{wc.exp}/em_trace.json",
-        )
-    return d
+from cryomtd.evaluate.stage import FIGURES as EVAL_FIGURES
+from cryomtd.evaluate.stage import FIGURE_LABELS as EVAL_FIGURE_LABELS
+from cryomtd.evaluate.stage import evaluate_inputs
 
 
 rule evaluate:
     input:
-        unpack(evaluate_inputs),
+        unpack(lambda wc: evaluate_inputs(exp_config(wc), wc.exp, RESULTS, wc.exp in EXP3D_MICRO)),
     output:
         metrics=f"{RESULTS}/{{exp}}/metrics.json",
         aligned=directory(f"{RESULTS}/{{exp}}/aligned"),
@@ -66,7 +30,7 @@ rule evaluate:
     params:
         settings=lambda wc: exp_config(wc).get("evaluate", {}),
         gamma=lambda wc: exp_config(wc).get("micrographs", {}).get("gamma"),
-        figures=EVAL_FIGURES,
+        figures=list(EVAL_FIGURES),
     threads: 2
     resources:
         mem_mb=4000,

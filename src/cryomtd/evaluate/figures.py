@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -103,6 +104,7 @@ def plot_convergence(traces: Mapping[str, Mapping[str, Any]], *, title: str = ""
         if "cost" in label and vals.size and np.all(vals > 0):
             a.set_yscale("log")
         a.set_xlabel("iteration")
+        a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         a.set_ylabel(label)
         a.set_title(n)
         a.grid(alpha=0.3)
