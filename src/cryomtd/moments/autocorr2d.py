@@ -117,7 +117,18 @@ def autocorrelations_2d(image: np.ndarray, W: int, *, backend: str | Backend = "
     n_bands = math.ceil(M1 / band_rows)
     bands_per_tile = max(1, (tile_pixels // M2) // band_rows)
     layout = gram_layout(W)
-    perm = be.asarray(np.asarray(layout.perm), "int64") if be.name != "numpy" else np.asarray(layout.perm)
+    Wp = M2 + 2 * (W - 1)  # row length of the padded tile
+    ly, lx = np.divmod(np.asarray(layout.perm), D)
+    offsets = ly * Wp + lx  # flat offset of lag column p from the window's top-left corner
+    gather_idx: dict[int, object] = {}  # band height → (n, D²) flat indices into the band
+
+    def band_index(h: int):
+        if h not in gather_idx:
+            base = (np.arange(h)[:, None] * Wp + np.arange(M2)[None, :]).ravel()
+            idx = base[:, None] + offsets[None, :]
+            gather_idx[h] = idx if be.name == "numpy" else be.asarray(idx, "int64")
+        return gather_idx[h]
+
     (l0, l1), (r0, r1), n_h = layout.l_range, layout.r_range, layout.n_h
     starts = list(range(0, n_h, chunk))
 
@@ -142,9 +153,9 @@ def autocorrelations_2d(image: np.ndarray, W: int, *, backend: str | Backend = "
             ya, yb = b * band_rows, min(M1, (b + 1) * band_rows)
             # band in tile coordinates: base rows ya..yb → padded rows ya−y0 … yb−y0+2(W−1)
             # (n, D²) window vectors, columns in the permuted lag order H, L, R, Z; column 0 is ℓ = 0
-            U = be.take_columns(be.windows(tile[ya - y0: yb - y0 + 2 * (W - 1)], D), perm)
-            Y = U * U[:, 0:1]
-            s2 += be.float64(Y.sum(axis=0))
+            U = be.gather(tile[ya - y0: yb - y0 + 2 * (W - 1)], band_index(yb - ya))
+            s2 += be.float64(U[:, 0] @ U)  # Σ_r I[r] I[r+ℓ] (column 0 holds I[r])
+            Y = U[:, :l1] * U[:, 0:1]  # I-weighted window vectors, only the H and L columns are rows of G
             for a in starts:  # H rows, upper block triangle (H×H upper, H×(L∪R∪Z))
                 e = min(n_h, a + chunk)
                 G[a:e, a:] += be.float64(Y[:, a:e].T @ U[:, a:])

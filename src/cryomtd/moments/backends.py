@@ -2,7 +2,7 @@
 
 The engine is written once against the array API (``array-api-compat`` namespaces);
 this module holds the little that differs per library: moving arrays to and from
-the device, the sliding-window view that builds the window vectors, and which
+the device, the gather that builds the window vectors, and which
 backend ``"auto"`` picks (CUDA when a device is present: PyTorch-CUDA, then CuPy;
 otherwise numpy).
 """
@@ -74,23 +74,13 @@ class Backend:
             return self.module.asnumpy(a)
         return np.asarray(a)
 
-    def windows(self, padded: Any, D: int) -> Any:
-        """All D×D windows of a 2-D array (h+D−1, w+D−1) as a contiguous (h·w, D²) matrix.
-
-        Row ``i·w + j`` holds ``padded[i:i+D, j:j+D]`` flattened row-major, i.e. the
-        window vector v_r[f(ℓ)] = I[r + ℓ] of base pixel r = (i, j) + (W−1, W−1).
-        """
-        h, w = padded.shape[0] - D + 1, padded.shape[1] - D + 1
+    def gather(self, a: Any, idx: Any) -> Any:
+        """``a.ravel()[idx]`` for a C-contiguous array ``a`` and an integer index array ``idx`` on
+        this device: one gather builds the whole (n, D²) window-vector matrix (7× faster on
+        numpy than a sliding-window view followed by a copy)."""
         if self.name.startswith("torch"):
-            return padded.unfold(0, D, 1).unfold(1, D, 1).reshape(h * w, D * D)
-        view = self.module.lib.stride_tricks.sliding_window_view(padded, (D, D))
-        return view.reshape(h * w, D * D)
-
-    def take_columns(self, a: Any, idx: Any) -> Any:
-        """``a[:, idx]`` as a new contiguous array (``idx`` an integer array on this device)."""
-        if self.name.startswith("torch"):
-            return self.module.index_select(a, 1, idx)
-        return self.module.take(a, idx, axis=1)
+            return self.module.take(a, idx)
+        return self.module.take(a.ravel(), idx)
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""
