@@ -7,7 +7,7 @@ Estimators (DESIGN §3), with y zero outside [0, n) and 0 ≤ ℓ, ℓ1, ℓ2 �
     a3[ℓ1, ℓ2] = (1/n) Σ_i y[i] y[i+ℓ1] y[i+ℓ2]      (full, symmetric (L, L))
 
 Hot path: with the windows v_i = y[i:i+L] stacked as rows of V (B, L) and W = v_i[0]·V,
-``s3 += Wᵀ V`` (one GEMM per block of B windows), ``s2 += Σ_rows W``, ``s1 += Σ y``. The
+``[s3 | s2] += Wᵀ [V | 1]`` (one GEMM per block of B windows), ``s1 += Σ y``. The
 last L−1 samples of each chunk are carried into the next, so sums are exact across chunk
 joins; at the end the carry is closed with L−1 zeros (y is zero outside).
 
@@ -23,14 +23,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from cryomtd.io import InputError, save_npz
 
 __all__ = ["Moments1D", "MomentAccumulator", "autocorrelations", "merge", "model_moments",
            "noise_bias", "DEFAULT_BLOCK"]
 
-DEFAULT_BLOCK = 4096  # windows per GEMM block: (B, L+1) float64 ≈ 0.7 MB stays in L2 cache for L ~ 21
+DEFAULT_BLOCK = 2048  # windows per GEMM block: (L+1, B) float64 ≈ 0.36 MB stays in L2 cache for L ~ 21
 
 
 @dataclass(frozen=True)
@@ -90,26 +89,28 @@ class MomentAccumulator:
         self._carry = np.zeros(0)
         self._closed = False
         self._acc = np.zeros((L, L + 1))  # [s3 | s2]
-        self._U: np.ndarray | None = None
-        self._W: np.ndarray | None = None
+        self._UT: np.ndarray | None = None
+        self._WT: np.ndarray | None = None
 
     def _windows(self, e: np.ndarray) -> None:
         """Add the products of all windows starting in e[: len(e) − L + 1].
 
-        U = [V | 1] (B, L+1) and W = v0·V (B, L); one GEMM Wᵀ U (L, L+1) gives s3 in its
-        first L columns and s2 in the last. Buffers are reused across blocks.
+        Windows are the columns of Uᵀ = [V | 1]ᵀ (L+1, B), filled by L contiguous slice
+        copies (one per lag, not per sample); Wᵀ = v0·Vᵀ (L, B). One GEMM Wᵀ U (L, L+1) per
+        block gives s3 in its first L columns and s2 in the last. Buffers are reused.
         """
         L, B = self.L, self.block
-        V = sliding_window_view(e, L)
-        if self._U is None:
-            self._U = np.ones((B, L + 1))
-            self._W = np.empty((B, L))
-        for b in range(0, V.shape[0], B):
-            m = min(B, V.shape[0] - b)
-            U, W = self._U[:m], self._W[:m]
-            U[:, :L] = V[b : b + m]
-            np.multiply(U[:, :L], U[:, :1], out=W)
-            self._acc += W.T @ U
+        nwin = e.size - L + 1
+        if self._UT is None:
+            self._UT = np.ones((L + 1, B))
+            self._WT = np.empty((L, B))
+        for b in range(0, nwin, B):
+            m = min(B, nwin - b)
+            UT, WT = self._UT[:, :m], self._WT[:, :m]
+            for lag in range(L):
+                UT[lag] = e[b + lag : b + lag + m]
+            np.multiply(UT[:L], UT[0], out=WT)
+            self._acc += WT @ UT.T
 
     def update(self, y: np.ndarray) -> None:
         """Add the next ``len(y)`` samples of the measurement."""
@@ -131,7 +132,7 @@ class MomentAccumulator:
             if self._carry.size:
                 self._windows(np.concatenate((self._carry, np.zeros(self.L - 1))))
             self._closed = True
-            self._U = self._W = None
+            self._UT = self._WT = None
         s3 = self._acc[:, : self.L]
         s3 = 0.5 * (s3 + s3.T)  # exact symmetry (GEMM rounding)
         return Moments1D(self.L, self.n, self.s1, self._acc[:, self.L].copy(), s3)
