@@ -127,3 +127,42 @@ def test_bad_inputs_name_the_file(tmp_path):
         evaluate_experiment("x", truth_npz=tmp_path / "truth.npz", truth_mrc=tmp_path / "truth.mrc", estimates={})
     with pytest.raises(InputError, match="unknown keys"):
         EvaluationSettings.from_config({"grid": 3})
+
+
+def test_gamma_from_shift_prior_matches_tiling_count():
+    # Independent: place separated particles in a micrograph, cut L×L patches, count patches
+    # touched by a particle, build ρ with that empty mass; γ must come back.
+    from cryomtd.evaluate.metrics import gamma_from_shift_prior
+
+    L, P = 7, 2100
+    g = rng(11, "test-metrics")
+    # particles on a jittered lattice of pitch 3L (well separated: ≤ 1 particle per patch)
+    centres = np.array([(i, j) for i in range(0, P - 3 * L, 3 * L) for j in range(0, P - 3 * L, 3 * L)])
+    centres = centres + g.integers(0, 2 * L, size=centres.shape)
+    occupied = np.zeros((P // L, P // L), dtype=bool)
+    for dy in (0, L - 1):  # a box [c, c+L) touches the patches of its first and last pixel
+        for dx in (0, L - 1):
+            occupied[(centres[:, 0] + dy) // L, (centres[:, 1] + dx) // L] = True
+    frac = occupied.mean()
+    rho = np.full((2 * L, 2 * L), 1.0)
+    empty = np.zeros_like(rho, dtype=bool)
+    empty[L, :] = empty[:, L] = True
+    rho[empty] = (1 - frac) / empty.sum()
+    rho[~empty] = frac / (~empty).sum()
+    gamma = len(centres) * L**2 / P**2
+    # Monte-Carlo over ~10⁴ particles: the touched-patch count per particle has sd ≈ 0.8,
+    # so the relative error of the mean is ~1 %; 3 % tolerance.
+    assert gamma_from_shift_prior(rho, L) == pytest.approx(gamma, rel=0.03)
+    with pytest.raises(InputError, match="rho"):
+        gamma_from_shift_prior(np.ones((3, 3)), L)
+
+
+def test_stage_inputs_follow_enabled_flags():
+    from cryomtd.evaluate.stage import evaluate_inputs
+
+    cfg = {"micrographs": {"n_micrographs": 2}, "lsq": {"enabled": True}, "em": {}}
+    d = evaluate_inputs(cfg, "e", "res", from_micrographs=True)
+    assert d["micrographs"] == ["res/e/micrographs/0.json", "res/e/micrographs/1.json"]
+    assert {"lsq_npz", "lsq_mrc", "em_npz", "em_mrc", "em_trace"} <= set(d)
+    d = evaluate_inputs({"lsq": {"enabled": False}}, "e", "res", from_micrographs=False)  # exact moments
+    assert d["micrographs"] == [] and not any(k.startswith(("lsq", "em")) for k in d)

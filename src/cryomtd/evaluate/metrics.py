@@ -41,7 +41,7 @@ from cryomtd.evaluate.align import align, relative_error
 from cryomtd.evaluate.fsc import crossing_shell, fsc, resolution, shell_frequencies
 from cryomtd.io import InputError, atomic_path, read_json
 
-__all__ = ["EvaluationSettings", "estimator_metrics", "gamma_from_micrographs", "evaluate_experiment",
+__all__ = ["EvaluationSettings", "estimator_metrics", "gamma_from_micrographs", "gamma_from_shift_prior", "evaluate_experiment",
            "summary_rows", "write_summary", "ESTIMATORS"]
 
 log = logging.getLogger("cryomtd.evaluate")
@@ -95,6 +95,24 @@ def gamma_from_micrographs(infos: Iterable[Mapping[str, Any]]) -> float:
     if den <= 0:
         raise InputError("micrographs: total size is zero, cannot compute γ")
     return num / den
+
+
+def gamma_from_shift_prior(rho: np.ndarray, L: int) -> float:
+    """Density γ implied by the approximate-EM shift prior ρ (2L, 2L) (``em.npz``, DESIGN §7).
+
+    Shifts with s_y = L or s_x = L leave the L×L crop empty (cryomtd.em3d). A particle at a
+    uniform position overlaps on average ((2L−1)/L)² patches of the L×L tiling, so with at most
+    one particle per patch P(non-empty patch) = γ (2L−1)²/L², i.e.
+    γ = (1 − Σ_{empty s} ρ_s) · L² / (2L−1)².
+    """
+    rho = np.asarray(rho, dtype=np.float64)
+    if rho.shape != (2 * L, 2 * L):
+        raise InputError(f"em.npz: rho must have shape {(2 * L, 2 * L)} for L={L}, got {rho.shape}")
+    rho = rho / rho.sum()
+    empty = np.zeros(rho.shape, dtype=bool)
+    empty[L, :] = True
+    empty[:, L] = True
+    return float((1.0 - rho[empty].sum()) * L**2 / (2 * L - 1) ** 2)
 
 
 def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis=None, truth_coef=None, est_coef=None,
@@ -219,6 +237,8 @@ def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: s
         m, vol_al = estimator_metrics(truth, vol, basis=basis, truth_coef=truth_coef, est_coef=z["coef"],
                                       voxel_size=voxel_size, settings=settings)
         gamma = _num(z.get("gamma"))
+        if gamma is None and "rho" in z and np.shape(z["rho"]) == (2 * L, 2 * L):
+            gamma = gamma_from_shift_prior(z["rho"], L)
         m["gamma"] = gamma
         m["gamma_relative_error"] = (abs(gamma - gamma_true) / gamma_true
                                      if gamma is not None and gamma_true else None)

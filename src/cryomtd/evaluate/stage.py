@@ -28,8 +28,9 @@ def estimator_enabled(exp_cfg: Mapping[str, Any], name: str) -> bool:
 def evaluate_inputs(exp_cfg: Mapping[str, Any], exp: str, results: str, from_micrographs: bool) -> dict[str, Any]:
     """Named inputs of rule ``evaluate`` for experiment ``exp`` (paths under ``results``).
 
-    truth.npz/truth.mrc always; lsq.npz/lsq.mrc and em.npz/em.mrc/em_trace.json when that
-    estimator is enabled; micrographs/{k}.json (γ truth) when the moments come from micrographs.
+    truth.npz/truth.mrc always; lsq.npz/lsq.mrc when ``lsq.enabled``; em.npz/em.mrc/em_trace.json
+    when ``em.enabled`` and the experiment has micrographs (approximate EM works on micrographs,
+    so an exact-moments experiment has no EM estimate); micrographs/{k}.json (γ truth) then too.
     """
     base = f"{results}/{exp}"
     d: dict[str, Any] = {"truth_npz": f"{base}/truth.npz", "truth_mrc": f"{base}/truth.mrc", "micrographs": []}
@@ -38,6 +39,6 @@ def evaluate_inputs(exp_cfg: Mapping[str, Any], exp: str, results: str, from_mic
         d["micrographs"] = [f"{base}/micrographs/{k}.json" for k in range(n)]
     if estimator_enabled(exp_cfg, "lsq"):
         d.update(lsq_npz=f"{base}/lsq.npz", lsq_mrc=f"{base}/lsq.mrc")
-    if estimator_enabled(exp_cfg, "em"):
+    if estimator_enabled(exp_cfg, "em") and from_micrographs:  # EM needs micrographs (exact moments: lsq only)
         d.update(em_npz=f"{base}/em.npz", em_mrc=f"{base}/em.mrc", em_trace=f"{base}/em_trace.json")
     return d
