@@ -17,6 +17,13 @@ def _restart_inputs(wc):
     return expand(f"{RESULTS}/{{exp}}/lsq/restart_{{r}}.npz", exp=wc.exp, r=range(n))
 
 
+def _em_samples(wc):
+    """Samples the EM job holds: the first em.segments segments (all when null)."""
+    c = _mtd1d(wc)
+    used = c["em"]["segments"] or c["segments"]
+    return int(c["N"]) * min(int(used), int(c["segments"])) // int(c["segments"])
+
+
 def _sim_params(wc):
     c = _mtd1d(wc)
     return {k: c[k] for k in ("seed", "L", "signal", "sigma", "N", "segments", "chunk", "placement")}
@@ -127,8 +134,8 @@ rule mtd1d_em:
         exp=name_regex(EXP1D),
     threads: 2
     resources:
-        # EM holds the patches of the segments it uses (float32 data + float64 patches)
-        mem_mb=lambda wc: 2000 + int(12 * int(_mtd1d(wc)["N"]) / 1e6),
+        # EM holds the samples it uses as float32 data + float64 patches (12 bytes/sample) + blocks
+        mem_mb=lambda wc: 1000 + int(16 * _em_samples(wc) / 1e6),
         runtime=120,
     conda:
         "../../envs/em.yaml"

@@ -33,11 +33,43 @@ from cryomtd.mtd1d.signals import make_signal
 from cryomtd.mtd1d.simulate import Placement, segment_lengths, simulate_chunks, simulate_segment
 from cryomtd.progress import progress
 
-__all__ = ["signal_of", "placement_of", "run_segment", "run_merge", "run_lsq_restart", "run_pick",
+__all__ = ["load_experiment", "run_all", "signal_of", "placement_of", "run_segment", "run_merge", "run_lsq_restart", "run_pick",
            "run_em", "run_evaluate", "estimate_sigma"]
 
 log = logging.getLogger("cryomtd.mtd1d")
 Path = str | os.PathLike
+
+
+def _schema_path():
+    from pathlib import Path as P
+
+    return P(__file__).resolve().parents[3] / "workflow" / "schemas" / "mtd1d.schema.yaml"
+
+
+def load_experiment(config_path: Path, name: str) -> dict:
+    """One mtd1d experiment of a workflow config file, validated against
+    ``workflow/schemas/mtd1d.schema.yaml`` with its defaults filled in (for the CLI)."""
+    import jsonschema
+    import yaml
+
+    from cryomtd.config import fill_defaults, load_schema
+
+    try:
+        with open(config_path) as fh:
+            cfg = yaml.safe_load(fh)
+    except OSError as exc:
+        raise InputError(f"{config_path}: cannot read ({exc})") from None
+    exps = (cfg or {}).get("experiments", {})
+    if name not in exps:
+        raise InputError(f"{config_path}: no experiment {name!r} under 'experiments' (have {sorted(exps)})")
+    exp = exps[name]
+    schema_path = _schema_path()
+    errors = sorted(jsonschema.Draft202012Validator(load_schema(schema_path)).iter_errors(exp), key=str)
+    if errors:
+        e = errors[0]
+        where = ".".join(str(p) for p in e.absolute_path) or "(experiment)"
+        raise InputError(f"{config_path}: experiments.{name}.{where}: {e.message}")
+    return fill_defaults(exp, schema_path)
 
 
 def signal_of(cfg: dict) -> np.ndarray:
@@ -196,3 +228,23 @@ def run_evaluate(cfg: dict, moments: Path, lsq_path: Path, em_path: Path, trace:
                  title=f"{name}: LS err {out['lsq']['rel_error']:.3f}, EM err {out['em']['rel_error']:.3f}")
     plot_loglik(loglik_png, tr["loglik"], title=f"{name}: approximate EM")
     return out
+
+
+def run_all(cfg: dict, outdir: Path, name: str = "", progress_bar: bool | None = None) -> dict:
+    """Every stage in this process, writing the workflow's file layout under ``outdir``."""
+    from pathlib import Path as P
+
+    d = P(outdir)
+    segs = [d / "segments" / f"{k}.npz" for k in range(int(cfg["segments"]))]
+    for k, p in enumerate(segs):
+        if not p.exists():  # resume: a finished segment is not redone
+            run_segment(cfg, k, p, progress_bar=progress_bar)
+    run_merge(segs, d / "moments.npz")
+    rs = [d / "lsq" / f"restart_{r}.npz" for r in range(int(cfg["lsq"]["restarts"]))]
+    for r, p in enumerate(progress(rs, desc="LS restarts", enable=progress_bar)):
+        if not p.exists():
+            run_lsq_restart(cfg, d / "moments.npz", r, p)
+    run_pick(rs, d / "lsq.npz")
+    run_em(cfg, d / "lsq.npz", d / "moments.npz", d / "em.npz", d / "em_trace.json", progress_bar=progress_bar)
+    return run_evaluate(cfg, d / "moments.npz", d / "lsq.npz", d / "em.npz", d / "em_trace.json",
+                        d / "metrics.json", d / "figures" / "overlay.png", d / "figures" / "loglik.png", name=name)
