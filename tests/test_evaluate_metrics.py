@@ -166,3 +166,14 @@ def test_stage_inputs_follow_enabled_flags():
     assert {"lsq_npz", "lsq_mrc", "em_npz", "em_mrc", "em_trace"} <= set(d)
     d = evaluate_inputs({"lsq": {"enabled": False}}, "e", "res", from_micrographs=False)  # exact moments
     assert d["micrographs"] == [] and not any(k.startswith(("lsq", "em")) for k in d)
+
+
+def test_embed_coefficients_is_the_lower_degree_basis():
+    # Independent: evaluate in the small basis directly and compare with the embedded vector.
+    from cryomtd.evaluate.metrics import embed_coefficients
+
+    big, small = SphericalBessel(9, 4), SphericalBessel(9, 2)
+    c = rng(4, "test-metrics").standard_normal(small.size)
+    e = embed_coefficients(c, big)
+    np.testing.assert_allclose(big.evaluate(e), small.evaluate(c), atol=1e-12)
+    assert embed_coefficients(np.ones(small.size + 1), big) is None

@@ -141,6 +141,24 @@ def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis=None, tr
     return out, al.volume
 
 
+def embed_coefficients(coef: np.ndarray, basis) -> np.ndarray | None:
+    """Coefficients of a lower-degree basis of the same L placed in ``basis`` (zeros above).
+
+    The layout is ℓ-ascending and S(ℓ) does not depend on ell_max, so the coefficients of
+    ``SphericalBessel(L, k)`` are the prefix ℓ ≤ k of ``basis``. Returns None when the length
+    is not such a prefix (then the estimate is handled as a voxel volume).
+    """
+    coef = np.asarray(coef, dtype=np.float64).ravel()
+    if coef.size == basis.size:
+        return coef
+    counts = np.cumsum(np.bincount(np.asarray(basis.ell), minlength=basis.ell_max + 1))
+    if coef.size not in counts:
+        return None
+    out = np.zeros(basis.size)
+    out[: coef.size] = coef
+    return out
+
+
 def _load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -234,7 +252,8 @@ def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: s
         if vol.shape != truth.shape:
             raise InputError(f"{files['mrc']}: shape {vol.shape} differs from the truth {truth.shape}")
         log.info("aligning %s of %s (L=%d, ell_max=%d)", est_name, name, L, basis.ell_max)
-        m, vol_al = estimator_metrics(truth, vol, basis=basis, truth_coef=truth_coef, est_coef=z["coef"],
+        m, vol_al = estimator_metrics(truth, vol, basis=basis, truth_coef=truth_coef,
+                                      est_coef=embed_coefficients(z["coef"], basis),
                                       voxel_size=voxel_size, settings=settings)
         gamma = _num(z.get("gamma"))
         if gamma is None and "rho" in z and np.shape(z["rho"]) == (2 * L, 2 * L):
