@@ -181,6 +181,14 @@ class SphericalBessel:
             raise ValueError(f"coefficients must have last axis {self.size} for {self!r}, got shape {coef.shape}")
         return coef
 
+    @staticmethod
+    def _check_rotations(R: np.ndarray) -> tuple[np.ndarray, bool]:
+        """R (3, 3) or (n, 3, 3) → (n, 3, 3) float64 and whether a single matrix was given."""
+        R = np.asarray(R, dtype=np.float64)
+        if R.shape[-2:] != (3, 3) or R.ndim not in (2, 3):
+            raise ValueError(f"rotations must have shape (3, 3) or (n, 3, 3), got {R.shape}")
+        return R.reshape(-1, 3, 3), R.ndim == 2
+
     def _blocks(self, coef: np.ndarray) -> list[np.ndarray]:
         """Per-ℓ views (..., S, 2ℓ+1) of coefficient arrays (..., size)."""
         return [coef[..., sl].reshape(coef.shape[:-1] + (int(S), 2 * l + 1))
@@ -244,8 +252,7 @@ class SphericalBessel:
     # --------------------------------------------------------------- rotations
     def wigner(self, R: np.ndarray) -> list[np.ndarray]:
         """Real Wigner matrices: list over ℓ = 0 … ell_max of (n, 2ℓ+1, 2ℓ+1) for R (n, 3, 3) or (3, 3)."""
-        R = np.asarray(R, dtype=np.float64).reshape(-1, 3, 3)
-        return real_wigner(self.ell_max, R)
+        return real_wigner(self.ell_max, self._check_rotations(R)[0])
 
     def rotate(self, coef: np.ndarray, R: np.ndarray) -> np.ndarray:
         """Coefficients of v_R(p) = v(Rᵀp): (size,) for R (3, 3), (n, size) for R (n, 3, 3).
@@ -256,15 +263,24 @@ class SphericalBessel:
         coef = self._check_coef(coef)
         if coef.ndim != 1:
             raise ValueError(f"rotate takes one coefficient vector (size,), got shape {coef.shape}")
-        R = np.asarray(R, dtype=np.float64)
-        single = R.shape == (3, 3)
-        R = R.reshape(-1, 3, 3)
+        R, single = self._check_rotations(R)
         out = np.concatenate([X.reshape(R.shape[0], -1) for X in self._rotate_blocks(coef, R)], axis=1)
         return out[0] if single else out
 
     @functools.cached_property
     def _wigner_q(self) -> list[np.ndarray]:
         return [d[0] for d in real_wigner(self.ell_max, _Q_Y_FROM_Z[None])]
+
+    @staticmethod
+    def _z_rotate(X: np.ndarray, c: np.ndarray, s: np.ndarray) -> None:
+        """In place: X (n, S, 2ℓ+1) in [0 | +k | −k] order, c, s = cos, sin(k·angle) (n, ℓ)."""
+        l = c.shape[1]
+        c, s = c[:, None, :], s[:, None, :]
+        p, q = X[..., 1:l + 1], X[..., l + 1:]
+        new_p = c * p + s * q
+        q *= c
+        q -= s * p
+        p[...] = new_p
 
     def _rotate_blocks(self, coef: np.ndarray, R: np.ndarray) -> list[np.ndarray]:
         """Per-ℓ rotated coefficients (n, S, 2ℓ+1) of one vector for rotations R (n, 3, 3).
@@ -280,21 +296,37 @@ class SphericalBessel:
         n = R.shape[0]
         ang = rotations.matrix_to_euler(R, degrees=False)
         bad = np.flatnonzero(np.abs(rotations.euler_to_matrix(*ang.T, degrees=False) - R).max(axis=(1, 2)) > 1e-12)
-        k = np.arange(self.ell_max + 1)
-        cos = np.cos(ang[:, :, None] * k)  # (n, 3, ℓmax+1): cos(k·angle)
+        k = np.arange(1, self.ell_max + 1)
+        cos = np.cos(ang[:, :, None] * k)  # (n, 3, ℓmax): cos(k·angle), k = 1 … ℓmax
         sin = np.sin(ang[:, :, None] * k)
         out = []
         for l, (C, DQ) in enumerate(zip(self._blocks(coef), self._wigner_q)):
-            am = np.abs(np.arange(-l, l + 1))
-            sgn = np.sign(np.arange(-l, l + 1))
-
-            def z_rotate(X, j):  # X (n, S, 2ℓ+1); passive z-rotation by angle j of (rot, tilt, psi)
-                return X * cos[:, None, j, am] + X[..., ::-1] * (sgn * sin[:, j, am])[:, None, :]
-
-            X = z_rotate(np.broadcast_to(C, (n,) + C.shape), 0)
-            X = z_rotate(X @ DQ, 1) @ DQ.T
-            X = z_rotate(X, 2)
-            out.append(X)
+            # Work in the order [m = 0 | m = 1 … ℓ | m = −1 … −ℓ] so that a z-rotation acts on two
+            # contiguous halves: (c_k, c_−k) → (cos·c_k + sin·c_−k, cos·c_−k − sin·c_k).
+            perm = np.concatenate([[l], l + np.arange(1, l + 1), l - np.arange(1, l + 1)])
+            inv = np.argsort(perm)
+            Dp = DQ[np.ix_(perm, perm)]
+            Cp = C[:, perm]
+            S, M = Cp.shape
+            if l == 0:
+                out.append(np.broadcast_to(C, (n, S, 1)).copy())
+                continue
+            # Z(rot) then D(Q)ᵀ, folded: X = Σ_t trig_t(rot) · (E_t Cp) Dp with fixed E_t, one GEMM.
+            pos, neg = Cp[:, 1:l + 1], Cp[:, l + 1:]
+            G = np.zeros((M, S, M))
+            G[0, :, 0] = Cp[:, 0]
+            idx = np.arange(l)
+            G[1 + idx, :, 1 + idx] = pos.T  # cos(k·rot) terms
+            G[1 + idx, :, l + 1 + idx] = neg.T
+            G[l + 1 + idx, :, 1 + idx] = neg.T  # sin(k·rot) terms
+            G[l + 1 + idx, :, l + 1 + idx] = -pos.T
+            G = (G.reshape(M * S, M) @ Dp).reshape(M, S * M)
+            trig = np.concatenate([np.ones((n, 1)), cos[:, 0, :l], sin[:, 0, :l]], axis=1)
+            X = (trig @ G).reshape(n, S, M)
+            self._z_rotate(X, cos[:, 1, :l], sin[:, 1, :l])
+            X = (X.reshape(-1, M) @ Dp.T).reshape(n, S, M)  # one GEMM for all rotations
+            self._z_rotate(X, cos[:, 2, :l], sin[:, 2, :l])
+            out.append(X[..., inv])
         if bad.size:
             D = real_wigner(self.ell_max, R[bad])
             for l, (C, X) in enumerate(zip(self._blocks(coef), out)):
@@ -331,10 +363,8 @@ class SphericalBessel:
         coef = self._check_coef(coef)
         if coef.ndim != 1:
             raise ValueError(f"project takes one coefficient vector (size,), got shape {coef.shape}")
-        R = np.asarray(R, dtype=np.float64)
-        single = R.shape == (3, 3)
+        R, single = self._check_rotations(R)
         rows, index = self._even_layout
-        R = R.reshape(-1, 3, 3)
         n = R.shape[0]
         rotated = np.concatenate([X[..., r].reshape(n, -1) for X, r in zip(self._rotate_blocks(coef, R), rows)], axis=1)
         images = (rotated @ self._projection_even.T).reshape(n, self.L, self.L)
