@@ -69,6 +69,15 @@ def test_random_is_haar():
     assert abs(tr.mean()) < 0.03
     assert abs((tr**2).mean() - 1) < 0.04
     assert abs((tr**3).mean() - 1) < 0.06
+    # rotation angle θ of a Haar rotation has density (1 − cos θ)/π on [0, π]: CDF (θ − sin θ)/π
+    from scipy.stats import kstest
+
+    theta = np.arccos(np.clip((tr - 1) / 2, -1, 1))
+    assert kstest(theta, lambda t: (t - np.sin(t)) / np.pi).pvalue > 1e-3
+    # ... and the Gaussian-quaternion construction is not fooled by e.g. uniform Euler angles
+    naive = rotations.euler_to_matrix(*np.random.default_rng(8).uniform([-180, 0, -180], [180, 180, 180], (40_000, 3)).T)
+    theta_naive = np.arccos(np.clip((np.trace(naive, axis1=1, axis2=2) - 1) / 2, -1, 1))
+    assert kstest(theta_naive, lambda t: (t - np.sin(t)) / np.pi).pvalue < 1e-6
     # same seed, same rotations
     assert np.array_equal(rotations.random(4, 11), rotations.random(4, 11))
 
