@@ -28,10 +28,12 @@ rotated volume is Ψ D(R) c, and Ψ c ≈ Σ_z v[z, y, x].
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
 import numpy as np
+import scipy.sparse
 import scipy.sparse.linalg
 
 from cryomtd import rotations
@@ -73,23 +75,39 @@ def _centred_grid(L: int, ndim: int) -> np.ndarray:
     return np.stack(mesh[::-1], axis=-1)  # (..., ndim) in (x, y, z) order
 
 
+@dataclasses.dataclass(frozen=True)
+class _VoxelTables:
+    """Separable samples of the basis on the voxels inside the ball.
+
+    φ_{ℓsm}(p_v) = radial[ℓ][which[v], s] · angular[v, ℓ² + ℓ + m]: radii take only
+    U ≈ L²/4 distinct values on the grid, so the radial part is stored per distinct
+    radius; ``summer`` (U, n_ball) sparse 0/1 sums voxel values by radius.
+    """
+
+    inside: np.ndarray  # (n_ball,) flat indices into the L³ volume
+    which: np.ndarray  # (n_ball,) index of each voxel's radius among the distinct radii
+    radial: tuple[np.ndarray, ...]  # per ℓ: (U, S(ℓ))
+    angular: np.ndarray  # (n_ball, (ℓmax+1)²)
+    summer: scipy.sparse.csr_matrix  # (U, n_ball)
+
+
 @functools.lru_cache(maxsize=8)
-def _voxel_tables(L: int, ell_max: int) -> tuple[np.ndarray, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
-    """Flat indices of voxels inside the ball and, per ℓ, radial (n, S) and angular (n, 2ℓ+1) tables."""
+def _voxel_tables(L: int, ell_max: int) -> _VoxelTables:
     zeros = _zeros_for(L, ell_max)
     R = L / 2
     p = _centred_grid(L, 3).reshape(-1, 3)
     r = np.linalg.norm(p, axis=1)
     inside = np.flatnonzero(r < R)
     p, r = p[inside], r[inside]
-    # r² is an integer (or quarter-integer) on the voxel grid: evaluate the Bessel
-    # functions once per distinct radius (≈ L²/4 of them) and gather.
+    # r² is an integer (or quarter-integer) on the voxel grid: one Bessel evaluation per distinct radius.
     r_unique, which = np.unique(r, return_inverse=True)
-    rad = tuple(radial_functions(ell, zeros[ell], r_unique, R)[which] for ell in range(ell_max + 1))
-    ang = tuple(real_sph_harm_blocks(ell_max, p))
-    for a in rad + ang:
+    radial = tuple(radial_functions(ell, zeros[ell], r_unique, R) for ell in range(ell_max + 1))
+    angular = np.concatenate(list(real_sph_harm_blocks(ell_max, p)), axis=1)
+    summer = scipy.sparse.csr_matrix((np.ones(inside.size), (which, np.arange(inside.size))),
+                                     shape=(r_unique.size, inside.size))
+    for a in radial + (angular, which, inside):
         a.setflags(write=False)
-    return inside, rad, ang
+    return _VoxelTables(inside, which, radial, angular, summer)
 
 
 def _n_chord_nodes(L: int) -> int:
@@ -212,19 +230,19 @@ class SphericalBessel:
         coef = self._check_coef(coef)
         batch = coef.shape[:-1]
         c = coef.reshape(-1, self.size)
-        inside, rad, ang = _voxel_tables(self.L, self.ell_max)
-        vals = np.zeros((c.shape[0], inside.size))
-        for C, f, Y in zip(self._blocks(c), rad, ang):
-            vals += (np.matmul(f, C) * Y).sum(axis=-1)  # f @ C: (n, v, 2ℓ+1)
+        t = _voxel_tables(self.L, self.ell_max)
+        # per distinct radius u: A[n, u, (ℓ, m)] = Σ_s f_ℓs(r_u) c_ℓsm; then Σ_(ℓ,m) Y_ℓm(v) A[n, u(v), (ℓ, m)]
+        A = np.concatenate([np.matmul(f, C) for C, f in zip(self._blocks(c), t.radial)], axis=-1)
+        vals = np.einsum("nvk,vk->nv", A[:, t.which], t.angular)
         out = np.zeros((c.shape[0], self.L**3))
-        out[:, inside] = vals
+        out[:, t.inside] = vals
         return out.reshape(batch + (self.L,) * 3)
 
     def _adjoint(self, vals: np.ndarray) -> np.ndarray:
-        """Φᵀ applied to in-ball voxel values (..., n_ball) → (..., size)."""
-        _, rad, ang = _voxel_tables(self.L, self.ell_max)
-        parts = [np.matmul(f.T, Y * vals[..., None]).reshape(vals.shape[:-1] + (-1,)) for f, Y in zip(rad, ang)]
-        return np.concatenate(parts, axis=-1)
+        """Φᵀ applied to in-ball voxel values (n_ball,) → (size,)."""
+        t = _voxel_tables(self.L, self.ell_max)
+        B = t.summer @ (t.angular * vals[:, None])  # (U, (ℓmax+1)²): Σ over voxels of each radius
+        return np.concatenate([(f.T @ B[:, l * l:(l + 1) ** 2]).ravel() for l, f in enumerate(t.radial)])
 
     def expand(self, vol: np.ndarray, *, rtol: float = 1e-10, maxiter: int = 500) -> np.ndarray:
         """Least-squares coefficients (size,) of a volume (L, L, L) on its voxels inside the ball.
@@ -236,7 +254,7 @@ class SphericalBessel:
         vol = np.asarray(vol, dtype=np.float64)
         if vol.shape != (self.L,) * 3:
             raise ValueError(f"volume must have shape {(self.L,) * 3}, got {vol.shape}")
-        inside = _voxel_tables(self.L, self.ell_max)[0]
+        inside = _voxel_tables(self.L, self.ell_max).inside
         inside_shape = (self.L**3,)
         rhs = self._adjoint(vol.reshape(inside_shape)[inside])
 
