@@ -74,17 +74,17 @@ class EvaluationSettings:
 
 
 def _num(x: Any) -> float | None:
+    """A scalar (or the first entry of a 1-element array) as float; None stays None."""
     if x is None:
         return None
-    x = float(np.asarray(x).reshape(-1)[0]) if np.ndim(x) else float(x)
-    return x
+    return float(np.asarray(x).reshape(-1)[0]) if np.ndim(x) else float(x)
 
 
 def gamma_from_micrographs(infos: Iterable[Mapping[str, Any]]) -> float:
     """True density γ = Σ n_particles · L² / Σ pixels over micrographs ``{k}.json``.
 
-    Each info needs ``n_particles``, ``size`` (side, or [height, width]) and the particle box ``L``
-    passed via key ``L`` or given by ``box``; here the caller adds ``L``.
+    Each info needs ``n_particles``, ``size`` (side length, or [height, width]) and ``L`` (the
+    particle box; :func:`evaluate_experiment` fills it from truth.npz when a file lacks it).
     """
     num = den = 0.0
     for info in infos:
