@@ -230,3 +230,25 @@ def test_bad_input():
         autocorrelations_2d(img, 2, backend="numpy")
     with pytest.raises(ValueError, match="window"):
         autocorrelations_2d(np.zeros((5, 5)), 0, backend="numpy")
+
+
+def test_backend_resolution():
+    """auto is numpy without a CUDA device (CUDA backends otherwise); unknown names are refused."""
+    from cryomtd.moments import resolve_backend
+
+    avail = available_backends()
+    auto = resolve_backend("auto").name
+    assert auto == ("torch-cuda" if "torch-cuda" in avail else "cupy" if "cupy" in avail else "numpy")
+    with pytest.raises(ValueError, match="unknown backend"):
+        resolve_backend("fortran")
+    if "torch-cuda" not in avail and "cupy" not in avail:
+        with pytest.raises(RuntimeError):
+            resolve_backend("cuda")
+
+
+@pytest.mark.skipif("torch-cpu" not in available_backends(), reason="torch not installed")
+def test_torch_float32_close_to_float64():
+    img = random_image((40, 40), seed=13)
+    a = autocorrelations_2d(img, 3, backend="numpy")
+    b = autocorrelations_2d(img, 3, backend="torch-cpu", dtype="float32")
+    np.testing.assert_allclose(b.a3_unique(), a.a3_unique(), rtol=0, atol=1e-5)  # float32 over ≤ 1600-term sums
