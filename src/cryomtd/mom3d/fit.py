@@ -7,13 +7,14 @@ Cost (all orders relative, so the result does not depend on the units of the dat
             + w3 Σ_{(ℓ1,ℓ2)∈S3} (a3 − d3)²[ℓ1,ℓ2] / Σ_{S3} d3²
             + λ ‖c‖² / size
 
-S3 holds the non-redundant a3 entries under the swap symmetry a3[ℓ1,ℓ2] = a3[ℓ2,ℓ1]
-(flattened ℓ1 ≤ ℓ2; the other symmetry of DESIGN §4 leaves the window). Noise: with
+S2 and S3 hold the non-redundant lags of :mod:`cryomtd.moments.lags` (the 2- and
+6-fold symmetries of DESIGN §4: each distinct entry counts once). Noise: with
 ``sigma`` given the model includes the bias terms (σ² δ(ℓ) in a2, σ² a1 on ℓ1=0, ℓ2=0,
 ℓ1=ℓ2 in a3); with ``sigma=None`` the biased entries are excluded from S2 and S3.
 Optimisation on the pymanopt manifold Euclidean(size) × Positive(1) (γ > 0) with
-trust regions (exact Hessian-vector products by torch double backward) or conjugate
-gradients; each restart starts from a seeded random point; the lowest cost wins.
+trust regions (exact Hessian-vector products by torch double backward; ``max_inner``
+caps the inner truncated-CG steps, each one Hessian-vector product ≈ 2 gradients) or
+conjugate gradients (gradients only: cheaper per iteration on larger problems); each restart starts from a seeded random point; the lowest cost wins.
 Optional frequency marching fits the ℓ ≤ 1 coefficients first.
 """
 
@@ -62,16 +63,21 @@ def crop_moments(moments: Any, W: int) -> tuple[float, np.ndarray, np.ndarray]:
 
 
 def _masks(W: int, exclude_biased: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices into dense a2 (K²) and a3 (K⁴) of the non-redundant lags (E2's index map),
+    without the noise-biased ones (ℓ = 0; ℓ1 = 0, ℓ2 = 0, ℓ1 = ℓ2) when ``exclude_biased``."""
+    from cryomtd.moments import a2_nonredundant_lags, a3_nonredundant_lags
+
     K = 2 * W - 1
-    c = K * K // 2  # flattened zero lag
-    m2 = torch.ones(K * K, dtype=torch.bool)
-    m3 = torch.triu(torch.ones(K * K, K * K, dtype=torch.bool))
+    l2 = np.asarray(a2_nonredundant_lags(W))
+    l3 = np.asarray(a3_nonredundant_lags(W))
     if exclude_biased:
-        m2[c] = False
-        m3[c, :] = False
-        m3[:, c] = False
-        m3.fill_diagonal_(False)
-    return m2, m3
+        l2 = l2[np.any(l2 != 0, axis=1)]
+        l1_, l2_ = l3[:, :2], l3[:, 2:]
+        keep = np.any(l1_ != 0, axis=1) & np.any(l2_ != 0, axis=1) & np.any(l1_ != l2_, axis=1)
+        l3 = l3[keep]
+    i2 = (l2[:, 0] + W - 1) * K + (l2[:, 1] + W - 1)
+    i3 = (((l3[:, 0] + W - 1) * K + l3[:, 1] + W - 1) * K + l3[:, 2] + W - 1) * K + l3[:, 3] + W - 1
+    return torch.as_tensor(i2), torch.as_tensor(i3)
 
 
 class _Cost:
@@ -83,10 +89,9 @@ class _Cost:
         self.sigma = 0.0 if sigma is None else float(sigma)
         self.m2, self.m3 = _masks(model.W, sigma is None)
         d1, d2, d3 = data
-        K2 = (2 * model.W - 1) ** 2
         self.d1 = torch.tensor(d1, dtype=torch.float64)
-        self.d2 = torch.as_tensor(d2).reshape(K2)[self.m2]
-        self.d3 = torch.as_tensor(d3).reshape(K2, K2)[self.m3]
+        self.d2 = torch.as_tensor(d2).reshape(-1)[self.m2]
+        self.d3 = torch.as_tensor(d3).reshape(-1)[self.m3]
         self.n1 = max(float(d1) ** 2, 1e-300)
         self.n2 = max(float((self.d2**2).sum()), 1e-300)
         self.n3 = max(float((self.d3**2).sum()), 1e-300)
@@ -94,10 +99,9 @@ class _Cost:
         self.prior = float(prior_weight)
 
     def terms(self, coef: torch.Tensor, gamma: torch.Tensor) -> list[torch.Tensor]:
-        K2 = (2 * self.model.W - 1) ** 2
         a1, a2, a3 = self.model.moments(coef, gamma, self.sigma, third=self.w[2] != 0)
-        t = [(a1 - self.d1) ** 2 / self.n1, ((a2.reshape(K2)[self.m2] - self.d2) ** 2).sum() / self.n2]
-        t.append(((a3.reshape(K2, K2)[self.m3] - self.d3) ** 2).sum() / self.n3 if a3 is not None
+        t = [(a1 - self.d1) ** 2 / self.n1, ((a2.reshape(-1)[self.m2] - self.d2) ** 2).sum() / self.n2]
+        t.append(((a3.reshape(-1)[self.m3] - self.d3) ** 2).sum() / self.n3 if a3 is not None
                  else torch.zeros((), dtype=torch.float64))
         return t
 
@@ -123,8 +127,7 @@ def _initial_point(model: MomentModel, cost: _Cost, rng: np.random.Generator, ga
     c[active] = rng.standard_normal(int(active.sum()))
     with torch.no_grad():
         _, m2, _ = model.box_moments(torch.as_tensor(c), third=False)
-    K2 = (2 * model.W - 1) ** 2
-    model_sum = float(gamma0 / model.L**2 * m2.reshape(K2)[cost.m2].sum())
+    model_sum = float(gamma0 / model.L**2 * m2.reshape(-1)[cost.m2].sum())
     data_sum = float(cost.d2.sum())
     if model_sum != 0 and data_sum != 0:
         c *= np.sqrt(abs(data_sum / model_sum))
@@ -132,7 +135,7 @@ def _initial_point(model: MomentModel, cost: _Cost, rng: np.random.Generator, ga
 
 
 def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, active: np.ndarray, *,
-              optimizer: str, max_iterations: int, min_gradient_norm: float) -> tuple[np.ndarray, float, float, list[float], int]:
+              optimizer: str, max_iterations: int, min_gradient_norm: float, max_inner: int | None) -> tuple[np.ndarray, float, float, list[float], int]:
     import pymanopt
     from pymanopt.manifolds import Euclidean, Positive, Product
     from pymanopt.optimizers import ConjugateGradient, TrustRegions
@@ -158,7 +161,9 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, ac
         opt = ConjugateGradient(**kw)
     else:
         raise ValueError(f"optimizer must be 'trust-regions' or 'conjugate-gradient', got {optimizer!r}")
-    res = opt.run(problem, initial_point=[c0[active].copy(), np.array([[gamma0]])])
+    x0 = [c0[active].copy(), np.array([[gamma0]])]
+    res = opt.run(problem, initial_point=x0, maxinner=max_inner) if optimizer == "trust-regions" \
+        else opt.run(problem, initial_point=x0)
     x, g = res.point
     coef = c0.copy()
     coef[active] = x
@@ -169,6 +174,7 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, ac
 
 def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: float | None = 0.0,
                 window: int | None = None, optimizer: str = "trust-regions", max_iterations: int = 200,
+                max_inner: int | None = None,
                 min_gradient_norm: float = 1e-10, weights: Sequence[float] = (1.0, 1.0, 1.0),
                 prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1,
                 model: MomentModel | None = None, restart: int = 0) -> FitResult:
@@ -189,7 +195,8 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
         if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
             c0 = np.where(ell <= stages[0], coef, 1e-2 * c0)
         coef, gamma, f, tr, it = _optimise(cost, model, c0, gamma, active, optimizer=optimizer,
-                                           max_iterations=max_iterations, min_gradient_norm=min_gradient_norm)
+                                           max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
+                                           max_inner=max_inner)
         trace += tr
         iters += it
         log.info("restart %d: ell<=%d cost %.3e after %d iterations", restart, lmax, f, it)

@@ -57,11 +57,12 @@ class ModelMoments:
     a2: np.ndarray
     a3: np.ndarray
 
-    def to_moments2d(self, count: int = 1) -> Any:
-        """The same numbers as a :class:`cryomtd.moments.Moments2D` (for ``moments.npz``)."""
+    def to_moments2d(self, count: int = 1, **kwargs: Any) -> Any:
+        """The same numbers as a :class:`cryomtd.moments.Moments2D` (for ``moments.npz``);
+        ``kwargs`` go to ``Moments2D.from_dense`` (e.g. ``noise_sum=0.0`` for noise-free moments)."""
         from cryomtd.moments import Moments2D
 
-        return Moments2D.from_dense(self.a1, self.a2, self.a3, count, self.window)
+        return Moments2D.from_dense(self.a1, self.a2, self.a3, count, self.window, **kwargs)
 
 
 def ell_blocks(basis: Any) -> list[tuple[int, int, int]]:

@@ -1,0 +1,94 @@
+"""Benchmark of the 3-D moment model (issue 6): one model (+ gradient) evaluation, fast vs plain.
+
+For each case (L, ell_max, W), in one process:
+
+* fast path (:class:`cryomtd.mom3d.MomentModel`): precomputation time; one evaluation of
+  (a1, a2, a3); one evaluation of the fit cost plus its exact gradient (torch autograd);
+* the same with the in-plane 90° symmetry switched off (full quadrature grid);
+* the plain reference (:func:`cryomtd.mom3d.reference.expected_moments_reference`):
+  project at every rotation of E3's ``so3_quadrature(3·ell_max)`` and form each
+  projection's autocorrelations by a product-sum per lag pair; its time, the ratio
+  reference/fast and the maximum relative difference of a3 (must be ~1e-15).
+
+    python benchmarks/mom3d.py --cases 7,2,4 11,2,6 11,3,6 --threads 1 --out /tmp/mom3d_bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from cryomtd.basis import SphericalBessel
+from cryomtd.mom3d import MomentModel
+from cryomtd.mom3d.fit import _Cost, crop_moments
+from cryomtd.mom3d.reference import expected_moments_reference
+
+
+def _best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def run_case(L: int, ell_max: int, W: int, repeat: int, reference: bool) -> dict:
+    b = SphericalBessel(L, ell_max)
+    c = np.random.default_rng(0).standard_normal(b.size)
+    out: dict = {"L": L, "ell_max": ell_max, "W": W, "size": b.size}
+    for name, sym in (("fast", "auto"), ("fast_full_grid", False)):
+        t0 = time.perf_counter()
+        model = MomentModel(b, W, symmetry=sym)
+        out[f"{name}_setup_s"] = time.perf_counter() - t0
+        out[f"{name}_rotations"] = model.quadrature.size
+        data = model.numpy(c, 0.1)
+        cost = _Cost(model, crop_moments(data, W), sigma=0.0, weights=(1, 1, 1), prior_weight=0.0)
+        ct = torch.tensor(c * 1.1, requires_grad=True)
+        g = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+
+        def value_and_grad():
+            f = cost(ct, g)
+            torch.autograd.grad(f, (ct, g))
+
+        out[f"{name}_model_s"] = _best(lambda: model.numpy(c, 0.1), repeat)
+        out[f"{name}_cost_grad_s"] = _best(value_and_grad, repeat)
+        if name == "fast":
+            fast = data
+    if reference:
+        t0 = time.perf_counter()
+        ref = expected_moments_reference(b, c, 0.1, W)
+        out["reference_s"] = time.perf_counter() - t0
+        out["ratio_reference_over_fast"] = out["reference_s"] / out["fast_model_s"]
+        out["a3_max_rel_diff"] = float(np.abs(ref.a3 - fast.a3).max() / np.abs(ref.a3).max())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=["7,2,4", "11,2,6", "11,3,6"], help="L,ell_max,W triples")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-reference", action="store_true", help="skip the plain reference (large cases)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for case in args.cases:
+        L, lm, W = (int(v) for v in case.split(","))
+        row = run_case(L, lm, W, args.repeat, not args.no_reference)
+        rows.append(row)
+        print(json.dumps(row))
+    result = {"machine": platform.processor() or platform.machine(), "torch_threads": args.threads, "cases": rows}
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
