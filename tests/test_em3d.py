@@ -216,6 +216,20 @@ def test_stochastic_resume_equals_uninterrupted(tmp_path):
     assert not np.allclose(other.coef, full.coef)
 
 
+def test_backends_and_methods_give_the_same_iterates():
+    pytest.importorskip("torch")
+    L = 4
+    model = tiny_model(L)
+    wig = random_wigner(5, 2)
+    mic = synthetic_patches(model, wig, np.random.default_rng(8).standard_normal(model.size), 40, sigma=0.5).reshape(-1, L)
+    runs = [em(PatchSource([mic], L), model, wig, sigma=0.5, iterations=3, tol=0, backend=b, method=m, seed=1,
+               prior_weight=0.1) for b, m in [("numpy", "fft"), ("numpy", "matmul"), ("torch-cpu", "fft"),
+                                              ("torch-cpu", "matmul")]]
+    for r in runs[1:]:  # same mathematics, different summation order: float64 round-off only
+        np.testing.assert_allclose(r.coef, runs[0].coef, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(r.loglik, runs[0].loglik, rtol=1e-12)
+
+
 def test_step_size_schedule():
     assert [step_size(k, 2, 1.0) for k in (1, 2, 3, 4)] == [1.0, 1.0, 0.5, 1 / 3]
 
