@@ -252,3 +252,18 @@ def test_torch_float32_close_to_float64():
     a = autocorrelations_2d(img, 3, backend="numpy")
     b = autocorrelations_2d(img, 3, backend="torch-cpu", dtype="float32")
     np.testing.assert_allclose(b.a3_unique(), a.a3_unique(), rtol=0, atol=1e-5)  # float32 over ≤ 1600-term sums
+
+
+def test_crop_equals_direct_smaller_window():
+    """Cropping W=4 sums to W=2 gives the W=2 computation (same sums, different rounding order)."""
+    img = random_image((15, 12), seed=14)
+    big = autocorrelations_2d(img, 4, backend="numpy")
+    small = autocorrelations_2d(img, 2, backend="numpy")
+    c = big.crop(2)
+    assert c.window == 2 and c.count == small.count
+    np.testing.assert_allclose(c.s3, small.s3, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c.s2, small.s2, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(c.t, small.t)
+    np.testing.assert_array_equal(c.a3, big.a3[2:5, 2:5, 2:5, 2:5])  # a dense sub-block, exactly
+    with pytest.raises(ValueError):
+        big.crop(5)

@@ -137,6 +137,23 @@ class Moments2D:
                    s2=a2.ravel()[_a2_maps(window)[0]] * count, s3=a3.ravel()[_a3_maps(window)[0]] * count,
                    **kwargs)
 
+    def crop(self, window: int) -> "Moments2D":
+        """The same sums restricted to the smaller window ``window`` ≤ W (exact: entries are copied).
+
+        The lags |ℓ|∞ ≤ window−1 are a subset of those of W, and so are the a2/a3 classes.
+        """
+        window = int(window)
+        if not 1 <= window <= self.window:
+            raise ValueError(f"crop: window must be in 1…{self.window}, got {window}")
+        o = self.window - window
+        l2 = a2_nonredundant_lags(window) + (self.window - 1)
+        l3 = a3_nonredundant_lags(window) + (self.window - 1)
+        D = lag_size(self.window)
+        i2 = _a2_maps(self.window)[1].reshape(D, D)[l2[:, 0], l2[:, 1]]
+        i3 = _a3_maps(self.window)[1].reshape(D, D, D, D)[l3[:, 0], l3[:, 1], l3[:, 2], l3[:, 3]]
+        t = None if self.t is None else self.t[o:D - o, o:D - o].copy()
+        return replace(self, window=window, s2=self.s2[i2], s3=self.s3[i3], t=t, meta=dict(self.meta))
+
     def debiased(self, sigma2: float | None = None) -> "Moments2D":
         """A copy with the white-noise bias removed (DESIGN §4), for zero-mean noise of variance σ².
 
