@@ -41,8 +41,9 @@ def timed(f):
     return out, time.perf_counter() - t
 
 
-def reference_wigner(ell_max: int, R: np.ndarray) -> list[np.ndarray]:
-    """Plain definition: Gauss–Legendre × uniform sphere rule exact to degree 2ℓmax."""
+def reference_wigner(ell_max: int, R: np.ndarray, max_values: int = 10_000_000) -> list[np.ndarray]:
+    """Plain definition: Gauss–Legendre × uniform sphere rule exact to degree 2ℓmax (chunks of rotations
+    so that at most ``max_values`` harmonic values are held at once)."""
     x, w = np.polynomial.legendre.leggauss(ell_max + 1)
     nphi = 2 * ell_max + 1
     phi = np.arange(nphi) * 2 * np.pi / nphi
@@ -50,8 +51,13 @@ def reference_wigner(ell_max: int, R: np.ndarray) -> list[np.ndarray]:
     u = np.stack([np.outer(st, np.cos(phi)), np.outer(st, np.sin(phi)), np.repeat(x[:, None], nphi, 1)], -1).reshape(-1, 3)
     wu = np.repeat(w * 2 * np.pi / nphi, nphi)
     Y = list(real_sph_harm_blocks(ell_max, u))
-    Yrot = list(real_sph_harm_blocks(ell_max, np.einsum("nji,pj->npi", R, u)))
-    return [np.einsum("p,pm,npk->nmk", wu, a, b) for a, b in zip(Y, Yrot)]
+    step = max(1, max_values // (u.shape[0] * (ell_max + 1) ** 2))
+    out = [np.empty((R.shape[0], 2 * l + 1, 2 * l + 1)) for l in range(ell_max + 1)]
+    for a in range(0, R.shape[0], step):
+        Yrot = real_sph_harm_blocks(ell_max, np.einsum("nji,pj->npi", R[a:a + step], u))
+        for l, (Yl, Yr) in enumerate(zip(Y, Yrot)):
+            out[l][a:a + step] = np.einsum("p,pm,npk->nmk", wu, Yl, Yr)
+    return out
 
 
 def reference_projection(vol: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -86,7 +92,7 @@ def bench(L: int, ell_max: int | None, n_rot: int, n_ref: int, seed: int = 0) ->
     _, t_psi = timed(lambda: b.projection_matrix)
     R = rotations.random(n_rot, seed)
     D, t_wig = timed(lambda: b.wigner(R))
-    k = min(n_rot, 200)
+    k = max(2, min(n_rot, 200, 200_000_000 // ((b.ell_max + 1) ** 4 * 2)))  # bound the reference's time
     Dref, t_wig_ref = timed(lambda: reference_wigner(b.ell_max, R[:k]))
     wig_diff = max(float(np.abs(a[:k] - c).max()) for a, c in zip(D, Dref))
     images, t_proj = timed(lambda: b.project(coef, R))
