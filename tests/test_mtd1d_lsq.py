@@ -63,3 +63,24 @@ def test_lsq_rejects_short_moments():
     m = exact_moments(np.ones(4), 0.1, 0.0)
     with pytest.raises(InputError, match="window"):
         fit_lsq(m, 6, sigma=0.0)
+
+
+@pytest.mark.parametrize("sigma", [0.7, None])
+def test_analytic_gradient_matches_autodiff_of_the_reference_cost(sigma):
+    """The optimiser's analytic Jacobian vs autograd on the cost written independently."""
+    import autograd
+
+    from cryomtd.mtd1d.lsq import _Residuals
+
+    L = 9
+    x = make_signal("gaussian", L, seed=3)
+    m = exact_moments(x, 0.1, 0.7)
+    m = Moments1D(m.L, m.n, m.s1 * 1.01, m.s2 * 0.98 + 0.01, m.s3 * 1.02 + 0.003)  # non-zero residual
+    cost, _, _ = lsq_cost_terms(m, L, sigma)
+    x0, g0 = np.random.default_rng(0).standard_normal(L), np.array([[0.07]])
+    r, J = _Residuals(m, L, sigma).residual_and_jacobian(x0, 0.07)
+    grad = 2 * J.T @ r
+    # both are exact formulas in float64: agreement to rounding (1e-10 relative)
+    assert r @ r == pytest.approx(cost(x0, g0), rel=1e-12)
+    np.testing.assert_allclose(grad[:L], autograd.grad(cost, 0)(x0, g0), rtol=1e-10, atol=1e-12)
+    assert grad[L] == pytest.approx(autograd.grad(cost, 1)(x0, g0).item(), rel=1e-10)

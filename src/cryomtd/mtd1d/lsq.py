@@ -13,8 +13,10 @@ Noise bias: with ``sigma`` given, the bias σ²δ[ℓ] and σ² a1 (δ[ℓ1]+δ[
 part of the model. With ``sigma=None`` the biased entries (a2[0]; a3 with ℓ1 = 0,
 ℓ2 = 0 or ℓ1 = ℓ2) are dropped from the cost, so σ is never needed; a1 is unbiased.
 
-Optimiser: pymanopt ``TrustRegions`` with autograd gradients and Hessian-vector
-products. Each restart starts from x₀ ~ N(0, 1) from ``rng(seed, "mtd1d-lsq", restart)``,
+Optimiser: pymanopt ``TrustRegions`` with the analytic gradient 2Jᵀr of the weighted
+residuals r and the Gauss–Newton Hessian 2JᵀJ (exact at zero residual, so convergence is
+quadratic on exact moments); :func:`lsq_cost_terms` is the same cost written with
+``autograd.numpy``, kept as the independent reference the tests differentiate. Each restart starts from x₀ ~ N(0, 1) from ``rng(seed, "mtd1d-lsq", restart)``,
 γ₀ drawn log-uniformly in [0.01, 0.5], and x₀ rescaled so that γ₀‖x₀‖²/L matches the
 (debiased, when σ is known) a2[0] estimate. Restarts are independent (one job each in the
 workflow); the lowest cost wins.
@@ -87,6 +89,66 @@ def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None):
     return cost, (m2, m3), (w1, w2, w3)
 
 
+class _Residuals:
+    """Weighted residuals r(x, γ) of the kept moment entries and their Jacobian (analytic).
+
+    r = [√w1 (A1 − d1), √w2 (A2[E2] − d2), √w3 (A3[E3] − d3)], f = ‖r‖². With xp the
+    signal padded by L zeros on both sides (xp[L + j] = x[j]):
+    ∂c2[ℓ]/∂x_j = x[j+ℓ] + x[j−ℓ];
+    ∂c3[p,q]/∂x_j = x[j+p]x[j+q] + x[j−p]x[j−p+q] + x[j−q]x[j−q+p].
+    """
+
+    def __init__(self, moments, L, sigma):
+        d1 = moments.a1
+        d2 = moments.a2[:L]
+        d3 = moments.a3[:L, :L]
+        m2, m3 = _masks(L, sigma is not None)
+        if not m3.any():
+            raise InputError(f"L={L} too small to fit without sigma (no unbiased a3 entries)")
+        tiny = 1e-300
+        self.w = (1.0 / max(d1**2, tiny), 1.0 / (m2.sum() * max(np.mean(d2[m2] ** 2), tiny)),
+                  1.0 / (m3.sum() * max(np.mean(d3[m3] ** 2), tiny)))
+        self.L, self.s2 = L, (0.0 if sigma is None else float(sigma)) ** 2
+        self.i2 = np.flatnonzero(m2)
+        p, q = np.nonzero(m3)
+        self.p, self.q = p, q
+        self.d = np.concatenate(([d1], d2[self.i2], d3[p, q]))
+        self.sw = np.sqrt(np.concatenate(([self.w[0]], np.full(self.i2.size, self.w[1]),
+                                          np.full(p.size, self.w[2]))))
+        self.b2 = (self.i2 == 0).astype(float)  # σ² δ[ℓ]
+        self.b3 = (p == 0).astype(float) + (q == 0) + (p == q)  # times σ² A1
+        j = np.arange(L)
+        self.j = j
+        l = self.i2
+        self.c2_plus, self.c2_minus = L + j[None, :] + l[:, None], L + j[None, :] - l[:, None]
+        P, Q, J = p[:, None], q[:, None], j[None, :]
+        self.c3_idx = [(L + J + P, L + J + Q), (L + J - P, L + J - P + Q), (L + J - Q, L + J - Q + P)]
+
+    def model(self, x: np.ndarray, g: float):
+        L = self.L
+        xp = np.concatenate((np.zeros(L), x, np.zeros(2 * L)))
+        S = x.sum()
+        c2 = xp[self.c2_plus] @ x
+        (a, b) = self.c3_idx[0]
+        c3 = (xp[a] * xp[b]) @ x
+        return xp, S, c2, c3
+
+    def residual_and_jacobian(self, x: np.ndarray, g: float) -> tuple[np.ndarray, np.ndarray]:
+        """r (K,) and J = ∂r/∂(x, γ) (K, L+1)."""
+        L = self.L
+        xp, S, c2, c3 = self.model(x, g)
+        A1 = g * S / L
+        A2 = g * c2 / L + self.s2 * self.b2
+        A3 = g * c3 / L + self.s2 * A1 * self.b3
+        r = (np.concatenate(([A1], A2, A3)) - self.d) * self.sw
+        dc2 = xp[self.c2_plus] + xp[self.c2_minus]
+        dc3 = sum(xp[a] * xp[b] for a, b in self.c3_idx)
+        Jx = np.vstack((np.full((1, L), g / L), g / L * dc2, g / L * dc3 + (self.s2 * g / L) * self.b3[:, None]))
+        Jg = np.concatenate(([S / L], c2 / L, c3 / L + self.s2 * S / L * self.b3))
+        J = np.hstack((Jx, Jg[:, None])) * self.sw[:, None]
+        return r, J
+
+
 def fit_lsq_restart(moments: Moments1D, L: int, *, sigma: float | None = None, seed: int = 0,
                     restart: int = 0, max_iterations: int = 200, x0: np.ndarray | None = None,
                     gamma0: float | None = None) -> LSQResult:
@@ -95,10 +157,36 @@ def fit_lsq_restart(moments: Moments1D, L: int, *, sigma: float | None = None, s
     from pymanopt.manifolds import Euclidean, Positive, Product
 
     t0 = time.perf_counter()
-    cost_fn, _, _ = lsq_cost_terms(moments, L, sigma)
+    if moments.L < L:
+        raise InputError(f"moments have window {moments.L}, smaller than the signal length L={L}")
+    res_ = _Residuals(moments, L, sigma)
     manifold = Product([Euclidean(L), Positive(1, 1)])
-    cost = pymanopt.function.autograd(manifold)(cost_fn)
-    problem = pymanopt.Problem(manifold, cost)
+    cache: dict = {}
+
+    def rj(x, g):
+        key = (x.tobytes(), float(np.asarray(g).ravel()[0]))
+        if cache.get("key") != key:
+            cache["key"], cache["rj"] = key, res_.residual_and_jacobian(x, key[1])
+        return cache["rj"]
+
+    @pymanopt.function.numpy(manifold)
+    def cost(x, g):
+        r, _ = rj(x, g)
+        return float(r @ r)
+
+    @pymanopt.function.numpy(manifold)
+    def egrad(x, g):
+        r, J = rj(x, g)
+        gr = 2.0 * (J.T @ r)
+        return gr[:L], gr[L:].reshape(1, 1)
+
+    @pymanopt.function.numpy(manifold)
+    def ehess(x, g, vx, vg):  # Gauss–Newton: 2 Jᵀ J v (exact at zero residual)
+        _, J = rj(x, g)
+        hv = 2.0 * (J.T @ (J @ np.concatenate((vx, np.asarray(vg).ravel()))))
+        return hv[:L], hv[L:].reshape(1, 1)
+
+    problem = pymanopt.Problem(manifold, cost, euclidean_gradient=egrad, euclidean_hessian=ehess)
     gen = rng(seed, "mtd1d-lsq", restart)
     if gamma0 is None:
         gamma0 = float(np.exp(gen.uniform(np.log(0.01), np.log(0.5))))
