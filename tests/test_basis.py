@@ -15,7 +15,7 @@ from scipy.special import sph_harm_y, spherical_jn
 
 from cryomtd import rotations
 from cryomtd.basis import SphericalBessel, default_ell_max, real_sph_harm
-from cryomtd.basis.bessel import radial_functions, spherical_jn_zeros
+from cryomtd.basis.bessel import spherical_jn_zeros
 from cryomtd.io import InputError
 
 

@@ -52,7 +52,7 @@ def real_sph_harm_blocks(ell_max: int, points: np.ndarray) -> Iterator[np.ndarra
         m = np.arange(ell)  # orders recursed in ℓ: Q_ℓ^m, m < ℓ
         if ell > 0:
             a = np.sqrt((4.0 * ell * ell - 1) / (ell * ell - m * m))
-            b = np.sqrt(np.maximum((ell - 1.0) ** 2 - m * m, 0) / (4.0 * (ell - 1) ** 2 - 1)) if ell > 1 else np.zeros(1)
+            b = np.sqrt(np.maximum((ell - 1.0) ** 2 - m * m, 0) / max(4.0 * (ell - 1) ** 2 - 1, 1.0))
             prev2 = np.concatenate([q_prev2, np.zeros(p.shape[:-1] + (ell - q_prev2.shape[-1],))], axis=-1)
             q_low = a * (c[..., None] * q_prev - b * prev2)
             q = np.concatenate([q_low, diag[..., None]], axis=-1)
