@@ -125,13 +125,17 @@ def _projection_matrix(L: int, ell_max: int, n_nodes: int) -> np.ndarray:
     rho2 = (xy**2).sum(axis=1)
     pix = np.flatnonzero(rho2 < R * R)
     t, w = np.polynomial.legendre.leggauss(n_nodes)
+    # Only functions even in z (ℓ+|m| even) survive; for them the symmetric rule equals twice
+    # its half on z ≥ 0 — evaluate there only (odd columns are zeroed below).
+    w = np.where(t > 0, 2 * w, w)[t >= 0]
+    t = t[t >= 0]
     # Radii along the chord depend on the pixel only through ρ²: tabulate per distinct ρ².
     rho2_unique, which = np.unique(rho2[pix], return_inverse=True)
     half = np.sqrt(R * R - rho2_unique)  # half chord length
     zq = half[:, None] * t[None, :]  # (U, Q)
     wq = half[:, None] * w[None, :]
     r = np.sqrt(rho2_unique[:, None] + zq**2)
-    pts = np.concatenate([np.broadcast_to(xy[pix][:, None, :], (pix.size, n_nodes, 2)),
+    pts = np.concatenate([np.broadcast_to(xy[pix][:, None, :], (pix.size, t.size, 2)),
                           zq[which][..., None]], axis=-1)  # (P, Q, 3)
     blocks = []
     for ell, ang in enumerate(real_sph_harm_blocks(ell_max, pts)):
