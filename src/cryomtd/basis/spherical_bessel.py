@@ -38,7 +38,7 @@ import scipy.sparse.linalg
 
 from cryomtd import rotations
 from cryomtd.basis.bessel import radial_functions, spherical_jn_zeros
-from cryomtd.basis.harmonics import real_sph_harm_blocks
+from cryomtd.basis.harmonics import real_sph_harm, real_sph_harm_blocks
 from cryomtd.basis.wigner import real_wigner
 from cryomtd.io import InputError
 
@@ -102,7 +102,7 @@ def _voxel_tables(L: int, ell_max: int) -> _VoxelTables:
     # r² is an integer (or quarter-integer) on the voxel grid: one Bessel evaluation per distinct radius.
     r_unique, which = np.unique(r, return_inverse=True)
     radial = tuple(radial_functions(ell, zeros[ell], r_unique, R) for ell in range(ell_max + 1))
-    angular = np.concatenate(list(real_sph_harm_blocks(ell_max, p)), axis=1)
+    angular = real_sph_harm(ell_max, p)
     summer = scipy.sparse.csr_matrix((np.ones(inside.size), (which, np.arange(inside.size))),
                                      shape=(r_unique.size, inside.size))
     for a in radial + (angular, which, inside):
