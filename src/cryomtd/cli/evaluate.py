@@ -70,7 +70,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             estimates[name] = {"npz": d / f"{name}.npz", "mrc": d / f"{name}.mrc",
                                "trace": trace if trace.exists() else None}
     infos = sorted((d / "micrographs").glob("*.json")) if (d / "micrographs").is_dir() else []
-    settings = EvaluationSettings(grid_step=args.grid_step, reflections=not args.no_reflections, shift=args.shift)
+    settings = EvaluationSettings(grid_step=args.grid_step, reflections=not args.no_reflections,
+                                  shift=not args.no_shift)
     metrics, aligned, truth, traces = evaluate_experiment(
         d.resolve().name, truth_npz=d / "truth.npz", truth_mrc=d / "truth.mrc", estimates=estimates,
         micrograph_infos=infos, gamma_true=args.gamma, settings=settings)
@@ -117,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gamma", type=float, default=None, help="true γ when there are no micrographs/*.json")
     p.add_argument("--grid-step", type=float, default=15.0)
     p.add_argument("--no-reflections", action="store_true")
-    p.add_argument("--shift", action="store_true")
+    p.add_argument("--no-shift", action="store_true", help="rotation/reflection only (no translation fit)")
     p.add_argument("--skip", nargs="*", default=[], choices=["lsq", "em"], help="estimators to leave out")
     p.set_defaults(func=_cmd_evaluate)
 

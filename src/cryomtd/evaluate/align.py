@@ -25,9 +25,11 @@ Method
    rotation vector of a left perturbation R = exp([ω]×) R₀ (gradient by central differences,
    evaluated as one batch of 7 rotations), first with ℓ ≤ ``ell_search``, then the winner
    with ℓ ≤ ``ell_refine``.
-3. Optionally a translation t: integer peak of the FFT cross-correlation, then a
-   parabolic sub-voxel fit per axis, alternated with a rotation search of the translated
-   estimate.
+3. Optionally a translation t: the rotation search runs on both volumes centred at their
+   |v|²-weighted centroids c (equivariant under rotation and translation), which gives
+   t = c_ref − s R c_est; then ``shift_iterations`` polishing rounds: the maximum of the
+   Fourier-interpolated cross-correlation (sub-voxel, BFGS) and a rotation search of the
+   translated estimate.
 
 The output volume is either the estimate re-evaluated from its rotated coefficients
 (``output="basis"``, exact for volumes that live in the basis, as every estimator of this
@@ -200,21 +202,47 @@ def transform_volume(vol: np.ndarray, rotation: np.ndarray, reflected: bool = Fa
 
 
 def _find_shift(vol: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Translation t (x, y, z) maximising ⟨vol(p − t), ref⟩: FFT peak + parabolic sub-voxel fit."""
-    cc = np.fft.ifftn(np.fft.fftn(ref) * np.conj(np.fft.fftn(vol))).real
-    peak = np.array(np.unravel_index(np.argmax(cc), cc.shape))
+    """Translation t (x, y, z) maximising ⟨vol(p − t), ref⟩.
+
+    Integer peak of the FFT cross-correlation, then the continuous maximum of its Fourier
+    interpolation c(d) = (1/N) Re Σ_k X_k exp(2πi k·d/L), X = F(ref)·conj(F(vol)) (exact for
+    band-limited volumes, periodic), by BFGS with the analytic gradient.
+    """
+    X = np.fft.fftn(ref) * np.conj(np.fft.fftn(vol))
+    cc = np.fft.ifftn(X).real
     L = np.array(cc.shape)
-    t_idx = np.empty(3)
-    for ax in range(3):
-        idx = [peak.copy(), peak.copy()]
-        idx[0][ax] = (peak[ax] - 1) % L[ax]
-        idx[1][ax] = (peak[ax] + 1) % L[ax]
-        ym, y0, yp = cc[tuple(idx[0])], cc[tuple(peak)], cc[tuple(idx[1])]
-        den = ym - 2 * y0 + yp
-        frac = 0.5 * (ym - yp) / den if den < 0 else 0.0
-        p = peak[ax] + np.clip(frac, -0.5, 0.5)
-        t_idx[ax] = p - L[ax] if p > L[ax] / 2 else p
-    return t_idx[::-1]  # (z, y, x) → (x, y, z)
+    peak = np.array(np.unravel_index(np.argmax(cc), cc.shape), dtype=np.float64)
+    peak = np.where(peak > L / 2, peak - L, peak)
+    k = [np.fft.fftfreq(n) * n for n in cc.shape]  # integer frequencies per axis (z, y, x)
+    kz, ky, kx = np.meshgrid(*k, indexing="ij")
+    kv = np.stack([kz / L[0], ky / L[1], kx / L[2]])  # cycles per voxel
+    scale = 1.0 / X.size
+
+    def fun(d):
+        ph = X * np.exp(2j * np.pi * np.tensordot(d, kv, axes=1))
+        val = scale * ph.real.sum()
+        grad = -scale * 2 * np.pi * np.array([(ph * kv[a]).imag.sum() for a in range(3)])
+        return -val, -grad
+
+    res = optimize.minimize(fun, peak, jac=True, method="BFGS", options={"gtol": 1e-10, "maxiter": 50})
+    d = res.x if np.all(np.abs(res.x - peak) <= 1.0) else peak  # stay at the peak found on the grid
+    return d[::-1]  # (z, y, x) → (x, y, z)
+
+
+def energy_centroid(vol: np.ndarray) -> np.ndarray:
+    """|v|²-weighted centroid (x, y, z) in voxels from the centre voxel L//2."""
+    w = np.asarray(vol, dtype=np.float64) ** 2
+    c = np.arange(w.shape[0]) - w.shape[0] // 2
+    tot = w.sum()
+    return np.array([(w.sum(axis=(0, 1)) * c).sum(), (w.sum(axis=(0, 2)) * c).sum(),
+                     (w.sum(axis=(1, 2)) * c).sum()]) / tot
+
+
+def _fourier_shift(vol: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """vol(p − t) for t = (x, y, z) by a Fourier phase ramp (periodic; exact for band-limited volumes)."""
+    if not np.any(t):
+        return vol
+    return np.fft.ifftn(ndimage.fourier_shift(np.fft.fftn(vol), np.asarray(t)[::-1])).real
 
 
 def relative_error(vol: np.ndarray, ref: np.ndarray) -> float:
@@ -224,7 +252,7 @@ def relative_error(vol: np.ndarray, ref: np.ndarray) -> float:
 
 def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = True, basis=None,
           ell_max: int | None = None, grid_step: float = 15.0, ell_search: int = 6, ell_refine: int | None = 12,
-          refine: bool = True, n_candidates: int = 4, shift: bool = False, shift_iterations: int = 2,
+          refine: bool = True, n_candidates: int = 4, shift: bool = False, shift_iterations: int = 1,
           output: Literal["interpolate", "basis"] = "interpolate",
           est_coef: np.ndarray | None = None, ref_coef: np.ndarray | None = None) -> Alignment:
     """Rotate (and reflect, optionally shift) ``estimate`` (L, L, L) onto ``reference`` (L, L, L).
@@ -234,9 +262,8 @@ def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = Tr
     is expanded (conjugate gradients to rtol 1e-4) only up to that degree. Pass
     ``est_coef``/``ref_coef`` (in ``basis``) when the coefficients are known.
     ``grid_step``, ``ell_search``, ``ell_refine``, ``n_candidates``, ``refine``: see
-    :func:`align_coefficients`. ``shift``: also fit a translation, alternating
-    ``shift_iterations`` times between the FFT cross-correlation peak (sub-voxel parabolic fit)
-    and a rotation search of the translated estimate. ``output``: see the module docstring. See :class:`Alignment`
+    :func:`align_coefficients`. ``shift``: also fit a translation (step 3 of the module
+    docstring). ``output``: see the module docstring. See :class:`Alignment`
     for the result.
     """
     estimate = np.asarray(estimate, dtype=np.float64)
@@ -250,34 +277,43 @@ def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = Tr
         basis = SphericalBessel(L, min(10, default_ell_max(L)) if ell_max is None else ell_max)
     ce = basis.expand(estimate, rtol=1e-4) if est_coef is None else np.asarray(est_coef, dtype=np.float64)
     cr = basis.expand(reference, rtol=1e-4) if ref_coef is None else np.asarray(ref_coef, dtype=np.float64)
-    R, reflected, ccorr = align_coefficients(ce, cr, basis, reflections=reflections, grid_step=grid_step,
-                                             ell_search=ell_search, ell_refine=ell_refine, refine=refine,
-                                             n_candidates=n_candidates)
-    coef = basis.rotate(reflect_coefficients(ce, basis) if reflected else ce, R)
-    if output == "basis":
-        vol = np.asarray(basis.evaluate(coef), dtype=np.float64)
-    elif output == "interpolate":
-        vol = transform_volume(estimate, R, reflected)
-    else:
+    if output not in ("basis", "interpolate"):
         raise ValueError(f"output must be 'basis' or 'interpolate', got {output!r}")
+    search = dict(grid_step=grid_step, ell_search=ell_search, ell_refine=ell_refine, refine=refine,
+                  n_candidates=n_candidates)
     t = np.zeros(3)
-    if shift:
-        # Alternate: translation of the current alignment, then a rotation search of the
-        # translated estimate about the reference centre (composition: a rotation Q applied
-        # after (R, t) gives (Q R, Q t)).
-        for _ in range(shift_iterations):
-            t = t + _find_shift(transform_volume(estimate, R, reflected, t), reference)
-            moved = transform_volume(estimate, R, reflected, t)
-            Q, _, ccorr = align_coefficients(basis.expand(moved, rtol=1e-4), cr, basis, reflections=False,
-                                             grid_step=grid_step, ell_search=ell_search, ell_refine=ell_refine,
-                                             refine=refine, n_candidates=n_candidates)
-            R, t = Q @ R, Q @ t
-        t = t + _find_shift(transform_volume(estimate, R, reflected, t), reference)
-        coef = basis.rotate(reflect_coefficients(ce, basis) if reflected else ce, R)
+    if not shift:
+        R, reflected, ccorr = align_coefficients(ce, cr, basis, reflections=reflections, **search)
+    else:
+        # Rotation about the energy centroids c (|v|²-weighted, equivariant under rotation and
+        # translation): centre both, search, then t = c_ref − s R c_est.
+        est_vol = np.asarray(basis.evaluate(ce)) if output == "basis" else estimate
+        ref_vol = np.asarray(basis.evaluate(cr)) if ref_coef is not None else reference
+        c_est, c_ref = energy_centroid(est_vol), energy_centroid(ref_vol)
+        ce_c = basis.expand(_fourier_shift(est_vol, -c_est), rtol=1e-6)
+        cr_c = basis.expand(_fourier_shift(ref_vol, -c_ref), rtol=1e-6)
+        R, reflected, ccorr = align_coefficients(ce_c, cr_c, basis, reflections=reflections, **search)
+        t = c_ref - (-1.0 if reflected else 1.0) * R @ c_est
+    ce_s = reflect_coefficients(ce, basis) if reflected else ce
+
+    def apply(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The estimate under (R, reflected, t): exact in the basis, or spline resampling."""
         if output == "interpolate":
-            vol = transform_volume(estimate, R, reflected, t)
-        else:  # sub-voxel shift of a band-limited volume: Fourier phase ramp
-            vol = np.fft.ifftn(ndimage.fourier_shift(np.fft.fftn(basis.evaluate(coef)), t[::-1])).real
+            return transform_volume(estimate, R, reflected, t)
+        return _fourier_shift(np.asarray(basis.evaluate(basis.rotate(ce_s, R)), dtype=np.float64), t)
+
+    if shift:
+        # Polish: translation of the current alignment (cross-correlation maximum), then a
+        # rotation search of the translated estimate about the reference centre (a rotation Q
+        # applied after (R, t) gives (Q R, Q t)).
+        for _ in range(shift_iterations):
+            t = t + _find_shift(apply(R, t), reference)
+            Q, _, ccorr = align_coefficients(basis.expand(apply(R, t), rtol=1e-6), cr, basis, reflections=False,
+                                             **search)
+            R, t = Q @ R, Q @ t
+        t = t + _find_shift(apply(R, t), reference)
+    coef = basis.rotate(ce_s, R)
+    vol = apply(R, t)
     corr = float(np.vdot(vol, reference) / (np.linalg.norm(vol) * np.linalg.norm(reference)))
     return Alignment(volume=vol, rotation=R, reflected=bool(reflected), correlation=corr, shift=t,
                      coef_correlation=float(ccorr), coef=coef)

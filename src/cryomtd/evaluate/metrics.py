@@ -58,7 +58,7 @@ class EvaluationSettings:
     n_candidates: int = 4
     refine: bool = True
     reflections: bool = True
-    shift: bool = False
+    shift: bool = True
     output: str = "basis"
     thresholds: Sequence[float] = field(default=(0.5, 0.143))
 
@@ -135,7 +135,10 @@ def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis=None, tr
     out["relative_error"] = relative_error(al.volume, truth)
     rel_coef = None
     if truth_coef is not None and al.coef is not None and np.size(al.coef) == np.size(truth_coef):
-        rel_coef = float(np.linalg.norm(al.coef - truth_coef) / np.linalg.norm(truth_coef))
+        # al.coef holds rotation/reflection only; a translation is applied on voxels, so then
+        # the aligned volume is expanded again.
+        coef = al.coef if not np.any(al.shift) else basis.expand(al.volume, rtol=1e-8)
+        rel_coef = float(np.linalg.norm(coef - truth_coef) / np.linalg.norm(truth_coef))
     out.update(relative_error_coef=rel_coef, correlation=al.correlation, reflected=al.reflected,
                rotation=al.rotation, shift=al.shift)
     return out, al.volume
