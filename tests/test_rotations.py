@@ -91,6 +91,7 @@ RIORDAN = [1, 0, 1, 1, 3, 6, 15, 36, 91]
 def test_so3_quadrature_is_exact_up_to_degree(degree):
     R, w = rotations.so3_quadrature(degree)
     assert R.shape == (w.size, 3, 3) and _is_rotation(R)
+    assert w.size == (degree + 1) ** 2 * ((degree + 2) // 2)  # e.g. degree 15 (3·ℓmax, ℓmax = 5): 2048
     assert np.all(w > 0) and abs(w.sum() - 1) < 1e-14
     tr = np.trace(R, axis1=1, axis2=2)
     for k in range(degree + 1):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["random", "euler_to_matrix", "matrix_to_euler", "grid", "grid_size", "so3_quadrature"]
 
@@ -58,7 +59,7 @@ def _quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
     ], -2)
 
 
-def euler_to_matrix(rot, tilt, psi, degrees: bool = True) -> np.ndarray:
+def euler_to_matrix(rot: npt.ArrayLike, tilt: npt.ArrayLike, psi: npt.ArrayLike, degrees: bool = True) -> np.ndarray:
     """RELION ZYZ Euler angles → rotation matrices R = Rz(psi)·Ry(tilt)·Rz(rot) (module docstring).
 
     Angles broadcast against each other; the result has shape ``broadcast_shape + (3, 3)``
@@ -76,7 +77,7 @@ def euler_to_matrix(rot, tilt, psi, degrees: bool = True) -> np.ndarray:
     ], -2)
 
 
-def matrix_to_euler(R, degrees: bool = True) -> np.ndarray:
+def matrix_to_euler(R: npt.ArrayLike, degrees: bool = True) -> np.ndarray:
     """Rotation matrices (3, 3) or (n, 3, 3) → RELION (rot, tilt, psi), shape (n, 3).
 
     tilt ∈ [0, 180°], rot and psi ∈ (−180°, 180°]. At the poles (sin tilt ≈ 0) only
