@@ -11,8 +11,8 @@ the centre voxel L//2 of an array indexed [z, y, x].
 
 Sampling criterion: keep z_{ℓs} < π·L/2, i.e. radial frequency below the Nyquist
 frequency π rad/voxel; ``ell_max`` defaults to the largest ℓ with at least one such
-zero. The number of functions is then ≈ 0.52 × the number of voxels in the ball
-(Weyl's law: the ball of radius π inside the Nyquist cube).
+zero. The number of functions is then ≈ 0.5 × the number of voxels in the ball
+(Weyl's law: 0.52 asymptotically, the ball of radius π inside the Nyquist cube).
 
 Coefficient layout: ascending ℓ, then radial index s = 0 … S(ℓ)−1, then m = −ℓ … ℓ, so
 each (ℓ, s) is a contiguous block of 2ℓ+1 real numbers and each ℓ is a contiguous
