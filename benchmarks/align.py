@@ -17,6 +17,7 @@ dependency and was not installed (a 739 MB venv); the published figure on this k
 machine is 17.6 s at 32³ with 50 iterations.
 
     OMP_NUM_THREADS=2 python benchmarks/align.py --sizes 21 32 --out /tmp/align_bench.json
+    OMP_NUM_THREADS=2 python benchmarks/align.py --sizes 21 32 --reflected --shift
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--grid-step", type=float, default=15.0)
     ap.add_argument("--reference-rotations", type=int, default=100)
     ap.add_argument("--reflected", action="store_true", help="hide a point reflection too")
+    ap.add_argument("--shift", action="store_true", help="hide a translation (1.3, -0.6, 0.4) voxels too and fit it")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from cryomtd.evaluate.align import _grid_wigner
@@ -66,9 +68,9 @@ def main() -> None:
         _grid_wigner.cache_clear()  # cold: the grid's Wigner blocks are part of the cost
         truth = smooth_volume(L)
         R = rotations.random(1, L)[0]
-        hidden = transform_volume(truth, R, args.reflected)
+        hidden = transform_volume(truth, R, args.reflected, np.array([1.3, -0.6, 0.4]) if args.shift else None)
         t0 = time.perf_counter()
-        al = align(hidden, truth, grid_step=args.grid_step)
+        al = align(hidden, truth, grid_step=args.grid_step, shift=args.shift)
         t_ours = time.perf_counter() - t0
         grid = rotations.grid(args.grid_step)
         sub = grid[:: max(1, len(grid) // args.reference_rotations)][: args.reference_rotations]
