@@ -85,8 +85,8 @@ class ProjectionModel:
         G = np.empty((n, self.L * self.L, self.size))
         for l, start, S in self.blocks:
             d = 2 * l + 1
-            P = self.psi[:, start : start + S * d].reshape(-1, S, d)
-            G[:, :, start : start + S * d] = np.einsum("psm,nmk->npsk", P, wigner[l][rot]).reshape(n, -1, S * d)
+            P = self.psi[:, start : start + S * d].reshape(-1, d)  # (L²·S, d)
+            G[:, :, start : start + S * d] = np.matmul(P[None], wigner[l][rot]).reshape(n, -1, S * d)  # batched GEMM
         return G
 
     def lowpass_random(self, rng: np.random.Generator, power: float) -> np.ndarray:
