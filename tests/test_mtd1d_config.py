@@ -12,7 +12,7 @@ from snakemake.utils import validate
 from cryomtd.cli import main
 from cryomtd.io import InputError
 from cryomtd.mtd1d import Moments1D
-from cryomtd.mtd1d.stages import load_experiment
+from cryomtd.cli.mtd1d import load_experiment
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 GOOD = {"kind": "mtd1d", "seed": 1, "N": 5000, "segments": 2, "L": 6, "placement": {"gamma": 0.1}}

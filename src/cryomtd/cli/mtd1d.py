@@ -16,9 +16,40 @@ def _exp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", "-e", required=True, help="name of an mtd1d experiment in the config")
 
 
-def _cfg(args):
-    from cryomtd.mtd1d.stages import load_experiment
+def _schema_path():
+    from pathlib import Path as P
 
+    return P(__file__).resolve().parents[3] / "workflow" / "schemas" / "mtd1d.schema.yaml"  # repo checkout
+
+
+def load_experiment(config_path, name: str) -> dict:
+    """One mtd1d experiment of a workflow config file, validated against
+    ``workflow/schemas/mtd1d.schema.yaml`` with its defaults filled in (for the CLI)."""
+    import jsonschema
+    import yaml
+
+    from cryomtd.config import fill_defaults, load_schema
+    from cryomtd.io import InputError
+
+    try:
+        with open(config_path) as fh:
+            cfg = yaml.safe_load(fh)
+    except OSError as exc:
+        raise InputError(f"{config_path}: cannot read ({exc})") from None
+    exps = (cfg or {}).get("experiments", {})
+    if name not in exps:
+        raise InputError(f"{config_path}: no experiment {name!r} under 'experiments' (have {sorted(exps)})")
+    exp = exps[name]
+    schema_path = _schema_path()
+    errors = sorted(jsonschema.Draft202012Validator(load_schema(schema_path)).iter_errors(exp), key=str)
+    if errors:
+        e = errors[0]
+        where = ".".join(str(p) for p in e.absolute_path) or "(experiment)"
+        raise InputError(f"{config_path}: experiments.{name}.{where}: {e.message}")
+    return fill_defaults(exp, schema_path)
+
+
+def _cfg(args):
     return load_experiment(args.config, args.experiment)
 
 

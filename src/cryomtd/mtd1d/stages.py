@@ -33,43 +33,11 @@ from cryomtd.mtd1d.signals import make_signal
 from cryomtd.mtd1d.simulate import Placement, segment_lengths, simulate_chunks, simulate_segment
 from cryomtd.progress import progress
 
-__all__ = ["load_experiment", "run_all", "signal_of", "placement_of", "run_segment", "run_merge", "run_lsq_restart", "run_pick",
+__all__ = ["run_all", "signal_of", "placement_of", "run_segment", "run_merge", "run_lsq_restart", "run_pick",
            "run_em", "run_evaluate", "estimate_sigma"]
 
 log = logging.getLogger("cryomtd.mtd1d")
 Path = str | os.PathLike
-
-
-def _schema_path():
-    from pathlib import Path as P
-
-    return P(__file__).resolve().parents[3] / "workflow" / "schemas" / "mtd1d.schema.yaml"
-
-
-def load_experiment(config_path: Path, name: str) -> dict:
-    """One mtd1d experiment of a workflow config file, validated against
-    ``workflow/schemas/mtd1d.schema.yaml`` with its defaults filled in (for the CLI)."""
-    import jsonschema
-    import yaml
-
-    from cryomtd.config import fill_defaults, load_schema
-
-    try:
-        with open(config_path) as fh:
-            cfg = yaml.safe_load(fh)
-    except OSError as exc:
-        raise InputError(f"{config_path}: cannot read ({exc})") from None
-    exps = (cfg or {}).get("experiments", {})
-    if name not in exps:
-        raise InputError(f"{config_path}: no experiment {name!r} under 'experiments' (have {sorted(exps)})")
-    exp = exps[name]
-    schema_path = _schema_path()
-    errors = sorted(jsonschema.Draft202012Validator(load_schema(schema_path)).iter_errors(exp), key=str)
-    if errors:
-        e = errors[0]
-        where = ".".join(str(p) for p in e.absolute_path) or "(experiment)"
-        raise InputError(f"{config_path}: experiments.{name}.{where}: {e.message}")
-    return fill_defaults(exp, schema_path)
 
 
 def signal_of(cfg: dict) -> np.ndarray:
