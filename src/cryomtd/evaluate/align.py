@@ -42,11 +42,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy import ndimage, optimize
 from scipy.spatial.transform import Rotation
+
+if TYPE_CHECKING:
+    from cryomtd.basis import SphericalBessel
 
 __all__ = ["Alignment", "align", "align_coefficients", "coefficient_correlations", "reflect_coefficients",
            "transform_volume", "relative_error"]
@@ -83,7 +86,7 @@ def _blocks(ell: np.ndarray, cap: int) -> list[tuple[int, np.ndarray]]:
     return out
 
 
-def reflect_coefficients(coef: np.ndarray, basis) -> np.ndarray:
+def reflect_coefficients(coef: np.ndarray, basis: SphericalBessel) -> np.ndarray:
     """Coefficients of v(−p): every ℓ block times (−1)^ℓ."""
     return np.asarray(coef) * np.where(np.asarray(basis.ell) % 2 == 1, -1.0, 1.0)
 
@@ -117,7 +120,7 @@ def _contractions(est: np.ndarray, ref: np.ndarray, ell: np.ndarray, cap: int) -
     return [(l, ref[idx].T @ est[idx]) for l, idx in _blocks(ell, cap)]
 
 
-def coefficient_correlations(est: np.ndarray, ref: np.ndarray, basis, rotations: np.ndarray,
+def coefficient_correlations(est: np.ndarray, ref: np.ndarray, basis: SphericalBessel, rotations: np.ndarray,
                              ell_max: int | None = None, chunk: int = 4096) -> np.ndarray:
     """C(R) = ⟨D(R) est, ref⟩ over the blocks ℓ ≤ ``ell_max`` (default all) for R (n, 3, 3) → (n,)."""
     cap = basis.ell_max if ell_max is None else min(int(ell_max), basis.ell_max)
@@ -147,7 +150,7 @@ def _refine(mats, cap: int, R0: np.ndarray, h: float = 1e-5, maxiter: int = 60) 
     return _perturb(R0, res.x[None, :])[0], -float(res.fun)
 
 
-def align_coefficients(est: np.ndarray, ref: np.ndarray, basis, *, reflections: bool = True,
+def align_coefficients(est: np.ndarray, ref: np.ndarray, basis: SphericalBessel, *, reflections: bool = True,
                        grid_step: float = 15.0, ell_search: int = 6, ell_refine: int | None = 12,
                        refine: bool = True, n_candidates: int = 4) -> tuple[np.ndarray, bool, float]:
     """Best (R, reflected, normalised coefficient correlation) maximising ⟨D(R)·(±)est, ref⟩.
@@ -250,7 +253,8 @@ def relative_error(vol: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(vol) - ref) / np.linalg.norm(ref))
 
 
-def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = True, basis=None,
+def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = True,
+          basis: SphericalBessel | None = None,
           ell_max: int | None = None, grid_step: float = 15.0, ell_search: int = 6, ell_refine: int | None = 12,
           refine: bool = True, n_candidates: int = 4, shift: bool = False, shift_iterations: int = 1,
           output: Literal["interpolate", "basis"] = "interpolate",

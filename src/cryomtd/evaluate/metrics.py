@@ -33,13 +33,16 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cryomtd.evaluate.align import align, relative_error
 from cryomtd.evaluate.fsc import crossing_shell, fsc, resolution, shell_frequencies
 from cryomtd.io import InputError, atomic_path, read_json
+
+if TYPE_CHECKING:
+    from cryomtd.basis import SphericalBessel
 
 __all__ = ["EvaluationSettings", "estimator_metrics", "gamma_from_micrographs", "gamma_from_shift_prior", "evaluate_experiment",
            "summary_rows", "write_summary", "ESTIMATORS"]
@@ -115,7 +118,8 @@ def gamma_from_shift_prior(rho: np.ndarray, L: int) -> float:
     return float((1.0 - rho[empty].sum()) * L**2 / (2 * L - 1) ** 2)
 
 
-def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis=None, truth_coef=None, est_coef=None,
+def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis: SphericalBessel | None = None,
+                      truth_coef: np.ndarray | None = None, est_coef: np.ndarray | None = None,
                       voxel_size: float = 1.0, settings: EvaluationSettings = EvaluationSettings(),
                       ) -> tuple[dict[str, Any], np.ndarray]:
     """Align ``estimate`` (L, L, L) to ``truth`` and measure it. Returns (metrics dict, aligned volume)."""
@@ -144,7 +148,7 @@ def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis=None, tr
     return out, al.volume
 
 
-def embed_coefficients(coef: np.ndarray, basis) -> np.ndarray | None:
+def embed_coefficients(coef: np.ndarray, basis: SphericalBessel) -> np.ndarray | None:
     """Coefficients of a lower-degree basis of the same L placed in ``basis`` (zeros above).
 
     The layout is ℓ-ascending and S(ℓ) does not depend on ell_max, so the coefficients of
