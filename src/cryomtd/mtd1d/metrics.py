@@ -8,7 +8,7 @@ import numpy as np
 
 from cryomtd.io import atomic_path
 
-__all__ = ["relative_error", "shift_zero_fill", "plot_overlay", "plot_loglik"]
+__all__ = ["relative_error", "shift_zero_fill", "align_shift", "plot_overlay", "plot_loglik"]
 
 
 def shift_zero_fill(x: np.ndarray, d: int) -> np.ndarray:
@@ -20,6 +20,13 @@ def shift_zero_fill(x: np.ndarray, d: int) -> np.ndarray:
     else:
         out[: L + d] = x[-d:]
     return out
+
+
+def align_shift(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The zero-filled shift of ``estimate`` closest to ``truth`` (see :func:`relative_error`)."""
+    e, t = np.asarray(estimate, float), np.asarray(truth, float)
+    cands = [shift_zero_fill(e, d) for d in range(-e.size + 1, e.size)]
+    return cands[int(np.argmin([np.linalg.norm(c - t) for c in cands]))]
 
 
 def relative_error(estimate: np.ndarray | float, truth: np.ndarray | float, *, align: bool = True) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 from cryomtd.io import InputError, read_json, save_npz, write_json
 from cryomtd.mtd1d.em import fit_em, rho_from_gamma
 from cryomtd.mtd1d.lsq import LSQResult, fit_lsq_restart, pick_best
-from cryomtd.mtd1d.metrics import plot_loglik, plot_overlay, relative_error
+from cryomtd.mtd1d.metrics import align_shift, plot_loglik, plot_overlay, relative_error
 from cryomtd.mtd1d.moments import MomentAccumulator, Moments1D, merge
 from cryomtd.mtd1d.signals import make_signal
 from cryomtd.mtd1d.simulate import Placement, segment_lengths, simulate_chunks, simulate_segment
@@ -192,7 +192,8 @@ def run_evaluate(cfg: dict, moments: Path, lsq_path: Path, em_path: Path, trace:
                "converged": tr["converged"], "loglik": tr["loglik"][-1], "samples": tr["samples"]},
     }
     write_json(metrics, out)
-    plot_overlay(overlay, x, {"least squares": r.x, "EM": x_em},
+    # estimates drawn at their best zero-filled shift (the one rel_error uses)
+    plot_overlay(overlay, x, {"least squares": align_shift(r.x, x), "EM": align_shift(x_em, x)},
                  title=f"{name}: LS err {out['lsq']['rel_error']:.3f}, EM err {out['em']['rel_error']:.3f}")
     plot_loglik(loglik_png, tr["loglik"], title=f"{name}: approximate EM")
     return out
