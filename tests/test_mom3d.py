@@ -122,7 +122,7 @@ def test_model_vs_simulated_micrograph(basis7):
 
     W = 3
     c = _coef(basis7, 4)
-    mic = micrograph(c, 1200, gamma=0.12, snr=None, seed=5, basis=basis7)
+    mic = micrograph(c, 900, gamma=0.12, snr=None, seed=5, basis=basis7)
     emp = autocorrelations_2d(mic.clean, W, backend="numpy")
     model = expected_moments(basis7, c, mic.gamma, W)
     # MC reference for the spread of the moments of n_particles random projections

@@ -16,7 +16,7 @@ def _recover(args: argparse.Namespace) -> int:
     out = Path(args.out)
     lsq = {"ell_max": args.fit_ell_max, "window": args.window, "optimizer": args.optimizer,
            "max_iterations": args.max_iterations, "max_inner": args.max_inner, "weights": args.weights, "prior_weight": args.prior_weight,
-           "marching": args.marching, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads}
+           "marching": args.marching, "a2_first": args.a2_first, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads}
     files = []
     for r in range(args.restarts):
         f = out / "lsq" / f"restart_{r}.npz"
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("W1", "W2", "W3"))
     p.add_argument("--prior-weight", type=float, default=0.0)
     p.add_argument("--marching", action="store_true", help="fit ell <= 1 first")
+    p.add_argument("--a2-first", action="store_true", help="fit a1, a2 first (cheap), then add a3")
     p.add_argument("--noise", default="auto", choices=["auto", "exclude"])
     p.add_argument("--exact", action="store_true", help="the moments are noise-free (exact model moments)")
     p.add_argument("--gamma-init", type=float, default=0.1)

@@ -15,7 +15,8 @@ Optimisation on the pymanopt manifold Euclidean(size) × Positive(1) (γ > 0) wi
 trust regions (exact Hessian-vector products by torch double backward; ``max_inner``
 caps the inner truncated-CG steps, each one Hessian-vector product ≈ 2 gradients) or
 conjugate gradients (gradients only: cheaper per iteration on larger problems); each restart starts from a seeded random point; the lowest cost wins.
-Optional frequency marching fits the ℓ ≤ 1 coefficients first.
+Optional frequency marching fits the ℓ ≤ 1 coefficients first; optional ``a2_first``
+starts each stage with a fit of a1 and a2 only (cheap: no rotations).
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, ac
         coef = fixed.index_put((idx,), x)
         value = cost(coef, g.reshape(()))
         evaluated.append(float(value.detach()))
+        if len(evaluated) % 50 == 0:
+            log.info("  %d cost evaluations, best cost %.4e", len(evaluated), min(evaluated))
         return value
 
     problem = pymanopt.Problem(manifold, f)
@@ -176,7 +179,7 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
                 window: int | None = None, optimizer: str = "trust-regions", max_iterations: int = 200,
                 max_inner: int | None = None,
                 min_gradient_norm: float = 1e-10, weights: Sequence[float] = (1.0, 1.0, 1.0),
-                prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1,
+                prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1, a2_first: bool = False,
                 model: MomentModel | None = None, restart: int = 0) -> FitResult:
     """One restart from a random point drawn from ``rng``; see :func:`fit`."""
     t0 = time.perf_counter()
@@ -194,6 +197,13 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
         c0 = _initial_point(model, cost, rng, gamma, active)
         if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
             c0 = np.where(ell <= stages[0], coef, 1e-2 * c0)
+        if a2_first:  # cheap warm start: a1 + a2 only (no rotations: the a2 map works on invariants)
+            cost2 = _Cost(model, crop_moments(moments, W), sigma=sigma, weights=(weights[0], weights[1], 0.0),
+                          prior_weight=prior_weight)
+            c0, gamma, _, tr, it = _optimise(cost2, model, c0, gamma, active, optimizer=optimizer,
+                                             max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
+                                             max_inner=max_inner)
+            iters += it
         coef, gamma, f, tr, it = _optimise(cost, model, c0, gamma, active, optimizer=optimizer,
                                            max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
                                            max_inner=max_inner)
