@@ -78,6 +78,8 @@ def plot_loglik(path: str | os.PathLike, loglik: list[float], title: str = "") -
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(np.arange(1, len(loglik) + 1), loglik, "C3.-")
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("EM iteration")
     ax.set_ylabel("log-likelihood per patch (nats)")
     ax.set_title(title)
