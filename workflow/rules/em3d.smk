@@ -1,34 +1,12 @@
 # Approximate EM from micrographs (issue 7, DESIGN §7). Library: cryomtd.em3d; guide: docs/em3d.md.
+from cryomtd.em3d.stage import em_enabled, em_inputs
 
-
-def em_enabled(name):
-    return exp_config(name).get("em", {}).get("enabled", True)
-
-
-EXP3D_EM = [e for e in EXP3D_MICRO if em_enabled(e)]
-
-
-def em_inputs(wc):
-    cfg = exp_config(wc)
-    n = cfg["micrographs"]["n_micrographs"]
-    d = {
-        "micrographs": [f"{RESULTS}/{wc.exp}/micrographs/{k}.mrc" for k in range(n)],
-        "infos": [f"{RESULTS}/{wc.exp}/micrographs/{k}.json" for k in range(n)],
-    }
-    init = cfg.get("em", {}).get("init", "auto")
-    lsq_on = cfg.get("lsq", {}).get("enabled", True)
-    if init == "lsq" or (init == "auto" and lsq_on):
-        d["lsq_npz"] = f"{RESULTS}/{wc.exp}/lsq.npz"
-    return d
-
-
-def em_backend_is_cuda(wc):
-    return exp_config(wc).get("em", {}).get("backend", "auto") == "cuda"
+EXP3D_EM = [e for e in EXP3D_MICRO if em_enabled(exp_config(e))]
 
 
 rule approx_em:
     input:
-        unpack(em_inputs),
+        unpack(lambda wc: em_inputs(exp_config(wc), wc.exp, RESULTS)),
     output:
         npz=f"{RESULTS}/{{exp}}/em.npz",
         mrc=f"{RESULTS}/{{exp}}/em.mrc",
@@ -48,7 +26,7 @@ rule approx_em:
     resources:
         mem_mb=lambda wc: exp_config(wc)["em"]["memory_mb"] + 1500,
         runtime=lambda wc: exp_config(wc)["em"]["runtime"],
-        gpu=lambda wc: 1 if em_backend_is_cuda(wc) else 0,
+        gpu=lambda wc: int(exp_config(wc)["em"]["backend"] == "cuda"),
     conda:
         "../../envs/em.yaml"
     script:

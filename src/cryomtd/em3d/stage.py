@@ -21,9 +21,27 @@ from cryomtd.io import InputError, read_json, save_npz, write_json
 
 from .driver import EMResult, run
 
-__all__ = ["noise_and_box", "initial_coefficients", "reconstruct", "write_outputs"]
+__all__ = ["em_enabled", "em_inputs", "noise_and_box", "initial_coefficients", "reconstruct", "write_outputs"]
 
 log = logging.getLogger("cryomtd.em3d")
+
+
+def em_enabled(exp_cfg: Mapping[str, Any]) -> bool:
+    """Whether an experiment runs approximate EM (its ``em.enabled``, default true)."""
+    return bool(exp_cfg.get("em", {}).get("enabled", True))
+
+
+def em_inputs(exp_cfg: Mapping[str, Any], exp: str, results: str) -> dict[str, Any]:
+    """Input files of rule ``approx_em``: micrographs/{k}.mrc and .json; ``lsq_npz`` when
+    ``em.init`` is ``lsq``, or ``auto`` with the lsq stage enabled."""
+    n = int(exp_cfg["micrographs"]["n_micrographs"])
+    base = f"{results}/{exp}"
+    d: dict[str, Any] = {"micrographs": [f"{base}/micrographs/{k}.mrc" for k in range(n)],
+                         "infos": [f"{base}/micrographs/{k}.json" for k in range(n)]}
+    init = exp_cfg.get("em", {}).get("init", "auto")
+    if init == "lsq" or (init == "auto" and exp_cfg.get("lsq", {}).get("enabled", True)):
+        d["lsq_npz"] = f"{base}/lsq.npz"
+    return d
 
 
 def noise_and_box(infos: Sequence[Mapping[str, Any]], names: Sequence[str]) -> tuple[float, int, float]:
