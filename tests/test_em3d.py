@@ -230,6 +230,18 @@ def test_backends_and_methods_give_the_same_iterates():
         np.testing.assert_allclose(r.loglik, runs[0].loglik, rtol=1e-12)
 
 
+def test_empty_probability_counts_the_empty_shifts():
+    from cryomtd.em3d import EMResult
+
+    L = 3
+    rho = np.zeros((2 * L, 2 * L))
+    rho[L, 0], rho[1, L], rho[L, L], rho[0, 0] = 0.1, 0.2, 0.3, 0.4  # three empty-crop shifts, one full
+    res = EMResult(coef=np.zeros(1), rho=rho, pi=np.ones(1))
+    empty = [s for s in np.ndindex(2 * L, 2 * L) if not model_image(np.ones((L, L)), s).any()]
+    assert len(empty) == 4 * L - 1  # the shifts with s_y = L or s_x = L, by the explicit model image
+    assert res.empty_probability == pytest.approx(sum(rho[s] for s in empty)) == pytest.approx(0.6)
+
+
 def test_step_size_schedule():
     assert [step_size(k, 2, 1.0) for k in (1, 2, 3, 4)] == [1.0, 1.0, 0.5, 1 / 3]
 

@@ -70,9 +70,15 @@ class EMResult:
     def wall_time_s(self) -> float:
         return float(sum(self.estep_s) + sum(self.mstep_s))
 
+    @property
+    def empty_probability(self) -> float:
+        """Probability of the empty patch under ρ: Σ ρ_s over shifts with s_y = L or s_x = L."""
+        L = self.rho.shape[0] // 2
+        return float(self.rho[L, :].sum() + self.rho[:, L].sum() - self.rho[L, L])
+
     def trace(self) -> dict[str, Any]:
         """The JSON-ready per-iteration record (``em_trace.json``)."""
-        return {"loglik": self.loglik, "objective": self.objective, "estep_s": self.estep_s,
+        return {"empty_probability": self.empty_probability, "loglik": self.loglik, "objective": self.objective, "estep_s": self.estep_s,
                 "mstep_s": self.mstep_s, "step": self.step, "iterations": self.iterations,
                 "converged": self.converged, "n_patches": self.n_patches,
                 "resumed_from": self.resumed_from, "wall_time_s": self.wall_time_s}
