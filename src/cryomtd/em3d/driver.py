@@ -101,7 +101,7 @@ def _fingerprint(**parts: Any) -> str:
     return h.hexdigest()
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any], res: EMResult, stats: Statistics | None,
+def _save_checkpoint(path: Path, res: EMResult, stats: Statistics | None,
                      gen: np.random.Generator, fingerprint: str) -> None:
     arrays: dict[str, Any] = {
         "coef": res.coef, "rho": res.rho, "pi": res.pi,
@@ -232,7 +232,7 @@ def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sig
             prev, cur = res.objective[-2], res.objective[-1]
             res.converged = abs(cur - prev) <= tol * max(abs(prev), 1e-300)
         if ck is not None:
-            _save_checkpoint(ck, {}, res, smoothed if stochastic else None, gen, fp)
+            _save_checkpoint(ck, res, smoothed if stochastic else None, gen, fp)
         log.info("em iteration %d: loglik/patch %.6f, E %.2fs, M %.2fs, step %.3f", k, ll, t1 - t0, t2 - t1, eta)
         bar.update(1)
         bar.set_postfix(loglik=f"{ll:.4g}")
