@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.special
 
-from cryomtd.em3d import (PatchSource, ProjectionModel, Statistics, em, estep_batch, get_backend,
+from cryomtd.em3d import (PatchSource, ProjectionModel, em, estep_batch, get_backend,
                           log_likelihoods, mstep, projection_spectra, step_size, weight_images)
 from cryomtd.io import InputError
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cryomtd.io import InputError
-
 
 def _run(args: argparse.Namespace) -> int:
     from cryomtd.em3d.stage import reconstruct, write_outputs
