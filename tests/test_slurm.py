@@ -196,9 +196,67 @@ def tiny_mtd1d_config() -> dict:
     return {**{k: v for k, v in cfg.items() if k != "experiments"}, "experiments": {name: exp}}
 
 
-# Two SLURM jobs for the whole 1-D experiment: scatter + merge, then the fits
+# Two SLURM jobs for the whole 1-D experiment: scatter + merge, then the fits and the summary
 MTD1D_GROUPS = ["--groups", "mtd1d_segment=sim", "mtd1d_merge=sim", "mtd1d_lsq=fit", "mtd1d_pick=fit",
-                "mtd1d_em=fit", "mtd1d_evaluate=fit", "--group-components", "sim=100", "fit=100"]
+                "mtd1d_em=fit", "mtd1d_evaluate=fit", "summary=fit", "--group-components", "sim=100", "fit=100"]
+
+
+def compare_results(slurm: Path, local: Path, files: list[str]) -> None:
+    """SLURM vs local results: same keys and values, timings aside.
+
+    Estimator outputs (.npz) agree to rtol 1e-9: the same seeded computation, but a SLURM
+    job gets its own CPU count (--cpus-per-task), so BLAS may sum in another order (seen:
+    1e-14 relative). Metrics (.json) agree to rtol 1e-6: the 3-D ones come from aligning
+    the estimate to the truth, an iterative optimisation that stops at a tolerance, so
+    1e-14 input differences move its result by up to ~1e-7 (seen); the pose it returns
+    (rotation, shift) is compared through the FSC and errors it yields, not directly, as
+    it is poorly determined for a rough estimate. A missed seed differs at O(1).
+    """
+    timing = re.compile(r"time|wall|seconds|_s$")
+    pose = {"rotation", "shift"}
+
+    def same(a, b, where, rtol):
+        if isinstance(a, dict):
+            keys = {k for k in a if not timing.search(k) and k not in pose}
+            assert keys == {k for k in b if not timing.search(k) and k not in pose}, where
+            for k in keys:
+                same(a[k], b[k], f"{where}.{k}", rtol)
+        elif isinstance(a, (int, float, list)) and not isinstance(a, bool):
+            np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float),
+                                       rtol=rtol, atol=1e-12, err_msg=where)
+        else:
+            assert a == b, where
+
+    for f in files:
+        if f.endswith(".json"):
+            same(json.loads((slurm / f).read_text()), json.loads((local / f).read_text()), f, 1e-6)
+        else:
+            a, b = np.load(slurm / f), np.load(local / f)
+            assert set(a.files) == set(b.files), f
+            for key in a.files:
+                if not timing.search(key):
+                    same(a[key].tolist(), b[key].tolist(), f"{f}:{key}", 1e-9)
+
+
+def slurm_and_local(tmp_path: Path, cfg: dict, *groups: str) -> tuple[dict[str, Path], str, dict]:
+    """Run the workflow on ``cfg`` through SLURM and, meanwhile, locally on one core."""
+    dirs = {m: tmp_path / m for m in ("slurm", "local")}
+    for wd in dirs.values():
+        wd.mkdir()
+        (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    local = subprocess.Popen(
+        ["timeout", "-k", "10", "600", *SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(dirs["local"]),
+         "--cores", "1", "--nocolor"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=dirs["local"])
+    try:
+        res, ids = through_slurm(REPO / "Snakefile", dirs["slurm"], *groups)
+    finally:
+        local_log, _ = local.communicate(timeout=660)
+    log = res.stdout + res.stderr
+    assert res.returncode == 0, log[-4000:]
+    records = assert_in_jobcomp(ids, dirs["slurm"])
+    assert all(r["JobState"] == "COMPLETED" for r in records.values())
+    assert local.returncode == 0, local_log[-4000:]
+    return dirs, log, records
 
 
 @pytest.mark.slurm
@@ -208,79 +266,41 @@ def test_mtd1d_through_slurm_equals_local_run(tmp_path):
         pytest.skip("the 1-D rules are not in workflow/rules yet")
     cfg = tiny_mtd1d_config()
     (name,) = cfg["experiments"]
-    dirs = {}
-    for mode in ("slurm", "local"):
-        wd = dirs[mode] = tmp_path / mode
-        wd.mkdir()
-        (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    res, ids = through_slurm(REPO / "Snakefile", dirs["slurm"], *MTD1D_GROUPS)
-    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-    records = assert_in_jobcomp(ids, dirs["slurm"])
-    assert all(r["JobState"] == "COMPLETED" for r in records.values())
-    lres = run_snakemake(REPO / "Snakefile", dirs["local"], "--cores", "2")
-    assert lres.returncode == 0, lres.stderr[-4000:]
-    m_slurm = json.loads((dirs["slurm"] / f"results/{name}/metrics.json").read_text())
-    print(f"{name} metrics through SLURM: {m_slurm}")
+    dirs, _, _ = slurm_and_local(tmp_path, cfg, *MTD1D_GROUPS)
+    print(f"{name} metrics through SLURM: {json.loads((dirs['slurm'] / f'results/{name}/metrics.json').read_text())}")
     compare_results(dirs["slurm"], dirs["local"],
                     [f"results/{name}/{f}" for f in ("metrics.json", "moments.npz", "lsq.npz", "em.npz")])
 
 
 def tiny_cryo3d_config() -> dict:
-    """A 7³ BPTI box, two 96² micrographs, approximate EM only (2 iterations)."""
+    """A 7³ BPTI box, two 96² micrographs, approximate EM only (1 iteration, coarse grid)."""
     return {"experiments": {"slurm3d": {
         "kind": "cryo3d",
         "seed": 5,
         "volume": {"source": "data/structures/5PTI.pdb", "L": 7},
         "micrographs": {"n_micrographs": 2, "size": 96, "gamma": 0.1, "snr": 2.0, "spacing": "separated"},
         "lsq": {"enabled": False},
-        "em": {"iterations": 2, "init": "random"},
+        "em": {"iterations": 1, "init": "random", "grid_step": 60.0},
     }}}
 
 
-# Three SLURM jobs: volume + micrographs, the EM (on the GPU partition), evaluation
-CRYO3D_GROUPS = ["--groups", "prepare_volume=sim", "simulate_micrograph=sim", "evaluate=eval", "summary=eval",
-                 "--group-components", "sim=100", "eval=100"]
-
-
-def compare_results(slurm: Path, local: Path, files: list[str]) -> None:
-    """metrics.json equal (timings aside) and .npz arrays bit-identical, SLURM vs local."""
-    timing = re.compile(r"time|wall|seconds|_s$")
-
-    def strip(obj):
-        if isinstance(obj, dict):
-            return {k: strip(v) for k, v in obj.items() if not timing.search(k)}
-        if isinstance(obj, list):
-            return [strip(v) for v in obj]
-        return obj
-
-    for f in files:
-        if f.endswith(".json"):
-            assert strip(json.loads((slurm / f).read_text())) == strip(json.loads((local / f).read_text())), f
-        else:
-            a, b = np.load(slurm / f), np.load(local / f)
-            for key in a.files:
-                if not timing.search(key):
-                    np.testing.assert_array_equal(a[key], b[key], err_msg=f"{f}:{key}")
+# Three SLURM jobs: volume + micrographs + moments, the EM (on the GPU partition), evaluation
+CRYO3D_GROUPS = ["--groups", "prepare_volume=sim", "simulate_micrograph=sim", "autocorrelate=sim",
+                 "merge_moments=sim", "evaluate=eval", "summary=eval", "--group-components", "sim=100", "eval=100"]
 
 
 @pytest.mark.slurm
 @needs_cluster
 def test_tiny_cryo3d_through_slurm_equals_local_run(tmp_path):
     cfg = tiny_cryo3d_config()
-    dirs = {m: tmp_path / m for m in ("slurm", "local")}
-    for wd in dirs.values():
-        wd.mkdir()
-        (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    dry = run_snakemake(REPO / "Snakefile", dirs["local"], "-n", timeout=120)
-    if dry.returncode != 0:
-        pytest.skip(f"the 3-D stages cannot build this DAG yet: {(dry.stdout + dry.stderr)[-600:]}")
-    res, ids = through_slurm(REPO / "Snakefile", dirs["slurm"], *CRYO3D_GROUPS)
-    log = res.stdout + res.stderr
-    assert res.returncode == 0, log[-4000:]
-    records = assert_in_jobcomp(ids, dirs["slurm"])
-    assert all(r["JobState"] == "COMPLETED" for r in records.values())
+    dry = tmp_path / "dry"
+    dry.mkdir()
+    (dry / "config.yaml").write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(REPO / "Snakefile", dry, "-n", timeout=120)
+    if res.returncode != 0:
+        pytest.skip(f"the 3-D stages cannot build this DAG yet: {(res.stdout + res.stderr)[-600:]}")
+    dirs, log, records = slurm_and_local(tmp_path, cfg, *CRYO3D_GROUPS)
     em_ids = [SUBMITTED.search(ln).group(1) for ln in log.splitlines() if SUBMITTED.search(ln) and "approx_em" in ln]
     assert len(em_ids) == 1 and records[em_ids[0]]["Partition"] == "gpu", "approx_em must go to the GPU partition"
-    lres = run_snakemake(REPO / "Snakefile", dirs["local"], "--cores", "2")
-    assert lres.returncode == 0, lres.stderr[-4000:]
+    print(f"approx_em ran as SLURM job {em_ids[0]} on partition gpu")
     compare_results(dirs["slurm"], dirs["local"], [f"results/slurm3d/{f}" for f in ("metrics.json", "em.npz", "truth.npz")])
