@@ -134,15 +134,18 @@ def test_sigkill_between_outputs_is_incomplete_until_rerun_incomplete(tmp_path):
 
 
 def test_second_invocation_on_same_directory_fails_with_lock(tmp_path):
-    wd = toy_dir(tmp_path, n_parts=1, sleep_s=8)
+    # the first run's job waits (up to 120 s) until the test creates `release`
+    wd = toy_dir(tmp_path, n_parts=1, sleep_s=120)
     cfg = yaml.safe_load((wd / "config.yaml").read_text())
     first, first_out = start(wd, log_name="run1.txt")
     try:
         wait_for_line(wd / "results/logs/toy_part/0.log", "temporary written", first)
         second = run(wd, timeout=120)
         text = second.stdout + second.stderr
+        assert first.poll() is None, "the first run must still hold the lock"
         assert second.returncode != 0
         assert "LockException" in text or "cannot be locked" in text, text
+        (wd / "release").touch()
         assert first.wait(timeout=240) == 0, first_out.read_text()
     finally:
         if first.poll() is None:

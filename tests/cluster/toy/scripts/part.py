@@ -3,11 +3,12 @@
 Two outputs, like the real multi-output stages: the samples (.npz) and a summary
 (.json). The log marks the moments the fault tests kill the job at:
 "temporary written" (data in the temporary file, before the rename; then sleeps
-``sleep_s``) and "npz renamed" (first output complete, second not yet; then sleeps
-``pause_s``).
+``sleep_s``, or until a file named ``release`` appears in the working directory) and
+"npz renamed" (first output complete, second not yet; then sleeps ``pause_s``).
 """
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +24,9 @@ with log_to(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects this name
     with atomic_path(snakemake.output.npz, suffix=".npz") as tmp:  # noqa: F821
         np.savez(tmp, x=x)
         log.info("temporary written: %s", tmp)
-        time.sleep(float(p.sleep_s))
+        deadline = time.monotonic() + float(p.sleep_s)
+        while time.monotonic() < deadline and not Path("release").exists():
+            time.sleep(0.1)
     log.info("npz renamed")
     time.sleep(float(p.pause_s))
     write_json(snakemake.output.json, {"k": k, "sum": float(x.sum())})  # noqa: F821
