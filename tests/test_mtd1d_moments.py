@@ -120,3 +120,15 @@ def test_accumulator_rejects_update_after_result():
     acc.result()
     with pytest.raises(RuntimeError):
         acc.update(np.ones(2))
+
+
+def test_float32_block_products_stay_close_to_brute_force():
+    y = np.random.default_rng(3).standard_normal(3000)
+    L = 6
+    m = autocorrelations(y, L, chunk=700, block=256, dtype="float32")
+    ref = autocorrelations(y, L)  # float64 path, pinned to brute force above
+    # single-precision products over blocks of 256: relative error ~1e-7·√256 per block; 1e-5 of the
+    # largest entry is a safe bound that a wrong lag or a dropped join term would break by orders
+    scale = np.abs(ref.a3).max()
+    np.testing.assert_allclose(m.a3, ref.a3, atol=1e-5 * scale)
+    np.testing.assert_allclose(m.a2, ref.a2, atol=1e-5 * np.abs(ref.a2).max())

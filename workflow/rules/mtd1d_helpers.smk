@@ -24,4 +24,4 @@ def _em_samples(wc):
 
 def _sim_params(wc):
     c = _mtd1d(wc)
-    return {k: c[k] for k in ("seed", "L", "signal", "sigma", "N", "segments", "chunk", "placement")}
+    return {k: c[k] for k in ("seed", "L", "signal", "sigma", "N", "segments", "chunk", "moments_dtype", "placement")}

@@ -29,7 +29,7 @@ from cryomtd.io import InputError, save_npz
 __all__ = ["Moments1D", "MomentAccumulator", "autocorrelations", "merge", "model_moments",
            "noise_bias", "DEFAULT_BLOCK"]
 
-DEFAULT_BLOCK = 2048  # windows per GEMM block: (L+1, B) float64 ≈ 0.36 MB stays in L2 cache for L ~ 21
+DEFAULT_BLOCK = 4096  # windows per GEMM block: (L+1, B) float64 ≈ 0.7 MB stays in L2 cache for L ~ 21
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,12 @@ class Moments1D:
 class MomentAccumulator:
     """Streaming accumulator: ``update(chunk)`` any number of times, then ``result()``."""
 
-    def __init__(self, L: int, block: int = DEFAULT_BLOCK):
+    def __init__(self, L: int, block: int = DEFAULT_BLOCK, dtype: str = "float64"):
         if L < 1:
             raise InputError(f"L: expected >= 1, got {L}")
-        self.L, self.block = int(L), int(block)
+        if dtype not in ("float64", "float32"):
+            raise InputError(f"moments dtype: expected 'float64' or 'float32', got {dtype!r}")
+        self.L, self.block, self.dtype = int(L), int(block), np.dtype(dtype)
         self.n = 0
         self.s1 = 0.0
         self._carry = np.zeros(0)
@@ -97,13 +99,15 @@ class MomentAccumulator:
 
         Windows are the columns of Uᵀ = [V | 1]ᵀ (L+1, B), filled by L contiguous slice
         copies (one per lag, not per sample); Wᵀ = v0·Vᵀ (L, B). One GEMM Wᵀ U (L, L+1) per
-        block gives s3 in its first L columns and s2 in the last. Buffers are reused.
+        block gives s3 in its first L columns and s2 in the last. Buffers are reused. With
+        ``dtype="float32"`` the products and the per-block GEMM are single precision (≈ 2×
+        faster); the sums across blocks stay float64.
         """
         L, B = self.L, self.block
         nwin = e.size - L + 1
         if self._UT is None:
-            self._UT = np.ones((L + 1, B))
-            self._WT = np.empty((L, B))
+            self._UT = np.ones((L + 1, B), dtype=self.dtype)
+            self._WT = np.empty((L, B), dtype=self.dtype)
         for b in range(0, nwin, B):
             m = min(B, nwin - b)
             UT, WT = self._UT[:, :m], self._WT[:, :m]
@@ -139,11 +143,13 @@ class MomentAccumulator:
 
 
 def autocorrelations(y: np.ndarray | Iterable[np.ndarray], L: int, *, chunk: int = 1 << 20,
-                     block: int = DEFAULT_BLOCK) -> Moments1D:
+                     block: int = DEFAULT_BLOCK, dtype: str = "float64") -> Moments1D:
     """Moments of a measurement given as one array (processed in chunks of ``chunk``) or an
     iterable of consecutive chunks. Returns :class:`Moments1D` (``.a1``, ``.a2`` (L,),
-    ``.a3`` (L, L), ``.n``)."""
-    acc = MomentAccumulator(L, block)
+    ``.a3`` (L, L), ``.n``). ``dtype="float64"`` (default) is exact to rounding;
+    ``"float32"`` computes each block's products in single precision (relative error
+    ~1e-7·√block per block, far below the sampling error of any useful N) for ≈ 2× speed."""
+    acc = MomentAccumulator(L, block, dtype)
     if isinstance(y, np.ndarray):
         y = y.ravel()
         for c0 in range(0, y.size, chunk):

@@ -64,7 +64,7 @@ def run_segment(cfg: dict, index: int, out: Path, progress_bar: bool | None = No
     t0 = time.perf_counter()
     x, L = signal_of(cfg), int(cfg["L"])
     n = _segment_length(cfg, index)
-    acc = MomentAccumulator(L)
+    acc = MomentAccumulator(L, dtype=cfg.get("moments_dtype", "float64"))
     copies = 0
     chunk = int(cfg["chunk"])
     gen = simulate_chunks(x, n, placement_of(cfg), float(cfg["sigma"]), int(cfg["seed"]), index, chunk)
