@@ -84,3 +84,17 @@ def test_analytic_gradient_matches_autodiff_of_the_reference_cost(sigma):
     assert r @ r == pytest.approx(cost(x0, g0), rel=1e-12)
     np.testing.assert_allclose(grad[:L], autograd.grad(cost, 0)(x0, g0), rtol=1e-10, atol=1e-12)
     assert grad[L] == pytest.approx(autograd.grad(cost, 1)(x0, g0).item(), rel=1e-10)
+
+
+def test_two_stage_fit_finds_x_without_knowing_its_length():
+    """Moments of a length-L signal seen through a window 2L−1 (the signal zero-padded): stage 1
+    at length 2L−1 then stage 2 at L recovers x (exact moments: 1e-6 as above)."""
+    from cryomtd.mtd1d.lsq import fit_lsq_two_stage
+
+    L, gamma, sigma = 6, 0.1, 0.5
+    x = make_signal("gaussian", L, seed=21)
+    W = 2 * L - 1
+    padded = exact_moments(np.concatenate([x, np.zeros(W - L)]), gamma * W / L, sigma)
+    r = fit_lsq_two_stage(padded, L, sigma=sigma, restarts=4, seed=0)
+    assert np.linalg.norm(r.x - x) / np.linalg.norm(x) < 1e-6
+    assert r.gamma == pytest.approx(gamma, rel=1e-6)

@@ -33,7 +33,7 @@ from cryomtd.io import InputError
 from cryomtd.mtd1d.moments import Moments1D, model_moments
 from cryomtd.seeding import rng
 
-__all__ = ["LSQResult", "fit_lsq", "fit_lsq_restart", "lsq_cost_terms"]
+__all__ = ["LSQResult", "fit_lsq", "fit_lsq_restart", "fit_lsq_two_stage", "lsq_cost_terms", "pick_best"]
 
 
 @dataclass
@@ -220,3 +220,25 @@ def pick_best(runs: list[LSQResult]) -> LSQResult:
     best = min(runs, key=lambda r: r.cost)
     best.costs = [r.cost for r in runs]
     return best
+
+
+def fit_lsq_two_stage(moments: Moments1D, L: int, *, sigma: float | None = None, restarts: int = 4,
+                      seed: int = 0, max_iterations: int = 200) -> LSQResult:
+    """The published two-stage fit for a signal whose length is known only to be ≤ L.
+
+    Stage 1 fits a signal of length W = 2L − 1 (``moments`` must have window ≥ W): the true
+    x, zero-padded anywhere inside W, is a global minimum. The length-L window of the
+    stage-1 estimate with the most energy starts stage 2, an LS fit at length L (density
+    converted as γ_L = γ_W · L / W, since a1 = γ_W/W Σx = γ_L/L Σx). Returns the stage-2
+    result; ``costs`` holds the stage-1 restart costs.
+    """
+    W = 2 * L - 1
+    if moments.L < W:
+        raise InputError(f"two-stage fit needs moments with window >= 2L-1 = {W}, got {moments.L}")
+    first = fit_lsq(moments, W, sigma=sigma, restarts=restarts, seed=seed, max_iterations=max_iterations)
+    energy = np.convolve(first.x**2, np.ones(L), mode="valid")  # energy of each length-L window
+    k = int(np.argmax(energy))
+    second = fit_lsq_restart(moments, L, sigma=sigma, seed=seed, restart=0, max_iterations=max_iterations,
+                             x0=first.x[k : k + L].copy(), gamma0=first.gamma * L / W)
+    second.costs = first.costs
+    return second
