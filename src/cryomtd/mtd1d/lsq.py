@@ -27,7 +27,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import autograd.numpy as anp
 import numpy as np
 from cryomtd.io import InputError
 from cryomtd.mtd1d.moments import Moments1D, model_moments
@@ -61,6 +60,8 @@ def _masks(L: int, sigma_known: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None):
     """(cost function over (x, γ) with ``autograd.numpy``, masks, weights) for ``moments``."""
+    import autograd.numpy as anp  # reference implementation only (tests); the optimiser is analytic
+
     if moments.L < L:
         raise InputError(f"moments have window {moments.L}, smaller than the signal length L={L}")
     d1 = moments.a1
