@@ -172,6 +172,22 @@ def test_mstep_is_weighted_least_squares_minimiser(prior_weight):
     np.testing.assert_allclose(new["pi"], w.sum(axis=(0, 2, 3)) / patches.shape[0], atol=1e-12)
 
 
+def test_solve_warns_on_nearly_singular_normal_equations(caplog):
+    from cryomtd.em3d import solve
+
+    Q = np.linalg.qr(np.random.default_rng(0).standard_normal((4, 4)))[0]
+    A = Q @ np.diag([1.0, 2.0, 3.0, 1e-9]) @ Q.T  # one direction (almost) never observed
+    r = A @ np.ones(4)
+    with caplog.at_level("WARNING", logger="cryomtd.em3d"):
+        solve(A, r, 1.0, 0.0)
+    assert "nearly singular" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cryomtd.em3d"):
+        c = solve(A, r, 1.0, 0.1)  # the prior bounds that direction: (A + λI) c = r, no warning
+    assert "nearly singular" not in caplog.text
+    np.testing.assert_allclose((A + 0.1 * np.eye(4)) @ c, r, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- EM loop
 @pytest.mark.parametrize("prior_weight,learn_pi,method", [(0.0, False, "fft"), (0.5, True, "matmul")])
 def test_batch_em_objective_non_decreasing(prior_weight, learn_pi, method):

@@ -19,6 +19,7 @@ and, when learned, the rotation prior π_ω = Σ_{i,s} w_{iωs}/N.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ from .estep import Statistics
 from .model import ProjectionModel, WignerBlocks
 
 __all__ = ["weight_images", "normal_equations", "solve", "mstep"]
+
+log = logging.getLogger("cryomtd.em3d")
 
 
 def weight_images(stats: Statistics, L: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +66,12 @@ def solve(A: np.ndarray, r: np.ndarray, sigma: float, prior_weight: float) -> np
     """Solve (A/σ² + λ I) c = r/σ² by Cholesky; least squares when not positive definite."""
     H = A / sigma**2 + prior_weight * np.eye(A.shape[0])
     H = 0.5 * (H + H.T)
+    if H.shape[0] <= 4096:
+        ev = np.linalg.eigvalsh(H)
+        if ev[-1] > 0 and ev[0] < 1e-6 * ev[-1]:
+            log.warning("M-step normal equations nearly singular (eigenvalue ratio %.1e): some coefficient "
+                        "directions are barely seen by the rotation grid; use a finer em.grid_step, a smaller "
+                        "basis.ell_max or em.prior_weight > 0", ev[0] / ev[-1])
     try:
         return scipy.linalg.cho_solve(scipy.linalg.cho_factor(H), r / sigma**2)
     except np.linalg.LinAlgError:
