@@ -98,3 +98,12 @@ def test_two_stage_fit_finds_x_without_knowing_its_length():
     r = fit_lsq_two_stage(padded, L, sigma=sigma, restarts=4, seed=0)
     assert np.linalg.norm(r.x - x) / np.linalg.norm(x) < 1e-6
     assert r.gamma == pytest.approx(gamma, rel=1e-6)
+
+
+def test_zero_mean_signal_does_not_blow_up_the_weights():
+    L, gamma = 8, 0.1
+    x = make_signal("gaussian", L, seed=4)
+    x = x - x.mean()  # a1 = 0 exactly
+    r = fit_lsq(exact_moments(x, gamma, 1.0), L, sigma=1.0, restarts=4, seed=0)
+    assert np.isfinite(r.cost)
+    assert np.linalg.norm(r.x - x) / np.linalg.norm(x) < 1e-6

@@ -7,7 +7,8 @@ Cost over the non-redundant entries (a2: ℓ = 0…L−1; a3: ℓ1 ≤ ℓ2)::
 with the model of :func:`cryomtd.mtd1d.moments.model_moments`. Weights: each order's
 squared error is divided by its number of entries and by the squared norm of its data
 (w_k = 1 / (#entries_k · mean(d_k²))), so the three orders contribute on the same scale
-whatever the signal amplitude.
+whatever the signal amplitude (a1's mean square is floored at 1e-6 · mean(a2²) for
+zero-mean signals).
 
 Noise bias: with ``sigma`` given, the bias σ²δ[ℓ] and σ² a1 (δ[ℓ1]+δ[ℓ2]+δ[ℓ1−ℓ2]) is
 part of the model. With ``sigma=None`` the biased entries (a2[0]; a3 with ℓ1 = 0,
@@ -58,6 +59,20 @@ def _masks(L: int, sigma_known: bool) -> tuple[np.ndarray, np.ndarray]:
     return m2, m3
 
 
+def _weights(d1: float, d2: np.ndarray, d3: np.ndarray, m2: np.ndarray, m3: np.ndarray) -> tuple[float, float, float]:
+    """w_k = 1 / (#entries_k · mean square of the kept data of order k).
+
+    a1 of a zero-mean signal is ~0 (pure sampling noise), so its mean square is floored at
+    1e-6 · mean(a2²), in the units of a2 (a floor that only acts when |a1| is negligible).
+    """
+    tiny = 1e-300
+    s2 = max(float(np.mean(d2[m2] ** 2)), tiny)
+    w1 = 1.0 / max(d1**2, 1e-6 * s2)
+    w2 = 1.0 / (m2.sum() * s2)
+    w3 = 1.0 / (m3.sum() * max(float(np.mean(d3[m3] ** 2)), tiny))
+    return w1, w2, w3
+
+
 def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None):
     """(cost function over (x, γ) with ``autograd.numpy``, masks, weights) for ``moments``."""
     import autograd.numpy as anp  # reference implementation only (tests); the optimiser is analytic
@@ -70,10 +85,7 @@ def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None):
     m2, m3 = _masks(L, sigma is not None)
     if not m3.any():
         raise InputError(f"L={L} too small to fit without sigma (no unbiased a3 entries)")
-    tiny = 1e-300
-    w1 = 1.0 / max(d1**2, tiny)
-    w2 = 1.0 / (m2.sum() * max(np.mean(d2[m2] ** 2), tiny))
-    w3 = 1.0 / (m3.sum() * max(np.mean(d3[m3] ** 2), tiny))
+    w1, w2, w3 = _weights(d1, d2, d3, m2, m3)
     s = 0.0 if sigma is None else float(sigma)
     i2 = np.flatnonzero(m2)
     i3 = np.flatnonzero(m3.ravel())
@@ -106,9 +118,7 @@ class _Residuals:
         m2, m3 = _masks(L, sigma is not None)
         if not m3.any():
             raise InputError(f"L={L} too small to fit without sigma (no unbiased a3 entries)")
-        tiny = 1e-300
-        self.w = (1.0 / max(d1**2, tiny), 1.0 / (m2.sum() * max(np.mean(d2[m2] ** 2), tiny)),
-                  1.0 / (m3.sum() * max(np.mean(d3[m3] ** 2), tiny)))
+        self.w = _weights(d1, d2, d3, m2, m3)
         self.L, self.s2 = L, (0.0 if sigma is None else float(sigma)) ** 2
         self.i2 = np.flatnonzero(m2)
         p, q = np.nonzero(m3)
