@@ -8,9 +8,9 @@ from pathlib import Path
 
 
 def _read(path: str):
-    from cryomtd.evaluate.metrics import _read_mrc_with_voxel
+    from cryomtd.volume import read_mrc
 
-    return _read_mrc_with_voxel(path)
+    return read_mrc(path)
 
 
 def _cmd_fsc(args: argparse.Namespace) -> int:
@@ -42,14 +42,14 @@ def _cmd_fsc(args: argparse.Namespace) -> int:
 
 def _cmd_align(args: argparse.Namespace) -> int:
     from cryomtd.evaluate import align, fsc, resolution
-    from cryomtd.evaluate.outputs import write_volume
+    from cryomtd.volume import write_mrc
 
     est, vs = _read(args.estimate)
     ref, vs_ref = _read(args.reference)
     al = align(est, ref, reflections=not args.no_reflections, ell_max=args.ell_max, grid_step=args.grid_step,
                refine=not args.no_refine, shift=args.shift, output="interpolate")
     vs = vs_ref or vs or 1.0
-    write_volume(args.out, al.volume, vs)
+    write_mrc(args.out, al.volume, vs)
     curve = fsc(al.volume, ref)
     print(json.dumps({
         "rotation": al.rotation.round(6).tolist(), "reflected": al.reflected, "shift": al.shift.round(4).tolist(),

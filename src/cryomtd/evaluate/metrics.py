@@ -40,6 +40,7 @@ import numpy as np
 from cryomtd.evaluate.align import align, relative_error
 from cryomtd.evaluate.fsc import crossing_shell, fsc, resolution, shell_frequencies
 from cryomtd.io import InputError, atomic_path, read_json
+from cryomtd.volume import read_mrc
 
 if TYPE_CHECKING:
     from cryomtd.basis import SphericalBessel
@@ -176,36 +177,6 @@ def _load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: not a readable .npz ({exc})") from None
 
 
-def _read_mrc_with_voxel(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """(volume float64 [z, y, x], voxel size Å or 0.0); via ``cryomtd.volume.read_mrc`` when available."""
-    try:
-        from cryomtd.volume import read_mrc
-    except ImportError:
-        read_mrc = None
-    if read_mrc is not None:
-        return read_mrc(path)
-    import mrcfile
-
-    vol = _read_mrc(path)
-    with mrcfile.open(path, permissive=True, header_only=True) as m:
-        return vol, float(m.voxel_size.x)
-
-
-def _read_mrc(path: str | os.PathLike) -> np.ndarray:
-    import mrcfile
-
-    try:
-        with mrcfile.open(path, permissive=True) as m:
-            data = np.asarray(m.data, dtype=np.float64)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except ValueError as exc:
-        raise InputError(f"{path}: not a readable MRC file ({exc})") from None
-    if data.ndim != 3 or len(set(data.shape)) != 1:
-        raise InputError(f"{path}: expected a cubic (L, L, L) volume, got shape {data.shape}")
-    return data
-
-
 def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: str | os.PathLike,
                         estimates: Mapping[str, Mapping[str, str | os.PathLike]],
                         micrograph_infos: Sequence[str | os.PathLike] = (), gamma_true: float | None = None,
@@ -224,7 +195,7 @@ def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: s
     t = _load_npz(truth_npz)
     if "coef" not in t:
         raise InputError(f"{truth_npz}: expected array 'coef' (truth coefficients)")
-    truth = _read_mrc_with_voxel(truth_mrc)[0]
+    truth = read_mrc(truth_mrc)[0]
     L = int(t["L"]) if "L" in t else truth.shape[0]
     if truth.shape[0] != L:
         raise InputError(f"{truth_mrc}: box {truth.shape[0]} differs from L={L} in {truth_npz}")
@@ -255,7 +226,7 @@ def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: s
         z = _load_npz(files["npz"])
         if "coef" not in z:
             raise InputError(f"{files['npz']}: expected array 'coef'")
-        vol = _read_mrc_with_voxel(files["mrc"])[0]
+        vol = read_mrc(files["mrc"])[0]
         if vol.shape != truth.shape:
             raise InputError(f"{files['mrc']}: shape {vol.shape} differs from the truth {truth.shape}")
         log.info("aligning %s of %s (L=%d, ell_max=%d)", est_name, name, L, basis.ell_max)

@@ -10,29 +10,10 @@ from typing import Any
 import numpy as np
 
 from cryomtd.evaluate import figures as F
-from cryomtd.io import atomic_path, write_json
+from cryomtd.io import write_json
+from cryomtd.volume import write_mrc
 
-__all__ = ["write_evaluation", "write_volume"]
-
-
-def write_volume(path: str | os.PathLike, vol: np.ndarray, voxel_size: float) -> None:
-    """(L, L, L) volume as float32 MRC with the voxel size in the header, atomically.
-
-    Uses ``cryomtd.volume.write_mrc`` (the project's one MRC writer) when it is available.
-    """
-    try:
-        from cryomtd.volume import write_mrc
-    except ImportError:
-        write_mrc = None
-    if write_mrc is not None:
-        write_mrc(path, np.asarray(vol, dtype=np.float32), voxel_size)
-        return
-    import mrcfile
-
-    with atomic_path(path) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as m:
-            m.set_data(np.asarray(vol, dtype=np.float32))
-            m.voxel_size = float(voxel_size)
+__all__ = ["write_evaluation"]
 
 
 def write_evaluation(metrics: Mapping[str, Any], aligned: Mapping[str, np.ndarray], truth: np.ndarray,
@@ -47,7 +28,7 @@ def write_evaluation(metrics: Mapping[str, Any], aligned: Mapping[str, np.ndarra
     name = metrics.get("experiment", "")
     vs = float(metrics.get("voxel_size", 1.0))
     for est, path in aligned_paths.items():
-        write_volume(path, aligned[est], vs)
+        write_mrc(path, aligned[est], vs)
     vols = {"truth": truth, **{k: aligned[k] for k in aligned}}
     for fig_name, path in figure_paths.items():
         if fig_name == "fsc":
