@@ -76,6 +76,19 @@ def test_read_image_rejects_volume(tmp_path):
         V.read_image_mrc(tmp_path / "v.mrc")
 
 
+def test_mmap_mrc_matches_reader_and_names_missing_file(tmp_path):
+    img = np.random.default_rng(1).normal(size=(5, 7))
+    V.write_image_mrc(tmp_path / "m.mrc", img, 1.5)
+    with V.mmap_mrc(tmp_path / "m.mrc") as data:
+        # same float32 file, read two ways: identical values
+        np.testing.assert_array_equal(np.asarray(data[1:4, 2:6], dtype=np.float64),
+                                      V.read_image_mrc(tmp_path / "m.mrc")[0][1:4, 2:6])
+    with pytest.raises(InputError) as err:
+        with V.mmap_mrc(tmp_path / "missing.mrc"):
+            pass
+    assert str(tmp_path / "missing.mrc") in str(err.value) and "not found" in str(err.value)
+
+
 # ------------------------------------------------------------------ down-sampling
 @pytest.mark.parametrize("N, L", [(9, 5), (8, 5), (12, 7), (7, 7)])
 def test_downsample_equals_explicit_fourier_crop(N, L):

@@ -12,6 +12,8 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ __all__ = [
     "write_mrc",
     "read_image_mrc",
     "write_image_mrc",
+    "mmap_mrc",
     "downsample",
     "shepp_logan",
     "gaussian_blobs",
@@ -104,6 +107,30 @@ def read_image_mrc(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     A stack holding a single image (1, ny, nx) is accepted as that image.
     """
     return _read_mrc_any(path, 2)
+
+
+@contextmanager
+def mmap_mrc(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Memory-map an MRC file read-only and yield its data array (file dtype, not copied).
+
+    For micrographs larger than memory: slice the yielded array to read only what is
+    needed. The array is valid only inside the ``with`` block. Raises
+    :class:`cryomtd.io.InputError` naming the file when it is missing, not an MRC file,
+    or has no data block; shape and mode checks are the caller's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: MRC file not found")
+    try:
+        fh = mrcfile.mmap(path, mode="r", permissive=False)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a readable MRC file ({exc})") from None
+    try:
+        if fh.data is None:
+            raise InputError(f"{path}: MRC file has no data block")
+        yield fh.data
+    finally:
+        fh.close()
 
 
 def _write_mrc_any(path: str | os.PathLike, array: np.ndarray, voxel_size: float, ndim: int) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from cryomtd.io import InputError
+from cryomtd.volume import mmap_mrc
 
 __all__ = ["PatchSource"]
 
@@ -55,31 +55,20 @@ class PatchSource:
     def _shape(self, k: int) -> tuple[int, ...]:
         m = self._items[k]
         if isinstance(m, (str, os.PathLike)):
-            with self._mmap(k) as fh:
-                return np.squeeze(fh.data).shape
+            with self._mmap(k) as data:
+                return np.squeeze(data).shape
         return np.shape(m)
 
     def _mmap(self, k: int):
-        import mrcfile
-
-        path = Path(self._items[k])
-        if not path.is_file():
-            raise InputError(f"micrograph {path}: file not found")
-        try:
-            fh = mrcfile.mmap(path, mode="r", permissive=False)
-        except ValueError as exc:
-            raise InputError(f"micrograph {path}: not a readable MRC file ({exc})") from None
-        if fh.data is None:
-            fh.close()
-            raise InputError(f"micrograph {path}: MRC file has no data block")
-        return fh
+        """Context manager yielding the memory-mapped data of micrograph ``k`` (an MRC path)."""
+        return mmap_mrc(self._items[k])
 
     def _read_rows(self, k: int, y0: int, y1: int, x1: int) -> np.ndarray:
         """Rows ``y0:y1``, columns ``0:x1`` of micrograph ``k`` as float64 (copied from the map)."""
         m = self._items[k]
         if isinstance(m, (str, os.PathLike)):
-            with self._mmap(k) as fh:
-                return np.array(np.squeeze(fh.data)[y0:y1, :x1], dtype=np.float64)
+            with self._mmap(k) as data:
+                return np.array(np.squeeze(data)[y0:y1, :x1], dtype=np.float64)
         return np.asarray(m[y0:y1, :x1], dtype=np.float64)
 
     def get(self, indices: np.ndarray) -> np.ndarray:
