@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cryomtd.config import fill_defaults
+from cryomtd.config import SCHEMA_DIR, fill_defaults, schema_defaults
 from cryomtd.io import atomic_path, read_json, save_npz, write_json
 from cryomtd.seeding import rng
 
@@ -43,3 +43,20 @@ def test_schema_defaults_fill_nested_experiments(repo_root):
     cfg = {"experiments": {"e": {"kind": "mtd1d", "seed": 0}}}
     fill_defaults(cfg, repo_root / "workflow/schemas/config.schema.yaml")
     assert cfg["experiments"]["e"]["L"] == 21
+
+
+def test_schema_defaults_of_a_block_follow_refs_and_nesting(repo_root):
+    """The helper finds the checkout's schemas from the editable install and reads the defaults
+    as written there (independently: the YAML read here by hand)."""
+    assert SCHEMA_DIR == repo_root / "workflow" / "schemas"
+    assert schema_defaults("mtd1d")["L"] == 21
+    assert schema_defaults("mtd1d.schema.yaml") == schema_defaults("mtd1d")
+    raw = yaml.safe_load((repo_root / "workflow/schemas/moments.schema.yaml").read_text())
+    noise = raw["properties"]["noise"]["properties"]
+    assert schema_defaults("moments", "noise") == {k: v["default"] for k, v in noise.items() if "default" in v}
+    # through a $ref: cryo3d.schema.yaml's `em` property refers to em3d.schema.yaml
+    assert schema_defaults("cryo3d", "em") == schema_defaults("em3d")
+    assert schema_defaults("em3d")["grid_step"] == 30.0
+    assert schema_defaults("no_such_block") == {}
+    with pytest.raises(KeyError, match="nope"):
+        schema_defaults("moments", "nope")

@@ -4,6 +4,14 @@
 cryomtd schema nests experiments under ``additionalProperties`` with ``if``/``then``
 and ``$ref`` to one file per stage, so the defaults written there are applied here.
 The schema stays the single place where a default is written.
+
+Where the schemas live: ``workflow/schemas/`` of the repository, next to ``src/``. The
+package is installed editable (``pip install -e .``; a ``.pth`` file puts ``src/`` on the
+path), so this module is ``<repo>/src/cryomtd/config.py`` and the schemas are found at
+``Path(__file__).parents[2] / "workflow" / "schemas"`` (:data:`SCHEMA_DIR`). The schemas are
+part of the workflow, not of the package data: a plain (non-editable) wheel install has no
+schema folder, and :func:`schema_defaults` then returns ``{}`` (CLI options fall back to
+their own fallbacks).
 """
 
 from __future__ import annotations
@@ -15,7 +23,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-__all__ = ["fill_defaults", "load_schema"]
+__all__ = ["SCHEMA_DIR", "fill_defaults", "load_schema", "schema_defaults"]
+
+#: ``<repo>/workflow/schemas`` (this file is ``<repo>/src/cryomtd/config.py``; see the module docstring).
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 
 
 def load_schema(path: str | Path) -> dict:
@@ -65,3 +76,33 @@ def fill_defaults(config: dict, schema_path: str | Path) -> dict:
     schema_path = Path(schema_path)
     _fill(config, load_schema(schema_path), schema_path.parent)
     return config
+
+
+def schema_defaults(block_schema_file: str | Path, *path: str) -> dict:
+    """The ``default`` of each property of one config block's schema, ``{name: default}``.
+
+    ``block_schema_file`` is a block name (``"mtd1d"``), a file name in :data:`SCHEMA_DIR`
+    (``"mtd1d.schema.yaml"``) or a path (absolute, or relative to it). ``path`` descends into nested object properties
+    (``schema_defaults("moments", "noise")``). ``$ref`` is followed at every level
+    (relative to the referring file). Properties without a default are left out; returns
+    ``{}`` when the schema file is not shipped (non-editable install). A ``path`` entry
+    that is not a property raises ``KeyError``.
+    """
+    name = str(block_schema_file)
+    if not name.endswith((".yaml", ".yml", ".json")):
+        name += ".schema.yaml"
+    file = SCHEMA_DIR / name
+    if not file.is_file():
+        return {}
+    schema, base = _resolve(load_schema(file), file.parent)
+    for key in path:
+        props = schema.get("properties", {}) if isinstance(schema, dict) else {}
+        if key not in props:
+            raise KeyError(f"{file}: no property {key!r} along {'/'.join(path)}")
+        schema, base = _resolve(props[key], base)
+    out = {}
+    for key, sub in (schema.get("properties", {}) if isinstance(schema, dict) else {}).items():
+        sub, _ = _resolve(sub, base)
+        if isinstance(sub, dict) and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+    return out

@@ -1,4 +1,7 @@
-"""``cryomtd em``: approximate EM from micrographs (the ``approx_em`` rule without Snakemake)."""
+"""``cryomtd em``: approximate EM from micrographs (the ``approx_em`` rule without Snakemake).
+
+Defaults are read from ``workflow/schemas/em3d.schema.yaml`` (the one place they are written).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cryomtd em``."""
+    from cryomtd.config import schema_defaults
+
+    d = schema_defaults("em3d")
+    step = schema_defaults("em3d", "step") if d else {}
     p = sub.add_parser("em", help="approximate EM from micrographs (rule approx_em)",
                        description="Approximate expectation-maximisation over rotations × in-patch shifts × "
                        "the empty patch, directly from micrographs (docs/em3d.md). Reads each micrograph's "
@@ -37,20 +44,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=".", help="output folder for em.npz, em.mrc, em_trace.json (default: .)")
     p.add_argument("--ell-max", type=int, default=None, help="basis ell_max (default: the basis' own choice for L)")
     p.add_argument("--init", default=None, help="lsq.npz to start from (default: low-pass random volume)")
-    p.add_argument("--grid-step", type=float, default=30.0, help="rotation grid step in degrees (default 30)")
-    p.add_argument("--iterations", type=int, default=20)
-    p.add_argument("--tol", type=float, default=1e-6, help="relative loglik change to stop at (0 = never)")
-    p.add_argument("--fraction", type=float, default=1.0, help="patches per iteration; < 1 = stochastic EM")
-    p.add_argument("--burn-in", type=int, default=3, help="stochastic EM: iterations with step 1")
-    p.add_argument("--decay", type=float, default=0.6, help="stochastic EM: step (k − burn_in + 1)^−decay")
-    p.add_argument("--prior-weight", type=float, default=0.0, help="Gaussian prior precision on coefficients")
-    p.add_argument("--learn-rotation-prior", action="store_true")
-    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch", "torch-cpu", "cuda"])
-    p.add_argument("--method", default="auto", choices=["auto", "fft", "matmul"],
+    p.add_argument("--grid-step", type=float, default=d.get("grid_step"),
+                   help="rotation grid step in degrees (default %(default)s)")
+    p.add_argument("--iterations", type=int, default=d.get("iterations"), help="(default %(default)s)")
+    p.add_argument("--tol", type=float, default=d.get("tol"),
+                   help="relative loglik change to stop at (0 = never; default %(default)s)")
+    p.add_argument("--fraction", type=float, default=d.get("fraction"),
+                   help="patches per iteration; < 1 = stochastic EM (default %(default)s)")
+    p.add_argument("--burn-in", type=int, default=step.get("burn_in"),
+                   help="stochastic EM: iterations with step 1 (default %(default)s)")
+    p.add_argument("--decay", type=float, default=step.get("decay"),
+                   help="stochastic EM: step (k − burn_in + 1)^−decay (default %(default)s)")
+    p.add_argument("--prior-weight", type=float, default=d.get("prior_weight"),
+                   help="Gaussian prior precision on coefficients (default %(default)s)")
+    p.add_argument("--learn-rotation-prior", action="store_true", default=bool(d.get("learn_rotation_prior", False)))
+    p.add_argument("--backend", default=d.get("backend"), choices=["auto", "numpy", "torch", "torch-cpu", "cuda"])
+    p.add_argument("--method", default=d.get("method"), choices=["auto", "fft", "matmul"],
                    help="E-step cross terms by FFT or by one matrix product (auto: matmul for L ≤ 8 or CUDA)")
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    p.add_argument("--memory-mb", type=float, default=1024.0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", default=d.get("dtype"), choices=["float64", "float32"])
+    p.add_argument("--memory-mb", type=float, default=d.get("memory_mb"), help="(default %(default)s)")
+    p.add_argument("--threads", type=int, default=d.get("threads"), help="(default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default: OUT/em_checkpoint/state.npz)")
     p.set_defaults(func=_run)

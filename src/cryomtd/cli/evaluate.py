@@ -1,4 +1,7 @@
-"""CLI subcommands of the evaluation stage: ``fsc``, ``align``, ``evaluate``, ``summary``."""
+"""CLI subcommands of the evaluation stage: ``fsc``, ``align``, ``evaluate``, ``summary``.
+
+Defaults are read from ``workflow/schemas/evaluate.schema.yaml`` (the one place they are written).
+"""
 
 from __future__ import annotations
 
@@ -94,11 +97,14 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``fsc``, ``align``, ``evaluate`` and ``summary`` to ``sub``."""
+    from cryomtd.config import schema_defaults
+
+    d = schema_defaults("evaluate")
     p = sub.add_parser("fsc", help="Fourier shell correlation of two MRC volumes and its resolutions")
     p.add_argument("a", help="first volume (MRC)")
     p.add_argument("b", help="second volume (MRC), same box")
     p.add_argument("--voxel-size", type=float, default=None, help="Å per voxel (default: from the header of A)")
-    p.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.143])
+    p.add_argument("--thresholds", type=float, nargs="+", default=d.get("thresholds"))
     p.add_argument("--json", help="also write the curve and resolutions to this JSON file")
     p.set_defaults(func=_cmd_fsc)
 
@@ -107,7 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("reference", help="volume to align to (MRC), same box")
     p.add_argument("--out", required=True, help="aligned estimate (MRC, voxel size of the reference)")
     p.add_argument("--ell-max", type=int, default=None, help="basis degree for the search (default: the basis default)")
-    p.add_argument("--grid-step", type=float, default=15.0, help="coarse rotation grid step in degrees")
+    p.add_argument("--grid-step", type=float, default=d.get("grid_step"),
+                   help="coarse rotation grid step in degrees (default %(default)s)")
     p.add_argument("--no-reflections", action="store_true", help="search rotations only")
     p.add_argument("--no-refine", action="store_true", help="keep the best grid rotation")
     p.add_argument("--shift", action="store_true", help="also fit a sub-voxel translation")
@@ -116,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a 3-D experiment folder (truth, lsq, em) like the workflow rule")
     p.add_argument("results", help="results/<experiment> folder with truth.npz, truth.mrc, lsq.*/em.*")
     p.add_argument("--gamma", type=float, default=None, help="true γ when there are no micrographs/*.json")
-    p.add_argument("--grid-step", type=float, default=15.0)
+    p.add_argument("--grid-step", type=float, default=d.get("grid_step"), help="(default %(default)s)")
     p.add_argument("--no-reflections", action="store_true")
     p.add_argument("--no-shift", action="store_true", help="rotation/reflection only (no translation fit)")
     p.add_argument("--skip", nargs="*", default=[], choices=["lsq", "em"], help="estimators to leave out")

@@ -8,19 +8,9 @@ import argparse
 
 
 def _defaults() -> dict:
-    from cryomtd.cli.volume import schema_defaults
+    from cryomtd.config import schema_defaults
 
-    d = schema_defaults("moments")
-    noise = {}
-    try:
-        from cryomtd.cli.volume import SCHEMAS
-        from cryomtd.config import load_schema
-
-        props = load_schema(SCHEMAS / "moments.schema.yaml")["properties"]["noise"]["properties"]
-        noise = {k: v["default"] for k, v in props.items() if "default" in v}
-    except (ImportError, KeyError, OSError):
-        pass
-    return {**d, "noise": noise}
+    return {**schema_defaults("moments"), "noise": schema_defaults("moments", "noise")}
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cryomtd.cli.volume import schema_defaults
+from cryomtd.config import schema_defaults
 
 
 def _spacing(text: str) -> str | int:

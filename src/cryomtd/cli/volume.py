@@ -8,18 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SCHEMAS = Path(__file__).resolve().parents[3] / "workflow" / "schemas"
-
-
-def schema_defaults(block: str) -> dict:
-    """Defaults of one config block's schema (``workflow/schemas/<block>.schema.yaml``); {} if not shipped."""
-    from cryomtd.config import load_schema
-
-    path = SCHEMAS / f"{block}.schema.yaml"
-    if not path.is_file():
-        return {}
-    props = load_schema(path).get("properties", {})
-    return {k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v}
+from cryomtd.config import schema_defaults
 
 
 def _run(args: argparse.Namespace) -> int:
