@@ -56,8 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iterations", type=int, default=100)
     p.add_argument("--weights", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("W1", "W2", "W3"))
     p.add_argument("--prior-weight", type=float, default=0.0)
-    p.add_argument("--marching", action="store_true", help="fit ell <= 1 first")
-    p.add_argument("--a2-first", action="store_true", help="fit a1, a2 first (cheap), then add a3")
+    p.add_argument("--marching", action=argparse.BooleanOptionalAction, default=True, help="fit ell <= 1 first")
+    p.add_argument("--a2-first", action=argparse.BooleanOptionalAction, default=True,
+                   help="start each stage with a fit of a1, a2 only (cheap), then add a3")
     p.add_argument("--noise", default="auto", choices=["auto", "exclude"])
     p.add_argument("--exact", action="store_true", help="the moments are noise-free (exact model moments)")
     p.add_argument("--gamma-init", type=float, default=0.1)
