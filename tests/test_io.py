@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from cryomtd.config import SCHEMA_DIR, fill_defaults, schema_defaults
-from cryomtd.io import atomic_path, read_json, save_npz, write_json
+from cryomtd.io import InputError, atomic_path, read_json, read_npz, save_npz, write_json
 from cryomtd.seeding import rng
 
 
@@ -60,3 +60,18 @@ def test_schema_defaults_of_a_block_follow_refs_and_nesting(repo_root):
     assert schema_defaults("no_such_block") == {}
     with pytest.raises(KeyError, match="nope"):
         schema_defaults("moments", "nope")
+
+
+def test_read_npz_roundtrip_and_errors_name_the_file(tmp_path):
+    a = np.arange(6.0).reshape(2, 3)
+    save_npz(tmp_path / "a.npz", a=a, n=np.int64(3))
+    got = read_npz(tmp_path / "a.npz", ("a",))
+    np.testing.assert_array_equal(got["a"], a)
+    assert int(got["n"]) == 3 and set(got) == {"a", "n"}
+    (tmp_path / "bad.npz").write_text("not a zip")
+    for path, required, needle in [(tmp_path / "none.npz", (), "not found"),
+                                   (tmp_path / "bad.npz", (), "not a readable"),
+                                   (tmp_path / "a.npz", ("a", "coef"), "coef")]:
+        with pytest.raises(InputError) as err:
+            read_npz(path, required)
+        assert str(path) in str(err.value) and needle in str(err.value)

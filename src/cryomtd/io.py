@@ -13,13 +13,13 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_npz", "write_json", "read_json", "log_to", "InputError"]
+__all__ = ["atomic_path", "save_npz", "read_npz", "write_json", "read_json", "log_to", "InputError"]
 
 
 class InputError(ValueError):
@@ -53,6 +53,27 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
     """``np.savez`` written atomically (uncompressed: statistics are small and dense)."""
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
+
+
+def read_npz(path: str | os.PathLike, required: Iterable[str] = (), what: str = ".npz file") -> dict[str, np.ndarray]:
+    """Every array of a ``.npz`` file, ``{name: array}`` (read into memory; no pickles).
+
+    Raises :class:`InputError` naming the file when it is missing, not a readable ``.npz``,
+    or lacks one of the ``required`` arrays. ``what`` names the kind of file in the
+    messages (e.g. ``"truth file (written by prepare_volume)"``).
+    """
+    path, required = Path(path), tuple(required)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile / format / pickle errors, with varied types
+        raise InputError(f"{path}: not a readable {what} ({exc})") from None
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise InputError(f"{path}: missing array(s) {missing} in the {what}; expected {', '.join(required)}")
+    return arrays
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

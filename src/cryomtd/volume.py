@@ -20,7 +20,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
-from cryomtd.io import InputError, atomic_path
+from cryomtd.io import InputError, atomic_path, read_npz
 from cryomtd.seeding import rng as seeded_rng
 
 __all__ = [
@@ -454,15 +454,9 @@ class PreparedVolume:
 
 def load_truth(path: str | os.PathLike) -> dict:
     """Read ``truth.npz``: dict with coef (size,), L, ell_max (ints), voxel_size (float)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: truth file not found (written by prepare_volume)")
-    with np.load(path) as z:
-        missing = {"coef", "L", "ell_max", "voxel_size"} - set(z.files)
-        if missing:
-            raise InputError(f"{path}: missing array(s) {sorted(missing)}; expected coef, L, ell_max, voxel_size")
-        return {"coef": z["coef"].astype(np.float64), "L": int(z["L"]), "ell_max": int(z["ell_max"]),
-                "voxel_size": float(z["voxel_size"])}
+    z = read_npz(path, ("coef", "L", "ell_max", "voxel_size"), what="truth file (written by prepare_volume)")
+    return {"coef": z["coef"].astype(np.float64), "L": int(z["L"]), "ell_max": int(z["ell_max"]),
+            "voxel_size": float(z["voxel_size"])}
 
 
 def make_volume(source: str, L: int, *, voxel_size: float | None = None, resolution: float | None = None,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cryomtd.io import InputError, read_json, save_npz, write_json
+from cryomtd.io import InputError, read_json, read_npz, save_npz, write_json
 
 from .driver import EMResult, run
 
@@ -71,12 +71,8 @@ def initial_coefficients(lsq_npz: str | os.PathLike | None, size: int) -> np.nda
     if lsq_npz is None:
         return None
     path = Path(lsq_npz)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found (em.init needs the lsq estimate)")
-    with np.load(path) as z:
-        if "coef" not in z.files:
-            raise InputError(f"{path}: no array 'coef' (expected the lsq stage's output)")
-        coef = np.asarray(z["coef"], dtype=np.float64).ravel()
+    z = read_npz(path, ("coef",), what="lsq estimate (em.init needs the lsq stage's output)")
+    coef = np.asarray(z["coef"], dtype=np.float64).ravel()
     if coef.size != size:
         raise InputError(f"{path}: 'coef' has {coef.size} entries, the EM basis has {size}")
     return coef

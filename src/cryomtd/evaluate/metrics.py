@@ -39,7 +39,7 @@ import numpy as np
 
 from cryomtd.evaluate.align import align, relative_error
 from cryomtd.evaluate.fsc import crossing_shell, fsc, resolution, shell_frequencies
-from cryomtd.io import InputError, atomic_path, read_json
+from cryomtd.io import InputError, atomic_path, read_json, read_npz
 from cryomtd.volume import read_mrc
 
 if TYPE_CHECKING:
@@ -167,16 +167,6 @@ def embed_coefficients(coef: np.ndarray, basis: SphericalBessel) -> np.ndarray |
     return out
 
 
-def _load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable .npz ({exc})") from None
-
-
 def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: str | os.PathLike,
                         estimates: Mapping[str, Mapping[str, str | os.PathLike]],
                         micrograph_infos: Sequence[str | os.PathLike] = (), gamma_true: float | None = None,
@@ -192,7 +182,7 @@ def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: s
     Returns (metrics dict for metrics.json, aligned volumes by estimator, truth volume,
     convergence traces by estimator).
     """
-    t = _load_npz(truth_npz)
+    t = read_npz(truth_npz)
     if "coef" not in t:
         raise InputError(f"{truth_npz}: expected array 'coef' (truth coefficients)")
     truth = read_mrc(truth_mrc)[0]
@@ -223,7 +213,7 @@ def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: s
     aligned: dict[str, np.ndarray] = {}
     traces: dict[str, Any] = {}
     for est_name, files in estimates.items():
-        z = _load_npz(files["npz"])
+        z = read_npz(files["npz"])
         if "coef" not in z:
             raise InputError(f"{files['npz']}: expected array 'coef'")
         vol = read_mrc(files["mrc"])[0]

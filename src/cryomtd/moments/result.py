@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryomtd.io import InputError, save_npz
+from cryomtd.io import InputError, read_npz, save_npz
 from cryomtd.moments.lags import (
     _a2_maps,
     _a3_maps,
@@ -192,16 +192,7 @@ class Moments2D:
     def load(cls, path: str | os.PathLike) -> "Moments2D":
         """Read a file written by ``save``; errors name the file."""
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                d = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise InputError(f"{path}: moments file not found") from None
-        except Exception as exc:  # zipfile/format errors
-            raise InputError(f"{path}: not a readable .npz moments file ({exc})") from None
-        needed = {"version", "window", "count", "s1", "s2", "s3"}
-        if not needed <= d.keys():
-            raise InputError(f"{path}: not a Moments2D file (missing {sorted(needed - d.keys())})")
+        d = read_npz(path, ("version", "window", "count", "s1", "s2", "s3"), what="Moments2D .npz moments file")
         if int(d["version"]) > FORMAT_VERSION:
             raise InputError(f"{path}: moments format version {int(d['version'])} is newer than "
                              f"this cryomtd ({FORMAT_VERSION})")
