@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,23 @@ def structures_dir() -> Path:
     if not STRUCTURES.is_dir():
         pytest.skip(f"shared structures not found at {STRUCTURES}")
     return STRUCTURES
+
+
+def _run_workflow(workdir: Path, *targets: str, timeout: float = 900) -> str:
+    """Run the repository's Snakefile for ``targets`` with ``workdir`` as working directory
+    (a temporary folder, never the checkout) on 2 cores; fail the test with the tail of
+    Snakemake's output on error; return its stdout + stderr."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--cores", "2", "--nocolor", *targets]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def run_workflow():
+    """``run_workflow(workdir, *targets) -> output``: Snakemake on the repository's workflow in ``workdir``."""
+    return _run_workflow
 
 
 def pytest_configure(config):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
 EXP = "em_wf"
 
 pytestmark = pytest.mark.slow
@@ -28,19 +25,16 @@ def config(iterations: int) -> dict:
     }}}
 
 
-def run(workdir: Path, iterations: int) -> None:
+def run(run_workflow, workdir: Path, iterations: int) -> None:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config(iterations)))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2",
-           "--nocolor", f"results/{EXP}/em_trace.json"]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_workflow(workdir, f"results/{EXP}/em_trace.json")
 
 
-def test_approx_em_rule_writes_outputs_and_resumes(tmp_path):
+def test_approx_em_rule_writes_outputs_and_resumes(tmp_path, run_workflow):
     from cryomtd.io import read_json
     from cryomtd.volume import read_mrc
 
-    run(tmp_path, 2)
+    run(run_workflow, tmp_path, 2)
     base = tmp_path / "results" / EXP
     trace = read_json(base / "em_trace.json")
     assert trace["iterations"] == 2 and trace["resumed_from"] == 0 and trace["n_patches"] == 144
@@ -50,6 +44,6 @@ def test_approx_em_rule_writes_outputs_and_resumes(tmp_path):
         assert z["rho"].sum() == pytest.approx(1.0)
     assert (base / "em_checkpoint" / "state.npz").is_file()
     assert (base / "logs" / "approx_em" / "approx_em.log").is_file()
-    run(tmp_path, 3)  # more iterations: the rule reruns and continues from the checkpoint
+    run(run_workflow, tmp_path, 3)  # more iterations: the rule reruns and continues from the checkpoint
     trace = read_json(base / "em_trace.json")
     assert trace["iterations"] == 3 and trace["resumed_from"] == 2

@@ -7,9 +7,6 @@ in-process on the same micrographs, and a second run must have nothing to do.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +14,6 @@ import yaml
 
 from cryomtd.io import read_json
 
-REPO = Path(__file__).resolve().parents[1]
 EXP = "mom3d_wf"
 N = 2
 CONFIG = {
@@ -35,22 +31,14 @@ CONFIG = {
 
 
 
-def run(workdir: Path, *targets: str) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", "2", "--nocolor", *targets]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
-
-
 @pytest.mark.slow
-def test_autocorrelate_and_merge(tmp_path):
+def test_autocorrelate_and_merge(tmp_path, run_workflow):
     from cryomtd.moments import Moments2D, autocorrelations_2d, estimate_noise_variance, merge
     from cryomtd.volume import read_image_mrc
 
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     target = f"results/{EXP}/moments.npz"
-    run(tmp_path, target)
+    run_workflow(tmp_path, target)
     merged = Moments2D.load(tmp_path / target)
     parts = []
     for k in range(N):
@@ -68,7 +56,7 @@ def test_autocorrelate_and_merge(tmp_path):
     assert merged.n_images == N and merged.count == N * 48 * 48 and merged.window == 3
     assert (tmp_path / f"results/{EXP}/logs/autocorrelate/0.log").is_file()
     assert (tmp_path / f"results/{EXP}/benchmarks/merge_moments/merge.tsv").is_file()
-    out = run(tmp_path, target)
+    out = run_workflow(tmp_path, target)
     assert "Nothing to be done" in out
 
 

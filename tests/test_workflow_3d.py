@@ -3,13 +3,11 @@
 Each test asks Snakemake for one stage's outputs of a tiny cryo3d experiment (BPTI from the
 in-repo model, L = 7, two 96² micrographs) in a shared temporary working directory, so a
 later stage reuses the earlier outputs. To extend: add a test per stage that runs
-``run(workdir, <its targets>)`` and checks its files against the library called in-process.
+``run_workflow(workdir, <its targets>)`` (fixture in conftest.py) and checks its files against the library called in-process.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,6 @@ import yaml
 
 from cryomtd.io import read_json
 
-REPO = Path(__file__).resolve().parents[1]
 EXP = "wf3d"
 N_MICROGRAPHS = 2
 CONFIG = {
@@ -44,24 +41,15 @@ def workdir(tmp_path_factory) -> Path:
     return d
 
 
-def run(workdir: Path, *targets: str) -> str:
-    """Run Snakemake for ``targets`` in ``workdir``; fail the test with its output on error."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", "2", "--nocolor", *targets]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return proc.stdout + proc.stderr
-
-
 def res(*parts: str) -> str:
     return "/".join(["results", EXP, *parts])
 
 
-def test_prepare_volume(workdir):
+def test_prepare_volume(workdir, run_workflow):
     from cryomtd.basis import SphericalBessel
     from cryomtd.volume import load_truth, read_mrc
 
-    run(workdir, res("truth.mrc"))
+    run_workflow(workdir, res("truth.mrc"))
     truth, vs = read_mrc(workdir / res("truth.mrc"))
     raw, vs_raw = read_mrc(workdir / res("truth_raw.mrc"))
     t = load_truth(workdir / res("truth.npz"))
@@ -73,13 +61,13 @@ def test_prepare_volume(workdir):
     assert (workdir / res("logs", "prepare_volume", "prepare_volume.log")).is_file()
 
 
-def test_simulate_micrograph(workdir):
+def test_simulate_micrograph(workdir, run_workflow):
     from cryomtd.simulate import read_particles, simulate_from_truth
     from cryomtd.volume import read_image_mrc
 
     targets = [res(sub, f"{k}.{ext}") for k in range(N_MICROGRAPHS)
                for sub, ext in (("micrographs", "mrc"), ("particles", "star"), ("micrographs", "json"))]
-    run(workdir, *targets)
+    run_workflow(workdir, *targets)
     mic = CONFIG["experiments"][EXP]["micrographs"]
     for k in range(N_MICROGRAPHS):
         img, _ = read_image_mrc(workdir / res("micrographs", f"{k}.mrc"))
@@ -95,4 +83,4 @@ def test_simulate_micrograph(workdir):
         np.testing.assert_allclose(img, m.image, atol=1e-5 * np.abs(m.image).max())
         np.testing.assert_array_equal(table["x"], m.particles["x"])
     # a rerun resumes: nothing left to do
-    assert "Nothing to be done" in run(workdir, *targets)
+    assert "Nothing to be done" in run_workflow(workdir, *targets)
