@@ -161,7 +161,9 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, ac
     if optimizer == "trust-regions":
         opt = TrustRegions(**kw)
     elif optimizer == "conjugate-gradient":
-        opt = ConjugateGradient(**kw)
+        # Polak-Ribière: pymanopt's default Hestenes-Stiefel rule divides by ⟨Δgrad, dir⟩, which hit
+        # 0/0 (NaN → stop after 2 iterations) on a BPTI ℓmax = 3 fit
+        opt = ConjugateGradient(beta_rule="PolakRibiere", **kw)
     else:
         raise ValueError(f"optimizer must be 'trust-regions' or 'conjugate-gradient', got {optimizer!r}")
     x0 = [c0[active].copy(), np.array([[gamma0]])]
