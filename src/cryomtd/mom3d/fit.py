@@ -157,7 +157,10 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, ac
         return value
 
     problem = pymanopt.Problem(manifold, f)
-    kw = dict(max_iterations=max_iterations, min_gradient_norm=min_gradient_norm, verbosity=0, max_time=1e9)
+    # min_step_size 0: pymanopt's 1e-10 stopped CG after 2 iterations when the first line search
+    # backtracked far (the a3 term switched on after the a2-first stage); iterations bound the run
+    kw = dict(max_iterations=max_iterations, min_gradient_norm=min_gradient_norm, min_step_size=0.0, verbosity=0,
+              max_time=1e9)
     if optimizer == "trust-regions":
         opt = TrustRegions(**kw)
     elif optimizer == "conjugate-gradient":
@@ -169,6 +172,7 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, ac
     x0 = [c0[active].copy(), np.array([[gamma0]])]
     res = opt.run(problem, initial_point=x0, maxinner=max_inner) if optimizer == "trust-regions" \
         else opt.run(problem, initial_point=x0)
+    log.info("  %s: %s", optimizer, res.stopping_criterion)
     x, g = res.point
     coef = c0.copy()
     coef[active] = x
