@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from cryomtd.io import InputError, save_npz
+from cryomtd.io import InputError, read_npz, save_npz
 
 __all__ = ["default_window", "fit_basis", "exact_moments_file", "recover_restart_file", "pick_best_file",
            "noise_sigma", "load_npz"]
@@ -32,18 +32,9 @@ def default_window(L: int) -> int:
     return (int(L) - 1) // 2 + 1
 
 
-def load_npz(path: str | os.PathLike, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Arrays ``keys`` of an ``.npz``, with an :class:`InputError` naming the file and the missing key."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in keys if k not in z.files]
-            if missing:
-                raise InputError(f"{path}: expected arrays {list(keys)}, missing {missing}")
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable .npz ({exc})") from None
+def load_npz(path: str | os.PathLike, keys: Sequence[str], what: str = ".npz file") -> dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` via :func:`cryomtd.io.read_npz` (errors name the file and the missing keys)."""
+    return read_npz(path, keys, what=what)
 
 
 def fit_basis(L: int, ell_max: int | None, fit_ell_max: int | None) -> tuple[Any, Any]:
@@ -75,7 +66,7 @@ def exact_moments_file(truth_npz: str | os.PathLike, out: str | os.PathLike, *, 
     """
     from cryomtd.mom3d.model import MomentModel
 
-    t = load_npz(truth_npz, ["coef", "L", "ell_max"])
+    t = load_npz(truth_npz, ["coef", "L", "ell_max"], what="truth file (written by prepare_volume)")
     L = int(t["L"])
     full, basis = fit_basis(L, int(t["ell_max"]), fit_ell_max)
     coef = np.asarray(t["coef"], dtype=np.float64)
@@ -150,7 +141,7 @@ def pick_best_file(restarts: Sequence[str | os.PathLike], out_npz: str | os.Path
 
     if not restarts:
         raise InputError("pick_best_restart: no restart files")
-    runs = [load_npz(p, ["coef", "gamma", "cost", "L", "ell_max"]) for p in restarts]
+    runs = [load_npz(p, ["coef", "gamma", "cost", "L", "ell_max"], what="lsq restart file") for p in restarts]
     costs = np.array([float(r["cost"]) for r in runs])
     best = int(np.nanargmin(costs))
     r = runs[best]
