@@ -16,19 +16,13 @@ def _exp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", "-e", required=True, help="name of an mtd1d experiment in the config")
 
 
-def _schema_path():
-    from pathlib import Path as P
-
-    return P(__file__).resolve().parents[3] / "workflow" / "schemas" / "mtd1d.schema.yaml"  # repo checkout
-
-
 def load_experiment(config_path, name: str) -> dict:
     """One mtd1d experiment of a workflow config file, validated against
     ``workflow/schemas/mtd1d.schema.yaml`` with its defaults filled in (for the CLI)."""
     import jsonschema
     import yaml
 
-    from cryomtd.config import fill_defaults, load_schema
+    from cryomtd.config import SCHEMA_DIR, fill_defaults, load_schema
     from cryomtd.io import InputError
 
     try:
@@ -40,7 +34,7 @@ def load_experiment(config_path, name: str) -> dict:
     if name not in exps:
         raise InputError(f"{config_path}: no experiment {name!r} under 'experiments' (have {sorted(exps)})")
     exp = exps[name]
-    schema_path = _schema_path()
+    schema_path = SCHEMA_DIR / "mtd1d.schema.yaml"
     errors = sorted(jsonschema.Draft202012Validator(load_schema(schema_path)).iter_errors(exp), key=str)
     if errors:
         e = errors[0]

@@ -73,19 +73,22 @@ def _weights(d1: float, d2: np.ndarray, d3: np.ndarray, m2: np.ndarray, m3: np.n
     return w1, w2, w3
 
 
+def _data_masks_weights(moments: Moments1D, L: int, sigma: float | None):
+    """Data (a1, a2[:L], a3[:L, :L]), the masks of the kept entries and the per-order weights."""
+    d1, d2, d3 = moments.a1, moments.a2[:L], moments.a3[:L, :L]
+    m2, m3 = _masks(L, sigma is not None)
+    if not m3.any():
+        raise InputError(f"L={L} too small to fit without sigma (no unbiased a3 entries)")
+    return d1, d2, d3, m2, m3, _weights(d1, d2, d3, m2, m3)
+
+
 def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None):
     """(cost function over (x, γ) with ``autograd.numpy``, masks, weights) for ``moments``."""
     import autograd.numpy as anp  # reference implementation only (tests); the optimiser is analytic
 
     if moments.L < L:
         raise InputError(f"moments have window {moments.L}, smaller than the signal length L={L}")
-    d1 = moments.a1
-    d2 = moments.a2[:L]
-    d3 = moments.a3[:L, :L]
-    m2, m3 = _masks(L, sigma is not None)
-    if not m3.any():
-        raise InputError(f"L={L} too small to fit without sigma (no unbiased a3 entries)")
-    w1, w2, w3 = _weights(d1, d2, d3, m2, m3)
+    d1, d2, d3, m2, m3, (w1, w2, w3) = _data_masks_weights(moments, L, sigma)
     s = 0.0 if sigma is None else float(sigma)
     i2 = np.flatnonzero(m2)
     i3 = np.flatnonzero(m3.ravel())
@@ -112,13 +115,7 @@ class _Residuals:
     """
 
     def __init__(self, moments, L, sigma):
-        d1 = moments.a1
-        d2 = moments.a2[:L]
-        d3 = moments.a3[:L, :L]
-        m2, m3 = _masks(L, sigma is not None)
-        if not m3.any():
-            raise InputError(f"L={L} too small to fit without sigma (no unbiased a3 entries)")
-        self.w = _weights(d1, d2, d3, m2, m3)
+        d1, d2, d3, m2, m3, self.w = _data_masks_weights(moments, L, sigma)
         self.L, self.s2 = L, (0.0 if sigma is None else float(sigma)) ** 2
         self.i2 = np.flatnonzero(m2)
         p, q = np.nonzero(m3)
