@@ -48,3 +48,14 @@ def pytest_configure(config):
     # Keep BLAS single-threaded per test process unless asked otherwise: timing-free tests,
     # and two cores shared with the workflow tests.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny problems: fastest, and no oversubscription of CI's 2 cores."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

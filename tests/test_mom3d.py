@@ -21,13 +21,7 @@ from cryomtd.mom3d.reference import box_autocorrelations, expected_moments_refer
 from cryomtd.rotations import random as random_rotations
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # tiny problems: one thread is fastest, and avoids oversubscribing the shared CI cores
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

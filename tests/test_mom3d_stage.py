@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from cryomtd.basis import SphericalBessel
 from cryomtd.io import InputError, save_npz
@@ -14,12 +13,7 @@ from cryomtd.mom3d.stage import (default_window, exact_moments_file, fit_basis, 
                                  recover_restart_file)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
