@@ -55,6 +55,9 @@ def test_quadrature_weights_and_exactness():
     p6 = np.polynomial.legendre.Legendre.basis(6)(np.cos(a[:, 1]))
     assert abs(np.sum(q.weights * p6)) < 1e-14
     assert np.isclose(euler_quadrature(6, quarter=True).weights.sum(), 0.25)
+    assert np.isclose(euler_quadrature(6, quarter=True, mirror=True).weights.sum(), 0.125)
+    q = euler_quadrature(5, mirror=True)  # odd number of tilts: the cos(tilt) = 0 node at half weight
+    assert np.isclose(q.weights.sum(), 0.5) and np.any(np.isclose(q.angles[:, 1], np.pi / 2))
 
 
 @pytest.mark.parametrize("L,ell_max,W,sigma", [(7, 2, 3, 0.0), (7, 2, 4, 0.3), (8, 1, 3, 0.5)])
@@ -72,15 +75,42 @@ def test_model_equals_bruteforce_quadrature(L, ell_max, W, sigma):
     np.testing.assert_allclose(fast.a3, ref.a3, rtol=0, atol=1e-12 * scale3)
 
 
-def test_quarter_grid_used_for_odd_L_and_equals_full(basis7):
-    # odd L: projections at psi+90° are exact pixel rotations, so the quarter grid is used
-    c = torch.as_tensor(_coef(basis7, 2))
-    quarter = MomentModel(basis7, 4)
-    full = MomentModel(basis7, 4, symmetry=False)
-    assert quarter.quarter and quarter.quadrature.size * 4 == full.quadrature.size
-    a3q = quarter.moments(c, 0.2)[2]
+@pytest.mark.parametrize("L,ell_max,W", [(7, 2, 4), (8, 2, 3)])
+def test_symmetry_reduced_grid_equals_full(L, ell_max, W):
+    # projections at psi+90° are exact pixel rotations and the node (rot+180°, 180°−tilt,
+    # 180°−psi) an exact mirror (even L after cropping the zero first row/column), so the
+    # model projects only an eighth of the rule (up to the even rot grid) and must equal
+    # the full-grid model to rounding.
+    b = SphericalBessel(L, ell_max)
+    c = torch.as_tensor(_coef(b, 2))
+    reduced = MomentModel(b, W)
+    full = MomentModel(b, W, symmetry=False)
+    assert reduced.quarter and reduced.mirror and reduced.n == L - (L % 2 == 0)
+    assert full.n == L and not (full.quarter or full.mirror)
+    assert reduced.quadrature.size * 8 <= full.quadrature.size * (1 + 1 / (3 * ell_max + 1))
+    a3r = reduced.moments(c, 0.2)[2]
     a3f = full.moments(c, 0.2)[2]
-    assert torch.allclose(a3q, a3f, rtol=0, atol=1e-13 * float(a3f.abs().max()))
+    assert torch.allclose(a3r, a3f, rtol=0, atol=1e-13 * float(a3f.abs().max()))
+
+
+def test_weighted_gram_backward_matches_autograd():
+    # the analytic backward (and its derivative, used for Hessian-vector products) against
+    # torch autograd through the plain forward Σ_q w_q Σ_r P[r] v_r v_rᵀ
+    from cryomtd.mom3d.model import _WeightedGram, _weighted_gram
+
+    g = torch.Generator().manual_seed(0)
+    P = torch.randn(3, 5, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.rand(3, dtype=torch.float64, generator=g)
+    G = torch.randn(25, 25, dtype=torch.float64, generator=g)
+    d = torch.randn(3, 5, 5, dtype=torch.float64, generator=g)
+    grads = []
+    for fn in (lambda P: _WeightedGram.apply(P, w, 3), lambda P: _weighted_gram(P, w, 3)):
+        f = (fn(P) * G).sum()
+        (gP,) = torch.autograd.grad(f, P, create_graph=True)
+        (hP,) = torch.autograd.grad((gP * d).sum(), P)
+        grads.append((gP.detach(), hP))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-12, atol=1e-12)
 
 
 def test_model_vs_monte_carlo(basis7):

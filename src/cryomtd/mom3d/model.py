@@ -17,18 +17,27 @@ the Wigner-D entries, integrated by :func:`cryomtd.mom3d.quadrature.euler_quadra
 Fast path (all torch, differentiable, float64):
 
 * rotations act per ℓ block as one batched matmul, projections are one matmul Ψ·c′;
+* projections are formed on the smallest centred square holding the basis' support
+  (for even L the first row and column of Ψ are zero: 19² instead of 20² pixels at
+  L = 20), which makes them symmetric about the centre pixel;
 * the in-plane angles come in quadruples ψ+k·90°, whose projections are exact 90° pixel
-  rotations of each other (checked numerically on construction), so only a quarter of
-  the projections is formed and the moments are symmetrised over the four 90° lag
-  rotations afterwards (4× fewer projections and Gram products);
+  rotations of each other, and the node (rot+180°, 180°−tilt, 180°−ψ) projects to the
+  mirror image (x → −x) of the node (rot, tilt, ψ) (both checked numerically on
+  construction for every node), so only an eighth of the rule is projected and a3 is
+  symmetrised over the eight lag transforms of the square's symmetry group D4
+  afterwards (8× fewer projections and Gram products);
 * the second moment uses the rotational invariants: E_ω[c′c′ᵀ] is block-diagonal,
   B_ℓ(s,s′)/(2ℓ+1) ⊗ I, with the power spectrum B_ℓ(s,s′) = Σ_m c_{ℓ,s,m} c_{ℓ,s′,m},
   so a2 = M2 · vec(B) with a map M2 precomputed once (no rotations per evaluation);
 * the third moment of each projection is a Gram product over window vectors,
   Σ_r p[r] v_r v_rᵀ with v_r = (p[r+ℓ])_ℓ (DESIGN §4), batched over rotations: one
-  matrix product of size (2W−1)² × (#rot·L²) × (2W−1)² per evaluation.
+  matrix product of size (2W−1)² × (#rot·L²) × (2W−1)² per evaluation, with an analytic
+  backward (:class:`_WeightedGram`: one more product of the same size and a col2im
+  fold; no window vectors are kept between forward and backward).
 
-The gradient is exact by torch autograd through all of the above.
+The gradient is exact by torch autograd through all of the above; the Gram backward is
+written in differentiable torch operations, so Hessian-vector products (double
+backward, used by trust regions) are exact too.
 """
 
 from __future__ import annotations
@@ -38,7 +47,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.utils.checkpoint
 
 from cryomtd.mom3d.quadrature import EulerQuadrature, euler_quadrature
 
@@ -89,19 +97,74 @@ def _patches(images: torch.Tensor, W: int) -> torch.Tensor:
     return padded.unfold(1, K, 1).unfold(2, K, 1).reshape(n, L * L, K * K)
 
 
+def _weighted_gram(P: torch.Tensor, w: torch.Tensor, W: int) -> torch.Tensor:
+    """Σ_q w_q Σ_r P_q[r] v_{q,r} v_{q,r}ᵀ, (K2, K2), v_{q,r}[ℓ] = P_q[r+ℓ]; P (b, n, n), w (b,)."""
+    K2 = (2 * W - 1) ** 2
+    V = _patches(P, W).reshape(-1, K2)
+    wp = (w[:, None] * P.reshape(P.shape[0], -1)).reshape(-1, 1)
+    return (V * wp).T @ V
+
+
+def _weighted_gram_backward(P: torch.Tensor, w: torch.Tensor, W: int, G: torch.Tensor) -> torch.Tensor:
+    """∂⟨G, Σ_q w_q Σ_r P_q[r] v_r v_rᵀ⟩/∂P, (b, n, n), in differentiable torch operations.
+
+    With S = G + Gᵀ and U = V S (rows v_rᵀ S): the weight P[t] contributes w ½ v_tᵀ S v_t,
+    the window entries v_r[ℓ] = P[r+ℓ] contribute Σ_{r+ℓ=t} w P[r] U[r, ℓ] (a col2im fold).
+    """
+    b, n, _ = P.shape
+    K = 2 * W - 1
+    V = _patches(P, W)                                   # (b, n², K2)
+    U = V @ (G + G.T)                                    # (b, n², K2)
+    direct = 0.5 * (V * U).sum(-1)                       # (b, n²)
+    X = (P.reshape(b, -1, 1) * U).transpose(1, 2)        # (b, K2, n²): block r, kernel offset ℓ
+    folded = torch.nn.functional.fold(X, (n + K - 1, n + K - 1), K)[:, 0, W - 1:W - 1 + n, W - 1:W - 1 + n]
+    return w[:, None, None] * (direct.reshape(b, n, n) + folded)
+
+
+class _WeightedGram(torch.autograd.Function):
+    """:func:`_weighted_gram` with the analytic backward (exact, twice differentiable)."""
+
+    @staticmethod
+    def forward(ctx: Any, P: torch.Tensor, w: torch.Tensor, W: int) -> torch.Tensor:
+        ctx.save_for_backward(P, w)
+        ctx.W = W
+        return _weighted_gram(P, w, W)
+
+    @staticmethod
+    def backward(ctx: Any, G: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        P, w = ctx.saved_tensors
+        return _weighted_gram_backward(P, w, ctx.W, G), None, None
+
+
+def _support_crop(psi: np.ndarray, L: int) -> np.ndarray | None:
+    """Pixel indices (n²,) of the smallest square centred on pixel L//2 that holds every
+    nonzero row of Ψ (L², size), or None when it does not fit in the L×L grid."""
+    c = L // 2
+    nz = np.flatnonzero(np.any(psi != 0.0, axis=1))
+    if nz.size == 0:
+        return None
+    y, x = np.divmod(nz, L)
+    h = int(max(np.abs(y - c).max(), np.abs(x - c).max()))
+    if c - h < 0 or c + h > L - 1:
+        return None
+    r = np.arange(c - h, c + h + 1)
+    return (r[:, None] * L + r[None, :]).ravel()
+
+
 class MomentModel:
     """Precomputed exact moment model for one basis and window ``W``.
 
     ``MomentModel(basis, W)``; then ``moments(coef, gamma, sigma)`` → (a1, a2, a3) torch
     tensors (differentiable in coef and gamma), or :meth:`numpy` for arrays.
 
-    ``symmetry``: "auto" uses the quarter in-plane grid when the 90° check passes,
-    True requires it, False always uses the full grid. ``max_batch_elements`` bounds
-    the size of one batch of window vectors (rotations × L² × (2W−1)²).
+    ``symmetry``: "auto" uses the quarter in-plane grid and the mirror half of the tilts
+    when their checks pass, True requires both, False always uses the full grid.
+    ``max_batch_elements`` bounds the size of one batch of window vectors
+    (rotations × n² × (2W−1)²).
     """
 
     def __init__(self, basis: Any, window: int, *, symmetry: bool | str = "auto",
-                 max_batch_elements: int = 2**24) -> None:
+                 max_batch_elements: int = 2**23) -> None:
         L = int(basis.L)
         if not 1 <= window <= L:
             raise ValueError(f"window must be in 1..L={L}, got {window}")
@@ -111,16 +174,24 @@ class MomentModel:
         self.blocks = ell_blocks(basis)
         self.dtype = torch.float64
         psi = np.array(basis.projection_matrix, dtype=np.float64)  # (L², size), own writable copy
-        self.psi = torch.from_numpy(psi)
-        self.quarter = self._check_quarter(basis, psi) if symmetry == "auto" else bool(symmetry)
-        if symmetry is True and not self._check_quarter(basis, psi):
-            raise ValueError("projections are not exactly 90°-rotation symmetric for this basis")
-        self.quadrature: EulerQuadrature = euler_quadrature(3 * self.ell_max, quarter=self.quarter)
+        crop = _support_crop(psi, L)
+        if crop is None or symmetry is False:
+            crop = np.arange(L * L)
+        self.n = int(round(np.sqrt(crop.size)))  # side of the (cropped) projection images
+        psi = psi[crop]
+        self.psi = torch.from_numpy(np.ascontiguousarray(psi))
+        self.quarter = self.mirror = False
+        self.rotation_sign = 1
+        if symmetry is not False:
+            self.quarter, self.mirror, self.rotation_sign = self._check_symmetry(basis, psi)
+            if symmetry is True and not (self.quarter and self.mirror):
+                raise ValueError("projections are not exactly 90°-rotation and mirror symmetric for this basis")
+        self.quadrature: EulerQuadrature = euler_quadrature(3 * self.ell_max, quarter=self.quarter, mirror=self.mirror)
         R = self.quadrature.matrices()
         self.wigner = [torch.from_numpy(np.array(d, dtype=np.float64)) for d in basis.wigner(R)]
         self.weights = torch.from_numpy(self.quadrature.weights)
         K = (2 * self.W - 1) ** 2
-        per_rot = L * L * K
+        per_rot = self.n * self.n * K
         self.batch = max(1, int(max_batch_elements // per_rot))
         # a1: only ℓ = 0 survives the rotation average; E_ω Σ_r p = (Σ_r Ψ)·c restricted to ℓ=0.
         ell = np.asarray(basis.ell)
@@ -128,23 +199,43 @@ class MomentModel:
         self._m2 = self._second_moment_map()
 
     # ---------------------------------------------------------------- precomputation
-    def _check_quarter(self, basis: Any, psi: np.ndarray) -> bool:
-        """True when Ψ D(Rz(90°)) c is an exact 90° pixel rotation of Ψ c (random c)."""
+    def _check_symmetry(self, basis: Any, psi: np.ndarray) -> tuple[bool, bool, int]:
+        """(quarter, mirror, sign): whether, for a random c and *every* node of the reduced
+        rules, the projections at psi + k·90° equal rot90(p, sign·k) and those at the mirror
+        node equal p[:, ::-1] of the representative p (to 1e-9 relative)."""
+        from cryomtd.mom3d.quadrature import orbit_angles
         from cryomtd.rotations import euler_to_matrix
 
+        n = self.n
         c = np.random.default_rng(12345).standard_normal(basis.size)
-        R = np.asarray(euler_to_matrix(0.0, 0.0, 90.0, degrees=True), dtype=np.float64).reshape(3, 3)
-        img = (psi @ c).reshape(self.L, self.L)
-        rot = (psi @ self._rotate_np(basis, c, R)).reshape(self.L, self.L)
-        tol = 1e-9 * max(1.0, np.abs(img).max())
-        return any(np.abs(np.rot90(img, k) - rot).max() < tol for k in (1, -1))
+
+        def project(angles: np.ndarray) -> np.ndarray:
+            R = np.asarray(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2], degrees=False), dtype=np.float64)
+            return (self._rotate_np(basis, c, R) @ psi.T).reshape(-1, n, n)
+
+        q = euler_quadrature(3 * self.ell_max, quarter=True, mirror=True)
+        base = project(q.angles)
+        tol = 1e-9 * max(1.0, float(np.abs(base).max()))
+        quarter, sign = False, 1
+        for s in (1, -1):
+            if all(np.abs(np.rot90(base, s * k, axes=(1, 2)) - project(orbit_angles(q.angles, k, False))).max() < tol
+                   for k in (1, 2, 3)):
+                quarter, sign = True, s
+                break
+        ks = range(4) if quarter else range(1)
+        q = q if quarter else euler_quadrature(3 * self.ell_max, quarter=False, mirror=True)
+        base = base if quarter else project(q.angles)
+        mirror = all(np.abs(np.rot90(base, sign * k, axes=(1, 2))[:, :, ::-1] - project(orbit_angles(q.angles, k, True))).max() < tol
+                     for k in ks)
+        return quarter, mirror, sign
 
     def _rotate_np(self, basis: Any, c: np.ndarray, R: np.ndarray) -> np.ndarray:
-        D = basis.wigner(R[None])
-        out = np.empty_like(c)
-        for (l, start, S), d in zip(self.blocks, [D[l] for l, _, _ in self.blocks]):
-            n = S * (2 * l + 1)
-            out[start:start + n] = (c[start:start + n].reshape(S, 2 * l + 1) @ d[0].T).ravel()
+        """Coefficients of c rotated by each of R (n, 3, 3): (n, size)."""
+        D = basis.wigner(R)
+        out = np.empty((len(R), c.size))
+        for l, start, S in self.blocks:
+            m = S * (2 * l + 1)
+            out[:, start:start + m] = np.einsum("qmk,sk->qsm", D[l], c[start:start + m].reshape(S, 2 * l + 1)).reshape(len(R), m)
         return out
 
     def _second_moment_map(self) -> list[torch.Tensor]:
@@ -152,13 +243,13 @@ class MomentModel:
 
         M2_ℓ[ℓag, s, s′] = 1/(2ℓ+1) Σ_m Σ_r Ψ_{ℓ,s,m}[r] Ψ_{ℓ,s′,m}[r+lag].
         """
-        L, W = self.L, self.W
+        n, W = self.n, self.W
         maps = []
         for l, start, S in self.blocks:
-            n = S * (2 * l + 1)
-            imgs = self.psi[:, start:start + n].T.reshape(S, 2 * l + 1, L, L).reshape(-1, L, L)
-            V = _patches(imgs, W).reshape(S, 2 * l + 1, L * L, -1)        # [s', m, r, lag]
-            img = imgs.reshape(S, 2 * l + 1, L * L)                        # [s, m, r]
+            m = S * (2 * l + 1)
+            imgs = self.psi[:, start:start + m].T.reshape(S, 2 * l + 1, n, n).reshape(-1, n, n)
+            V = _patches(imgs, W).reshape(S, 2 * l + 1, n * n, -1)        # [s', m, r, lag]
+            img = imgs.reshape(S, 2 * l + 1, n * n)                        # [s, m, r]
             maps.append(torch.einsum("smr,tmrk->kst", img, V) / (2 * l + 1))
         return maps
 
@@ -173,25 +264,18 @@ class MomentModel:
         return torch.cat(parts, dim=1)
 
     def projections(self, coef: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
-        """Projections at the quadrature rotations ``sl``: (n_rot, L, L)."""
-        return (self.rotated(coef, sl) @ self.psi.T).reshape(-1, self.L, self.L)
+        """Projections at the quadrature rotations ``sl``: (n_rot, n, n) on the cropped square."""
+        return (self.rotated(coef, sl) @ self.psi.T).reshape(-1, self.n, self.n)
 
-    def _symmetrise(self, a: torch.Tensor, order: int) -> torch.Tensor:
-        if not self.quarter:
+    def _symmetrise(self, a: torch.Tensor) -> torch.Tensor:
+        """Sum of the dense a3 (K,)*4 over the lag transforms of the reduced rule's images."""
+        if not (self.quarter or self.mirror):
             return a
-        K = 2 * self.W - 1
-        if order == 2:
-            return sum(torch.rot90(a, k, (0, 1)) for k in range(4))
-        a = a.reshape(K, K, K, K)
-        return sum(torch.rot90(torch.rot90(a, k, (0, 1)), k, (2, 3)) for k in range(4))
-
-    def _third_batch(self, coef: torch.Tensor, sl: slice) -> torch.Tensor:
-        """Σ_{q∈sl} w_q Σ_r p_q[r] v_r v_rᵀ, (K2, K2): one Gram product over window vectors."""
-        K = 2 * self.W - 1
-        P = self.projections(coef, sl)                                      # (b, L, L)
-        V = _patches(P, self.W).reshape(-1, K * K)                           # (b·L², K2)
-        wp = (self.weights[sl, None] * P.reshape(P.shape[0], -1)).reshape(-1, 1)
-        return (V * wp).T @ V
+        ks = range(4) if self.quarter else range(1)
+        out = sum(torch.rot90(torch.rot90(a, k, (0, 1)), k, (2, 3)) for k in ks)
+        if self.mirror:
+            out = out + torch.flip(out, (1, 3))
+        return out
 
     def box_moments(self, coef: torch.Tensor, *, third: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """E_ω of the box sums (Σ p, Σ p p, Σ p p p) — the model without γ/L² and noise."""
@@ -206,13 +290,10 @@ class MomentModel:
             return m1, m2, None
         n = self.quadrature.size
         m3 = torch.zeros(K * K, K * K, dtype=self.dtype)
-        batches = [slice(s, min(n, s + self.batch)) for s in range(0, n, self.batch)]
-        for sl in batches:
-            if len(batches) > 1 and coef.requires_grad:  # bound memory: recompute in backward
-                m3 = m3 + torch.utils.checkpoint.checkpoint(self._third_batch, coef, sl, use_reentrant=False)
-            else:
-                m3 = m3 + self._third_batch(coef, sl)
-        m3 = self._symmetrise(m3, 3).reshape((K,) * 4)
+        for s0 in range(0, n, self.batch):
+            sl = slice(s0, min(n, s0 + self.batch))
+            m3 = m3 + _WeightedGram.apply(self.projections(coef, sl), self.weights[sl], self.W)
+        m3 = self._symmetrise(m3.reshape((K,) * 4))
         return m1, m2, m3
 
     def moments(self, coef: torch.Tensor, gamma: torch.Tensor | float, sigma: float = 0.0,

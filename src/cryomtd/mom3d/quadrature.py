@@ -13,7 +13,16 @@ So the rule
 is exact. ``n_psi`` is a multiple of 4 so that the in-plane angles come in quadruples
 ψ, ψ+90°, ψ+180°, ψ+270°: projections at those angles are exact 90° pixel rotations of
 each other, which :mod:`cryomtd.mom3d.model` uses to form only a quarter of the
-projections. Rotation matrices come from :func:`cryomtd.rotations.euler_to_matrix`
+projections (``quarter=True``).
+
+``mirror=True`` halves the rule once more: the node (rot+180°, 180°−tilt, 180°−psi) is
+the rotation Ry(180°)·R (x → −x, z → −z), whose projection along z is the mirror image
+x → −x of the projection at R. The Gauss–Legendre nodes are symmetric under
+cos(tilt) → −cos(tilt), the uniform rot grid (made even) under rot → rot+180° and the psi
+grid under psi → 180°−psi, so the nodes with cos(tilt) > 0 (and those with cos(tilt) = 0
+at half weight) represent all others; the model then symmetrises over mirrored lags.
+
+Rotation matrices come from :func:`cryomtd.rotations.euler_to_matrix`
 (the one place of the Euler convention).
 """
 
@@ -24,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EulerQuadrature", "euler_quadrature"]
+__all__ = ["EulerQuadrature", "euler_quadrature", "orbit_angles"]
 
 
 @dataclass(frozen=True)
@@ -34,13 +43,20 @@ class EulerQuadrature:
     ``angles`` (n, 3) radians (rot, tilt, psi); ``weights`` (n,) summing to 1 over the
     *full* rule; ``n_psi`` in-plane angles in the full rule; ``quarter`` True when only
     psi ∈ [0°, 90°) is listed (weights then sum to 1/4: the other three quarters are
-    exact 90° image rotations of these).
+    exact 90° image rotations of these); ``mirror`` True when only cos(tilt) ≥ 0 is
+    listed (weights halve again: the rest are mirror images of these).
     """
 
     angles: np.ndarray
     weights: np.ndarray
     n_psi: int
     quarter: bool
+    mirror: bool = False
+
+    @property
+    def n_images(self) -> int:
+        """Image-domain copies each listed node stands for (1, 2, 4 or 8)."""
+        return (4 if self.quarter else 1) * (2 if self.mirror else 1)
 
     @property
     def size(self) -> int:
@@ -54,18 +70,24 @@ class EulerQuadrature:
         return np.asarray(euler_to_matrix(a[:, 0], a[:, 1], a[:, 2], degrees=False), dtype=np.float64)
 
 
-def euler_quadrature(degree: int, *, quarter: bool = False) -> EulerQuadrature:
+def euler_quadrature(degree: int, *, quarter: bool = False, mirror: bool = False) -> EulerQuadrature:
     """The exact rule for SO(3) polynomials of degree ≤ ``degree`` (use 3·ell_max for a³).
 
-    With ``quarter=True`` only the in-plane angles in [0°, 90°) are returned.
+    With ``quarter=True`` only the in-plane angles in [0°, 90°) are returned; with
+    ``mirror=True`` only the tilts with cos(tilt) ≥ 0 (cos(tilt) = 0 at half weight).
     """
     if degree < 0:
         raise ValueError(f"degree must be >= 0, got {degree}")
     n_rot = degree + 1
+    if mirror:
+        n_rot += n_rot % 2  # rot → rot + 180° must map the grid to itself
     n_tilt = max(1, math.ceil((degree + 1) / 2))
     n_psi = 4 * math.ceil((degree + 1) / 4)
     rot = 2 * np.pi * np.arange(n_rot) / n_rot
     x, wx = np.polynomial.legendre.leggauss(n_tilt)
+    if mirror:
+        keep = x >= 0  # Gauss–Legendre nodes are symmetric: x = 0 only at odd n_tilt, a self-mirror node
+        x, wx = x[keep], np.where(x[keep] == 0, 0.5, 1.0) * wx[keep]
     tilt = np.arccos(x)
     psi = 2 * np.pi * np.arange(n_psi) / n_psi
     if quarter:
@@ -73,4 +95,15 @@ def euler_quadrature(degree: int, *, quarter: bool = False) -> EulerQuadrature:
     A, T, P = np.meshgrid(rot, tilt, psi, indexing="ij")
     W = np.broadcast_to((wx / 2)[None, :, None], A.shape) / (n_rot * n_psi)
     angles = np.stack([A.ravel(), T.ravel(), P.ravel()], axis=1)
-    return EulerQuadrature(angles=angles, weights=np.ascontiguousarray(W.ravel()), n_psi=n_psi, quarter=quarter)
+    return EulerQuadrature(angles=angles, weights=np.ascontiguousarray(W.ravel()), n_psi=n_psi, quarter=quarter,
+                          mirror=mirror)
+
+
+def orbit_angles(angles: np.ndarray, k: int, mirrored: bool) -> np.ndarray:
+    """Euler angles (n, 3) of the nodes that ``angles`` (n, 3) stand for: psi + k·90°, then
+    (with ``mirrored``) the map (rot, tilt, psi) → (rot+180°, 180°−tilt, 180°−psi)."""
+    a = np.array(angles, dtype=np.float64)
+    a[:, 2] += k * np.pi / 2
+    if mirrored:
+        a = np.stack([a[:, 0] + np.pi, np.pi - a[:, 1], np.pi - a[:, 2]], axis=1)
+    return a
