@@ -54,13 +54,15 @@ def random_image(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
+@pytest.mark.parametrize("method", ["rows", "gather"])
 @pytest.mark.parametrize("W", [1, 2, 3, 4])
 @pytest.mark.parametrize("shape", [(7, 7), (8, 6), (5, 9), (3, 2)])
-def test_brute_force_all_dense_entries(W, shape):
-    """All (2W−1)⁴ dense entries equal the definition, on odd, even and smaller-than-window images."""
+def test_brute_force_all_dense_entries(W, shape, method):
+    """All (2W−1)⁴ dense entries equal the definition, on odd, even and smaller-than-window images,
+    for both computation methods (CPU default "rows", GPU default "gather")."""
     img = random_image(shape, seed=W + 10 * shape[0])
     a1, a2, a3 = brute_force(img, W)
-    m = autocorrelations_2d(img, W, backend="numpy", band_pixels=8, chunk=5)
+    m = autocorrelations_2d(img, W, backend="numpy", band_pixels=8, chunk=5, method=method)
     assert m.count == img.size and m.n == img.size
     assert abs(m.a1 - a1) < TOL
     np.testing.assert_allclose(m.a2, a2, rtol=0, atol=TOL)
@@ -135,19 +137,49 @@ def test_merge_equals_pooled_brute_force():
         merge([parts[0], autocorrelations_2d(imgs[0], 3, backend="numpy")])
 
 
-def test_tiled_equals_untiled_bitwise():
-    """Memory tiles with halos give exactly (bitwise) the untiled result; band size changes only rounding."""
+@pytest.mark.parametrize("method", ["rows", "gather"])
+def test_tiled_equals_untiled_bitwise(method):
+    """Memory tiles with halos give exactly (bitwise) the untiled result; band size changes only rounding
+    (and for the "rows" method, whose sums run row by row, not even that for s2 and s3)."""
     img = random_image((37, 23), seed=7)
     W = 4
-    ref = autocorrelations_2d(img, W, backend="numpy", band_pixels=50, tile_pixels=10**9)
+    ref = autocorrelations_2d(img, W, backend="numpy", band_pixels=50, tile_pixels=10**9, method=method)
     for tile in (23, 50, 150, 400):
-        m = autocorrelations_2d(img, W, backend="numpy", band_pixels=50, tile_pixels=tile)
+        m = autocorrelations_2d(img, W, backend="numpy", band_pixels=50, tile_pixels=tile, method=method)
         np.testing.assert_array_equal(m.s3, ref.s3)
         np.testing.assert_array_equal(m.s2, ref.s2)
         np.testing.assert_array_equal(m.t, ref.t)
         assert m.s1 == ref.s1
-    other = autocorrelations_2d(img, W, backend="numpy", band_pixels=1000, chunk=7)
+    other = autocorrelations_2d(img, W, backend="numpy", band_pixels=1000, chunk=7, method=method)
     np.testing.assert_allclose(other.s3, ref.s3, rtol=0, atol=1e-11)
+    if method == "rows":
+        np.testing.assert_array_equal(other.s3, ref.s3)
+        np.testing.assert_array_equal(other.s2, ref.s2)
+    switched = autocorrelations_2d(img, W, backend="numpy", method="gather" if method == "rows" else "rows")
+    np.testing.assert_allclose(switched.s3, ref.s3, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(switched.s2, ref.s2, rtol=0, atol=1e-11)
+
+
+def test_rows_plan_covers_every_class():
+    """The "rows" computed set (lower × upper half-plane with the middle point as base, plus the wide
+    rectangles) holds a member of every a3 class for W = 1…12 (asserted when the plan is built), and
+    the stored entries are one per class, read from positions that belong to that class."""
+    from cryomtd.moments.autocorr2d import _row_plan
+    from cryomtd.moments.lags import a3_index_map
+
+    for W in range(1, 13):
+        plan = _row_plan(W)
+        assert plan.s3_index.size == a3_nonredundant_lags(W).shape[0]
+        assert np.unique(plan.s3_index).size == plan.s3_index.size
+    # values: an image whose W=5 result is compared entry by entry with the definition
+    W = 5
+    img = random_image((12, 13), seed=21)
+    m = autocorrelations_2d(img, W, backend="numpy", method="rows")
+    idx = a3_index_map(W)
+    for k, (l1y, l1x, l2y, l2x) in enumerate(a3_nonredundant_lags(W)):
+        assert idx[l1y + W - 1, l1x + W - 1, l2y + W - 1, l2x + W - 1] == k
+        expect = (img * shifted(img, l1y, l1x) * shifted(img, l2y, l2x)).mean()
+        assert abs(m.a3_unique()[k] - expect) < TOL
 
 
 def test_memmap_input(tmp_path):
@@ -166,10 +198,11 @@ def test_torch_cpu_equals_numpy():
     """float64 backends agree to 1e-10 (issue 3); differences come only from summation order."""
     img = random_image((33, 29), seed=9)
     a = autocorrelations_2d(img, 5, backend="numpy")
-    b = autocorrelations_2d(img, 5, backend="torch-cpu")
-    assert b.backend == "torch-cpu"
-    np.testing.assert_allclose(b.s3, a.s3, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(b.s2, a.s2, rtol=0, atol=1e-10)
+    for method in ("rows", "gather"):
+        b = autocorrelations_2d(img, 5, backend="torch-cpu", method=method)
+        assert b.backend == "torch-cpu"
+        np.testing.assert_allclose(b.s3, a.s3, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(b.s2, a.s2, rtol=0, atol=1e-10)
 
 
 @pytest.mark.gpu

@@ -2,7 +2,8 @@
 
 The engine is written once against the array API (``array-api-compat`` namespaces);
 this module holds the little that differs per library: moving arrays to and from
-the device, the gather that builds the window vectors, and which
+the device, the gather that builds the window vectors (``gather`` method), products
+(elementwise) into preallocated buffers, and which
 backend ``"auto"`` picks (CUDA when a device is present: PyTorch-CUDA, then CuPy;
 otherwise numpy).
 """
@@ -81,6 +82,12 @@ class Backend:
         if self.name.startswith("torch"):
             return self.module.take(a, idx)
         return self.module.take(a.ravel(), idx)
+
+    def multiply(self, a: Any, b: Any, out: Any) -> Any:
+        """``out[...] = a * b`` (broadcasting) without a temporary; ``out`` may be ``a``."""
+        if self.name.startswith("torch"):
+            return self.module.mul(a, b, out=out)
+        return self.module.multiply(a, b, out=out)
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""
