@@ -1,6 +1,7 @@
 """Benchmark of the 2-D autocorrelation engine (issue 3).
 
-For each window W and each available backend: megapixels/s of
+For each window W, each available backend and each engine method (``--methods``;
+default: the backend's default, ``rows`` on CPU, ``gather`` on a GPU): megapixels/s of
 ``autocorrelations_2d`` on a SIZE² float64 micrograph, the achieved GFLOP/s
 (2 × multiply-adds of the Gram blocks actually formed) as a fraction of the
 matrix-multiply peak measured in the same run (a large matmul on the same
@@ -11,6 +12,7 @@ extrapolated to all K3 pairs (it is linear in the pair count; the full loop at
 W = 11 on 2048² would take hours); its values are checked against the engine.
 
     python benchmarks/moments2d.py --size 2048 --windows 6 11 --out bench.json
+    python benchmarks/moments2d.py --windows 6 --backends numpy --methods rows gather --repeats 3
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ import time
 import numpy as np
 
 from cryomtd.moments import a3_nonredundant_lags, autocorrelations_2d, available_backends, resolve_backend
-from cryomtd.moments.autocorr2d import default_band_pixels, default_chunk
+from cryomtd.moments.autocorr2d import _row_plan, default_band_pixels, default_chunk, default_method
 from cryomtd.moments.lags import gram_layout
 
 
-def gram_macs(W: int, chunk: int) -> int:
-    """Multiply-adds per base pixel of the Gram blocks the engine forms (H rows from the diagonal on,
-    in ``chunk``-row products, plus L×R; see cryomtd.moments.lags) and of the a2 column sums."""
+def gram_macs(W: int, chunk: int, method: str = "gather") -> int:
+    """Multiply-adds per base pixel of the Gram blocks the engine forms and of the a2 sums.
+
+    ``rows``: the three products of ``_row_plan`` (lower × upper half-plane with the s2 row,
+    two wide rectangles); ``gather``: the H rows from the diagonal on in ``chunk``-row
+    products, plus L×R (see cryomtd.moments.lags), plus the a2 product."""
+    if method == "rows":
+        return sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in _row_plan(W).products)
     g = gram_layout(W)
     D2 = (2 * W - 1) ** 2
     h = sum((min(g.n_h, a + chunk) - a) * (D2 - a) for a in range(0, g.n_h, chunk))
@@ -75,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--backends", nargs="+", default=None, help="default: every available backend")
     ap.add_argument("--dtypes", nargs="+", default=["float64"])
     ap.add_argument("--naive-pairs", type=int, default=48)
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="engine methods (rows, gather); default: each backend's default")
+    ap.add_argument("--repeats", type=int, default=1, help="engine runs per configuration (best is reported)")
     ap.add_argument("--out", default=None, help="write the results as JSON here too")
     args = ap.parse_args(argv)
     backends = args.backends or available_backends()
@@ -86,25 +96,30 @@ def main(argv: list[str] | None = None) -> dict:
         K3 = len(a3_nonredundant_lags(W))
         ref_engine = None
         for b in backends:
-            for d in args.dtypes:
-                be = resolve_backend(b)
-                chunk = default_chunk(be.name, W)
-                autocorrelations_2d(image[:64, :64], W, backend=be, dtype=d)  # warm-up (maps, kernels)
-                be.synchronize()
-                t = time.perf_counter()
-                m = autocorrelations_2d(image, W, backend=be, dtype=d, show_progress=False)
-                be.synchronize()
-                dt = time.perf_counter() - t
-                gflops = 2 * gram_macs(W, chunk) * image.size / dt / 1e9
-                run = {"W": W, "backend": be.name, "dtype": d, "seconds": dt, "megapixels_per_s": image.size / dt / 1e6,
-                       "gflops": gflops, "fraction_of_peak": gflops / peaks[(b, d)],
-                       "band_pixels": default_band_pixels(be.name, W), "chunk": chunk}
-                if ref_engine is None:
-                    ref_engine = m
-                else:
-                    run["max_abs_diff_vs_first"] = float(np.max(np.abs(m.a3_unique() - ref_engine.a3_unique())))
-                report["runs"].append(run)
-                print(json.dumps(run), flush=True)
+            for meth in args.methods or [default_method(b)]:
+                for d in args.dtypes:
+                    be = resolve_backend(b)
+                    chunk = default_chunk(be.name, W)
+                    autocorrelations_2d(image[:64, :64], W, backend=be, dtype=d, method=meth)  # warm-up
+                    dt = np.inf
+                    for _ in range(max(1, args.repeats)):
+                        be.synchronize()
+                        t = time.perf_counter()
+                        m = autocorrelations_2d(image, W, backend=be, dtype=d, show_progress=False, method=meth)
+                        be.synchronize()
+                        dt = min(dt, time.perf_counter() - t)
+                    gflops = 2 * gram_macs(W, chunk, meth) * image.size / dt / 1e9
+                    run = {"W": W, "backend": be.name, "method": meth, "dtype": d, "seconds": dt,
+                           "megapixels_per_s": image.size / dt / 1e6, "gflops": gflops,
+                           "fraction_of_peak": gflops / peaks[(b, d)], "macs_per_pixel": gram_macs(W, chunk, meth),
+                           "band_pixels": default_band_pixels(be.name, W, meth), "chunk": chunk}
+                    if ref_engine is None:
+                        ref_engine = m
+                    else:
+                        diff = np.abs(m.a3_unique() - ref_engine.a3_unique())
+                        run["max_abs_diff_vs_first"] = float(np.max(diff))
+                    report["runs"].append(run)
+                    print(json.dumps(run), flush=True)
         per_pair, dev = naive_seconds_per_pair(image, W, args.naive_pairs, ref_engine)
         naive = {"W": W, "K3_pairs": K3, "naive_seconds_per_pair": per_pair, "naive_seconds_extrapolated": per_pair * K3,
                  "naive_max_abs_diff": dev}
@@ -115,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(naive), flush=True)
     print(json.dumps({"matmul_peak_gflops": report["matmul_peak_gflops"]}))
     for run in report["runs"]:
-        print(f"W={run['W']:>2} {run['backend']:>10}/{run['dtype']}: {run['megapixels_per_s']:.4f} MP/s, "
+        print(f"W={run['W']:>2} {run['backend']:>10}/{run['method']}/{run['dtype']}: "
+              f"{run['megapixels_per_s']:.4f} MP/s, "
               f"{run['gflops']:.2f} GFLOP/s = {100 * run['fraction_of_peak']:.0f}% of matmul peak, "
               f"{run['speedup_vs_naive']:.1f}× naive")
     if args.out:
