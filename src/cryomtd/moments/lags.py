@@ -21,7 +21,10 @@ runs over all r ∈ ℤ²):
   subtract the smallest; two dense entries are equal iff their canonical
   triples are. K3 ≈ 0.31·D⁴ (W=6: 4 621 of 14 641; W=11: 60 941 of 194 481).
 
-Computed set (what the engine forms; DESIGN §4 Gram G[ℓ1, ℓ2] = Σ_r I[r] I[r+ℓ1] I[r+ℓ2]).
+Computed set of the engine's ``gather`` method (DESIGN §4 Gram G[ℓ1, ℓ2] =
+Σ_r I[r] I[r+ℓ1] I[r+ℓ2]; the ``rows`` method, the CPU default, forms a smaller set
+described and checked in ``cryomtd.moments.autocorr2d._row_plan``; the stored
+representatives below are the same for both, only the Gram entry a value is read from differs).
 Split the lags into H (above), L = {ℓy ≤ 0, ℓx < 0}, R = {ℓy < 0, ℓx > 0} and
 Z = {ℓy < 0, ℓx = 0} (a partition) and order the window vector as H, L, R, Z
 (``gram_layout``). The engine forms only G[p1, p2] with p1 ∈ H and p2 at or after
