@@ -16,7 +16,8 @@ def _recover(args: argparse.Namespace) -> int:
     out = Path(args.out)
     lsq = {"ell_max": args.fit_ell_max, "window": args.window, "optimizer": args.optimizer,
            "max_iterations": args.max_iterations, "max_inner": args.max_inner, "weights": args.weights, "prior_weight": args.prior_weight,
-           "marching": args.marching, "a2_first": args.a2_first, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads}
+           "marching": args.marching, "a2_first": args.a2_first, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads,
+           "polish": args.polish}
     files = []
     for r in range(args.restarts):
         f = out / "lsq" / f"restart_{r}.npz"
@@ -59,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--marching", action=argparse.BooleanOptionalAction, default=True, help="fit ell <= 1 first")
     p.add_argument("--a2-first", action=argparse.BooleanOptionalAction, default=True,
                    help="start each stage with a fit of a1, a2 only (cheap), then add a3")
+    p.add_argument("--polish", type=int, default=0,
+                   help="finish with at most N evaluations of exact-Jacobian Gauss-Newton (0: off; small problems)")
     p.add_argument("--noise", default="auto", choices=["auto", "exclude"])
     p.add_argument("--exact", action="store_true", help="the moments are noise-free (exact model moments)")
     p.add_argument("--gamma-init", type=float, default=0.1)

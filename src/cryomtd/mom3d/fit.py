@@ -21,6 +21,7 @@ starts each stage with a fit of a1 and a2 only (cheap: no rotations).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import torch
 
 from cryomtd.mom3d.model import MomentModel
 
-__all__ = ["FitResult", "fit", "fit_restart", "crop_moments", "cost_terms"]
+__all__ = ["FitResult", "fit", "fit_restart", "crop_moments", "cost_terms", "gauss_newton_polish"]
 
 log = logging.getLogger("cryomtd.mom3d")
 
@@ -106,6 +107,24 @@ class _Cost:
                  else torch.zeros((), dtype=torch.float64))
         return t
 
+    def box_vector(self, coef: torch.Tensor, *, third_only: bool = False) -> torch.Tensor:
+        """The model's box sums (m1, m2 on S2, m3 on S3) of ``coef`` as one vector (no γ/L², no noise)."""
+        m1, m2, m3 = self.model.box_moments(coef, third=self.w[2] != 0)
+        parts = [] if third_only else [m1.reshape(1), m2.reshape(-1)[self.m2]]
+        if m3 is not None:
+            parts.append(m3.reshape(-1)[self.m3])
+        return torch.cat(parts)
+
+    def residual_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt-weights per entry of :meth:`box_vector`, data vector): cost = ‖s ⊙ (γ/L² m + noise − d)‖² + prior."""
+        n3 = self.d3.numel() if self.w[2] != 0 else 0
+        f64 = torch.float64
+        s = torch.cat([torch.full((1,), (self.w[0] / self.n1) ** 0.5, dtype=f64),
+                       torch.full((self.d2.numel(),), (self.w[1] / self.n2) ** 0.5, dtype=f64),
+                       torch.full((n3,), (self.w[2] / self.n3) ** 0.5, dtype=f64)])
+        d = torch.cat([self.d1.reshape(1), self.d2, self.d3[:n3]])
+        return s, d
+
     def __call__(self, coef: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         t = self.terms(coef, gamma)
         f = self.w[0] * t[0] + self.w[1] * t[1] + self.w[2] * t[2]
@@ -135,21 +154,35 @@ def _initial_point(model: MomentModel, cost: _Cost, rng: np.random.Generator, ga
     return c
 
 
-def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, active: np.ndarray, *,
+def fit_frame(active: np.ndarray) -> np.ndarray:
+    """(size, k) 0/1 columns selecting the fitted (``active``) coefficients: c = fixed + frame·x.
+
+    (A general orthonormal frame works everywhere it is used: :func:`_optimise` and
+    :func:`gauss_newton_polish` only use c = fixed + frame·x. Fixing the volume's centroid
+    this way — micrograph moments do not see where a particle sits in its box — was tried
+    and made BPTI fits worse: docs/mom3d.md.)"""
+    idx = np.flatnonzero(active)
+    F = np.zeros((active.size, idx.size))
+    F[idx, np.arange(idx.size)] = 1.0
+    return F
+
+
+def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, frame: np.ndarray, *,
               optimizer: str, max_iterations: int, min_gradient_norm: float, max_inner: int | None) -> tuple[np.ndarray, float, float, list[float], int]:
     import pymanopt
     from pymanopt.manifolds import Euclidean, Positive, Product
     from pymanopt.optimizers import ConjugateGradient, TrustRegions
 
-    idx = torch.as_tensor(np.flatnonzero(active))
-    fixed = torch.as_tensor(np.where(active, 0.0, c0))
-    manifold = Product([Euclidean(int(active.sum())), Positive(1, 1)])
+    Ft = torch.as_tensor(frame)
+    x0c = frame.T @ c0
+    fixed = torch.as_tensor(np.where(np.any(frame != 0, axis=1), 0.0, c0))  # unfitted coefficients stay
+    manifold = Product([Euclidean(frame.shape[1]), Positive(1, 1)])
 
     evaluated: list[float] = []
 
     @pymanopt.function.pytorch(manifold)
     def f(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        coef = fixed.index_put((idx,), x)
+        coef = fixed + Ft @ x
         value = cost(coef, g.reshape(()))
         evaluated.append(float(value.detach()))
         if len(evaluated) % 50 == 0:
@@ -169,16 +202,127 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, ac
         opt = ConjugateGradient(beta_rule="PolakRibiere", **kw)
     else:
         raise ValueError(f"optimizer must be 'trust-regions' or 'conjugate-gradient', got {optimizer!r}")
-    x0 = [c0[active].copy(), np.array([[gamma0]])]
+    x0 = [x0c, np.array([[gamma0]])]
     res = opt.run(problem, initial_point=x0, maxinner=max_inner) if optimizer == "trust-regions" \
         else opt.run(problem, initial_point=x0)
     log.info("  %s: %s", optimizer, res.stopping_criterion)
     x, g = res.point
-    coef = c0.copy()
-    coef[active] = x
+    coef = fixed.numpy() + frame @ np.asarray(x)
     # trace: best cost after each cost evaluation (trust regions keeps no per-iteration log)
     trace = np.minimum.accumulate(np.asarray(evaluated + [float(res.cost)])).tolist()
     return coef, float(np.asarray(g).ravel()[0]), float(res.cost), trace, int(res.iterations)
+
+
+def _noise_terms(cost: _Cost) -> tuple[np.ndarray, np.ndarray]:
+    """(n0, u3) over the entries of :meth:`_Cost.box_vector`: the model is
+    a = γ/L² (m + m1·u3) + n0 with n0 = σ² δ(ℓ) on a2 and u3 = σ² (δ(ℓ1)+δ(ℓ2)+δ(ℓ1−ℓ2)) on a3."""
+    from cryomtd.mom3d.model import _delta2, _delta3
+
+    K = 2 * cost.model.W - 1
+    n2, n3 = cost.d2.numel(), (cost.d3.numel() if cost.w[2] != 0 else 0)
+    n0, u3 = np.zeros(1 + n2 + n3), np.zeros(1 + n2 + n3)
+    if cost.sigma:
+        n0[1:1 + n2] = cost.sigma**2 * _delta2(K, torch.float64).reshape(-1)[cost.m2].numpy()
+        u3[1 + n2:] = cost.sigma**2 * _delta3(K, torch.float64).reshape(-1)[cost.m3].numpy()[:n3]
+    return n0, u3
+
+
+def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, frame: np.ndarray, *,
+                        max_iterations: int = 30, tol: float = 1e-15) -> tuple[np.ndarray, float, float, list[float], int]:
+    """Polish (coef, γ) by Gauss–Newton trust-region least squares with the exact Jacobian.
+
+    The moment cost is badly conditioned (Hessian eigenvalues spread over ~10 decades for
+    BPTI at ℓmax = 2: cost 10⁻⁸ still allows a coefficient error of 0.3), which first-order
+    methods cannot resolve. Here ``scipy.optimize.least_squares`` (method "trf",
+    x_scale="jac", γ > 0 as a bound) solves each step with the full Jacobian.
+    The Jacobian is exact and cheap to write down because the box sums are polynomials
+    in c: m = m⁽¹⁾ + m⁽²⁾ + m⁽³⁾ of degrees 1, 2, 3, so for a unit vector e_j
+
+        ∂m/∂c_j = [m(c + e_j) − m(c − e_j)]/2 − m⁽³⁾(e_j)
+
+    exactly (no step-size error), with m⁽³⁾(e_j) (the third-order box sums of e_j alone)
+    computed once; the same holds for the columns q_k of ``frame`` (size, k) in place of
+    e_j (the fitted coordinates: c = fixed + frame·x, see :func:`fit_frame`). Cost: 2 model
+    evaluations per column per Jacobian (plus one per column once), so this is for
+    problems up to a few hundred coefficients at small quadratures.
+    Returns (coef, γ, cost, cost trace, Jacobian evaluations).
+    """
+    from scipy.optimize import least_squares
+
+    model = cost.model
+    coef = np.asarray(coef, dtype=np.float64)
+    base = np.where(np.any(frame != 0, axis=1), 0.0, coef)
+    k_cols = frame.shape[1]
+    sw, d = cost.residual_scales()
+    sw, d = sw.numpy(), d.numpy()
+    L2 = float(model.L**2)
+    prior = cost.prior
+    n_third = cost.d3.numel() if cost.w[2] != 0 else 0
+
+    def box(c: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return cost.box_vector(torch.as_tensor(c)).numpy()
+
+    third_unit = np.zeros((n_third, k_cols))
+    if n_third:
+        for k in range(k_cols):
+            with torch.no_grad():
+                third_unit[:, k] = cost.box_vector(torch.as_tensor(frame[:, k]), third_only=True).numpy()
+    cache: dict[bytes, np.ndarray] = {}
+
+    def full(x: np.ndarray) -> np.ndarray:
+        return base + frame @ x[:-1]
+
+    n0, u3 = _noise_terms(cost)
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        key = x.tobytes()
+        if key not in cache:
+            c = full(x)
+            m = box(c)
+            r = sw * (x[-1] / L2 * (m + m[0] * u3) + n0 - d)
+            cache.clear()
+            cache[key] = np.concatenate([r, np.sqrt(prior / model.size) * c]) if prior else r
+        return cache[key]
+
+    def jac(x: np.ndarray) -> np.ndarray:
+        c = full(x)
+        m = box(c)
+        scale = x[-1] / L2
+        J = np.zeros((d.size + (model.size if prior else 0), k_cols + 1))
+        for k in range(k_cols):  # a loop over fitted coordinates, each column two model evaluations
+            col = 0.5 * (box(c + frame[:, k]) - box(c - frame[:, k]))
+            if n_third:
+                col[-n_third:] -= third_unit[:, k]
+            J[:d.size, k] = sw * scale * (col + col[0] * u3)
+        J[:d.size, -1] = sw * (m + m[0] * u3) / L2
+        if prior:
+            J[d.size:, :-1] = np.sqrt(prior / model.size) * frame
+        return J
+
+    trace: list[float] = []
+
+    def fun(x: np.ndarray) -> np.ndarray:
+        r = resid(x)
+        trace.append(float(r @ r))
+        return r
+
+    x0 = np.r_[frame.T @ coef, float(gamma)]
+    lo = np.r_[np.full(k_cols, -np.inf), 0.0]
+    res = least_squares(fun, x0, jac=jac, bounds=(lo, np.inf), method="trf", x_scale="jac",
+                        ftol=tol, xtol=tol, gtol=tol, max_nfev=max_iterations)
+    c = full(res.x)
+    f = float(res.fun @ res.fun)
+    log.info("  gauss-newton polish: cost %.3e after %d Jacobians (%s)", f, res.njev, res.message)
+    return c, float(res.x[-1]), f, np.minimum.accumulate(np.asarray(trace)).tolist(), int(res.njev)
+
+
+@functools.lru_cache(maxsize=8)
+def _stage_model(L: int, ell_max: int, W: int) -> MomentModel:
+    """The moment model of the ℓ ≤ ell_max prefix of SphericalBessel(L) (a marching stage)."""
+    from cryomtd.basis import SphericalBessel
+
+    return MomentModel(SphericalBessel(L, ell_max), W)
 
 
 def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: float | None = 0.0,
@@ -186,36 +330,51 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
                 max_inner: int | None = None,
                 min_gradient_norm: float = 1e-10, weights: Sequence[float] = (1.0, 1.0, 1.0),
                 prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1, a2_first: bool = False,
-                model: MomentModel | None = None, restart: int = 0) -> FitResult:
-    """One restart from a random point drawn from ``rng``; see :func:`fit`."""
+                model: MomentModel | None = None, restart: int = 0, polish: int = 0) -> FitResult:
+    """One restart from a random point drawn from ``rng``; see :func:`fit`.
+
+    ``marching``: fit ℓ ≤ 1, then ℓ ≤ 2, … up to the basis' ℓmax, each stage with the
+    model of its own degree (a quadrature of degree 3ℓ: the early stages are cheap) and
+    started from the previous stage's coefficients plus small random new ones.
+    ``polish`` > 0: finish with at most that many cost evaluations of
+    :func:`gauss_newton_polish` (exact-Jacobian least squares; the Jacobian costs
+    2·size model evaluations, so keep it for small problems)."""
     t0 = time.perf_counter()
     W = int(window or getattr(moments, "window", basis.L))
     model = model if model is not None and model.W == W else MomentModel(basis, W)
-    cost = _Cost(model, crop_moments(moments, W), sigma=sigma, weights=weights, prior_weight=prior_weight)
-    ell = np.asarray(basis.ell)
-    stages = [1, model.ell_max] if marching and model.ell_max > 1 else [model.ell_max]
-    coef = None
+    data = crop_moments(moments, W)
+    stages = list(range(1, model.ell_max + 1)) if marching and model.ell_max > 1 else [model.ell_max]
+    coef: np.ndarray | None = None
     gamma = float(gamma0)
     trace: list[float] = []
     iters = 0
+    f = float("nan")
     for lmax in stages:
-        active = ell <= lmax
-        c0 = _initial_point(model, cost, rng, gamma, active)
+        sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W)
+        n = sub.size
+        cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight)
+        c0 = _initial_point(sub, cost, rng, gamma, np.ones(n, bool))
         if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
-            c0 = np.where(ell <= stages[0], coef, 1e-2 * c0)
+            c0 = np.r_[coef, 1e-2 * c0[coef.size:]]
+        frame = fit_frame(np.ones(n, bool))
         if a2_first:  # cheap warm start: a1 + a2 only (no rotations: the a2 map works on invariants)
-            cost2 = _Cost(model, crop_moments(moments, W), sigma=sigma, weights=(weights[0], weights[1], 0.0),
-                          prior_weight=prior_weight)
-            c0, gamma, _, tr, it = _optimise(cost2, model, c0, gamma, active, optimizer=optimizer,
+            cost2 = _Cost(sub, data, sigma=sigma, weights=(weights[0], weights[1], 0.0), prior_weight=prior_weight)
+            c0, gamma, _, tr, it = _optimise(cost2, sub, c0, gamma, frame, optimizer=optimizer,
                                              max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
                                              max_inner=max_inner)
             iters += it
-        coef, gamma, f, tr, it = _optimise(cost, model, c0, gamma, active, optimizer=optimizer,
+        coef, gamma, f, tr, it = _optimise(cost, sub, c0, gamma, frame, optimizer=optimizer,
                                            max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
                                            max_inner=max_inner)
         trace += tr
         iters += it
-        log.info("restart %d: ell<=%d cost %.3e after %d iterations", restart, lmax, f, it)
+        log.info("restart %d: ell<=%d cost %.3e after %d iterations (%.1f s)", restart, lmax, f, it,
+                 time.perf_counter() - t0)
+    assert coef is not None
+    if polish:
+        coef, gamma, f, tr, it = gauss_newton_polish(cost, coef, gamma, frame, max_iterations=int(polish))
+        trace += tr
+        iters += it
     return FitResult(coef=coef, gamma=gamma, cost=f, cost_trace=np.asarray(trace), iterations=iters,
                      wall_time_s=time.perf_counter() - t0, restart=restart, restart_costs=[f])
 

@@ -122,7 +122,7 @@ def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike,
                       weights=tuple(lsq.get("weights", (1.0, 1.0, 1.0))),
                       prior_weight=float(lsq.get("prior_weight", 0.0)), marching=bool(lsq.get("marching", False)),
                       gamma0=float(lsq.get("gamma_init", 0.1)), a2_first=bool(lsq.get("a2_first", False)),
-                      restart=int(restart))
+                      restart=int(restart), polish=int(lsq.get("polish") or 0))
     coef = np.zeros(full.size)
     coef[:basis.size] = res.coef
     save_npz(out, coef=coef, gamma=np.float64(res.gamma), cost=np.float64(res.cost), cost_trace=res.cost_trace,
