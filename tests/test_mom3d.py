@@ -93,22 +93,33 @@ def test_symmetry_reduced_grid_equals_full(L, ell_max, W):
     assert torch.allclose(a3r, a3f, rtol=0, atol=1e-13 * float(a3f.abs().max()))
 
 
-def test_weighted_gram_backward_matches_autograd():
+@pytest.mark.parametrize("restrict", [False, True])
+def test_weighted_gram_backward_matches_autograd(restrict):
     # the analytic backward (and its derivative, used for Hessian-vector products) against
-    # torch autograd through the plain forward Σ_q w_q Σ_r P[r] v_r v_rᵀ
+    # torch autograd through the plain forward Σ_q w_q Σ_r P[r] v_r v_rᵀ; with ``rows`` the
+    # images vanish outside those pixels and the gradient is compared there (elsewhere the
+    # model's projections are identically zero, so that part of the gradient is never used)
     from cryomtd.mom3d.model import _WeightedGram, _weighted_gram
 
     g = torch.Generator().manual_seed(0)
-    P = torch.randn(3, 5, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    mask = torch.ones(3, 5, 5, dtype=torch.float64)
+    rows = None
+    if restrict:
+        mask[:, 0, :] = 0.0
+        mask[:, :, 4] = 0.0
+        rows = torch.nonzero(mask[0].reshape(-1)).ravel()
+    P0 = torch.randn(3, 5, 5, dtype=torch.float64, generator=g) * mask
+    P = P0.clone().requires_grad_(True)
     w = torch.rand(3, dtype=torch.float64, generator=g)
     G = torch.randn(25, 25, dtype=torch.float64, generator=g)
-    d = torch.randn(3, 5, 5, dtype=torch.float64, generator=g)
+    d = torch.randn(3, 5, 5, dtype=torch.float64, generator=g) * mask
     grads = []
-    for fn in (lambda P: _WeightedGram.apply(P, w, 3), lambda P: _weighted_gram(P, w, 3)):
+    for fn in (lambda P: _WeightedGram.apply(P, w, 3, rows), lambda P: _weighted_gram(P, w, 3)):
         f = (fn(P) * G).sum()
         (gP,) = torch.autograd.grad(f, P, create_graph=True)
         (hP,) = torch.autograd.grad((gP * d).sum(), P)
-        grads.append((gP.detach(), hP))
+        grads.append((gP.detach() * mask, hP * mask))
+    torch.testing.assert_close(_WeightedGram.apply(P0, w, 3, rows), _weighted_gram(P0, w, 3), rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-12, atol=1e-12)
 

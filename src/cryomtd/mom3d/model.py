@@ -97,27 +97,41 @@ def _patches(images: torch.Tensor, W: int) -> torch.Tensor:
     return padded.unfold(1, K, 1).unfold(2, K, 1).reshape(n, L * L, K * K)
 
 
-def _weighted_gram(P: torch.Tensor, w: torch.Tensor, W: int) -> torch.Tensor:
-    """Σ_q w_q Σ_r P_q[r] v_{q,r} v_{q,r}ᵀ, (K2, K2), v_{q,r}[ℓ] = P_q[r+ℓ]; P (b, n, n), w (b,)."""
+def _weighted_gram(P: torch.Tensor, w: torch.Tensor, W: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_q w_q Σ_r P_q[r] v_{q,r} v_{q,r}ᵀ, (K2, K2), v_{q,r}[ℓ] = P_q[r+ℓ]; P (b, n, n), w (b,).
+
+    ``rows``: flat pixel indices r to sum over (the others must have P_q[r] = 0 for all q)."""
     K2 = (2 * W - 1) ** 2
-    V = _patches(P, W).reshape(-1, K2)
-    wp = (w[:, None] * P.reshape(P.shape[0], -1)).reshape(-1, 1)
-    return (V * wp).T @ V
+    b = P.shape[0]
+    V = _patches(P, W)
+    p = P.reshape(b, -1)
+    if rows is not None:
+        V, p = V[:, rows], p[:, rows]
+    V = V.reshape(-1, K2)
+    return (V * (w[:, None] * p).reshape(-1, 1)).T @ V
 
 
-def _weighted_gram_backward(P: torch.Tensor, w: torch.Tensor, W: int, G: torch.Tensor) -> torch.Tensor:
+def _weighted_gram_backward(P: torch.Tensor, w: torch.Tensor, W: int, G: torch.Tensor,
+                            rows: torch.Tensor | None = None) -> torch.Tensor:
     """∂⟨G, Σ_q w_q Σ_r P_q[r] v_r v_rᵀ⟩/∂P, (b, n, n), in differentiable torch operations.
 
     With S = G + Gᵀ and U = V S (rows v_rᵀ S): the weight P[t] contributes w ½ v_tᵀ S v_t,
     the window entries v_r[ℓ] = P[r+ℓ] contribute Σ_{r+ℓ=t} w P[r] U[r, ℓ] (a col2im fold).
+    Only base pixels in ``rows`` carry weight (see :func:`_weighted_gram`).
     """
     b, n, _ = P.shape
     K = 2 * W - 1
     V = _patches(P, W)                                   # (b, n², K2)
-    U = V @ (G + G.T)                                    # (b, n², K2)
-    direct = 0.5 * (V * U).sum(-1)                       # (b, n²)
-    X = (P.reshape(b, -1, 1) * U).transpose(1, 2)        # (b, K2, n²): block r, kernel offset ℓ
-    folded = torch.nn.functional.fold(X, (n + K - 1, n + K - 1), K)[:, 0, W - 1:W - 1 + n, W - 1:W - 1 + n]
+    p = P.reshape(b, -1)
+    if rows is not None:
+        V, p = V[:, rows], p[:, rows]
+    U = V @ (G + G.T)                                    # (b, rows, K2)
+    direct = 0.5 * (V * U).sum(-1)                       # (b, rows)
+    X = p[..., None] * U                                 # (b, rows, K2): block r, kernel offset ℓ
+    if rows is not None:
+        direct = torch.zeros(b, n * n, dtype=P.dtype).index_copy(1, rows, direct)
+        X = torch.zeros(b, n * n, K * K, dtype=P.dtype).index_copy(1, rows, X)
+    folded = torch.nn.functional.fold(X.transpose(1, 2), (n + K - 1, n + K - 1), K)[:, 0, W - 1:W - 1 + n, W - 1:W - 1 + n]
     return w[:, None, None] * (direct.reshape(b, n, n) + folded)
 
 
@@ -125,15 +139,15 @@ class _WeightedGram(torch.autograd.Function):
     """:func:`_weighted_gram` with the analytic backward (exact, twice differentiable)."""
 
     @staticmethod
-    def forward(ctx: Any, P: torch.Tensor, w: torch.Tensor, W: int) -> torch.Tensor:
+    def forward(ctx: Any, P: torch.Tensor, w: torch.Tensor, W: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         ctx.save_for_backward(P, w)
-        ctx.W = W
-        return _weighted_gram(P, w, W)
+        ctx.W, ctx.rows = W, rows
+        return _weighted_gram(P, w, W, rows)
 
     @staticmethod
-    def backward(ctx: Any, G: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+    def backward(ctx: Any, G: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         P, w = ctx.saved_tensors
-        return _weighted_gram_backward(P, w, ctx.W, G), None, None
+        return _weighted_gram_backward(P, w, ctx.W, G, ctx.rows), None, None, None
 
 
 def _support_crop(psi: np.ndarray, L: int) -> np.ndarray | None:
@@ -180,6 +194,8 @@ class MomentModel:
         self.n = int(round(np.sqrt(crop.size)))  # side of the (cropped) projection images
         psi = psi[crop]
         self.psi = torch.from_numpy(np.ascontiguousarray(psi))
+        # base pixels where some basis function projects to nonzero (elsewhere p ≡ 0 for every c)
+        self.rows = torch.as_tensor(np.flatnonzero(np.any(psi != 0.0, axis=1)))
         self.quarter = self.mirror = False
         self.rotation_sign = 1
         if symmetry is not False:
@@ -292,7 +308,7 @@ class MomentModel:
         m3 = torch.zeros(K * K, K * K, dtype=self.dtype)
         for s0 in range(0, n, self.batch):
             sl = slice(s0, min(n, s0 + self.batch))
-            m3 = m3 + _WeightedGram.apply(self.projections(coef, sl), self.weights[sl], self.W)
+            m3 = m3 + _WeightedGram.apply(self.projections(coef, sl), self.weights[sl], self.W, self.rows)
         m3 = self._symmetrise(m3.reshape((K,) * 4))
         return m1, m2, m3
 
