@@ -294,3 +294,23 @@ def test_gauss_newton_polish_converges_near_the_truth():
     assert f0 > 1e-6 and f < 1e-16
     assert abs(gamma - 0.1) < 1e-8
     assert _align_error(b, coef, truth) < 1e-6
+
+
+def test_line_search_recovers_after_a_rejected_step():
+    # f(x) = |x|²: a search along an ascent direction is rejected; the next search along
+    # -grad must decrease f (pymanopt 2.2's AdaptiveLineSearcher keeps trying step 0 after
+    # a rejection — the stall seen in marching stages)
+    from pymanopt.manifolds import Euclidean
+
+    from cryomtd.mom3d.fit import ArmijoLineSearcher
+
+    M = Euclidean(3)
+    x = np.array([1.0, -2.0, 0.5])
+    f = lambda y: float(y @ y)  # noqa: E731
+    g = 2 * x
+    searcher = ArmijoLineSearcher()
+    step, y = searcher.search(f, M, x, g, f(x), float(g @ g))      # ascent: rejected
+    assert step == 0 and np.array_equal(y, x)
+    for _ in range(3):                                             # descent, repeatedly
+        step, y = searcher.search(f, M, x, -g, f(x), -float(g @ g))
+        assert step > 0 and f(y) <= f(x) - 0.5 * (step / np.linalg.norm(g)) * float(g @ g)

@@ -167,6 +167,47 @@ def fit_frame(active: np.ndarray) -> np.ndarray:
     return F
 
 
+class ArmijoLineSearcher:
+    """Backtracking Armijo line search for pymanopt's conjugate gradients that cannot stall.
+
+    pymanopt's default ``AdaptiveLineSearcher`` remembers 2·α of the last search as the next
+    first trial; after a rejected step (α = 0, no decrease within its 10 halvings) that
+    memory is 0, so every later search tries only the step 0 and CG never moves again
+    (it froze whole marching stages: BPTI ℓ ≤ 3, TRPV1 ℓ ≤ 3 and ℓ ≤ 5, cost constant for
+    hundreds of evaluations). This is the same search (Armijo constant 0.5, halving, the
+    same pace rule for the next first trial) except that after a rejection the next search
+    starts afresh from 1/‖d‖, and up to ``max_iterations`` halvings are tried.
+    """
+
+    def __init__(self, contraction_factor: float = 0.5, sufficient_decrease: float = 0.5,
+                 max_iterations: int = 30, initial_step_size: float = 1.0) -> None:
+        self.contraction_factor = contraction_factor
+        self.sufficient_decrease = sufficient_decrease
+        self.max_iterations = max_iterations
+        self.initial_step_size = initial_step_size
+        self._alpha: float | None = None
+
+    def search(self, objective: Any, manifold: Any, x: Any, d: Any, f0: float, df0: float) -> tuple[float, Any]:
+        norm_d = float(manifold.norm(x, d))
+        if norm_d == 0:
+            return 0.0, x
+        alpha = self._alpha if self._alpha else self.initial_step_size / norm_d
+        newx = manifold.retraction(x, alpha * d)
+        newf = objective(newx)
+        n = 1
+        while newf > f0 + self.sufficient_decrease * alpha * df0 and n <= self.max_iterations:
+            alpha *= self.contraction_factor
+            newx = manifold.retraction(x, alpha * d)
+            newf = objective(newx)
+            n += 1
+        if not newf <= f0:  # no decrease (or NaN): reject, and start afresh next time
+            self._alpha = None
+            return 0.0, x
+        # pymanopt's pace rule: keep α after exactly one halving, otherwise try 2α next time
+        self._alpha = alpha if n == 2 else 2 * alpha
+        return alpha * norm_d, newx
+
+
 def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, frame: np.ndarray, *,
               optimizer: str, max_iterations: int, min_gradient_norm: float, max_inner: int | None) -> tuple[np.ndarray, float, float, list[float], int]:
     import pymanopt
@@ -199,7 +240,7 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, fr
     elif optimizer == "conjugate-gradient":
         # Polak-Ribière: pymanopt's default Hestenes-Stiefel rule divides by ⟨Δgrad, dir⟩, which hit
         # 0/0 (NaN → stop after 2 iterations) on a BPTI ℓmax = 3 fit
-        opt = ConjugateGradient(beta_rule="PolakRibiere", **kw)
+        opt = ConjugateGradient(beta_rule="PolakRibiere", line_searcher=ArmijoLineSearcher(), **kw)
     else:
         raise ValueError(f"optimizer must be 'trust-regions' or 'conjugate-gradient', got {optimizer!r}")
     x0 = [x0c, np.array([[gamma0]])]
