@@ -31,7 +31,6 @@ import glob
 import json
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
