@@ -140,11 +140,9 @@ def cost_terms(model: MomentModel, moments: Any, coef: np.ndarray, gamma: float,
         return [float(t) for t in cf.terms(torch.as_tensor(np.asarray(coef, float)), torch.tensor(float(gamma)))]
 
 
-def _initial_point(model: MomentModel, cost: _Cost, rng: np.random.Generator, gamma0: float,
-                   active: np.ndarray) -> np.ndarray:
-    """Random coefficients (active entries), scaled so the model's Σ a2 over S2 matches the data."""
-    c = np.zeros(model.size)
-    c[active] = rng.standard_normal(int(active.sum()))
+def _initial_point(model: MomentModel, cost: _Cost, rng: np.random.Generator, gamma0: float) -> np.ndarray:
+    """Random coefficients, scaled so the model's Σ a2 over S2 matches the data."""
+    c = rng.standard_normal(model.size)
     with torch.no_grad():
         _, m2, _ = model.box_moments(torch.as_tensor(c), third=False)
     model_sum = float(gamma0 / model.L**2 * m2.reshape(-1)[cost.m2].sum())
@@ -394,7 +392,7 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
         sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W)
         n = sub.size
         cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight)
-        c0 = _initial_point(sub, cost, rng, gamma, np.ones(n, bool))
+        c0 = _initial_point(sub, cost, rng, gamma)
         if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
             c0 = np.r_[coef, 1e-2 * c0[coef.size:]]
         frame = fit_frame(np.ones(n, bool))

@@ -54,11 +54,6 @@ class EulerQuadrature:
     mirror: bool = False
 
     @property
-    def n_images(self) -> int:
-        """Image-domain copies each listed node stands for (1, 2, 4 or 8)."""
-        return (4 if self.quarter else 1) * (2 if self.mirror else 1)
-
-    @property
     def size(self) -> int:
         return int(self.weights.size)
 
