@@ -163,18 +163,17 @@ def truth_start(full, coef, truth, vs, mom, sub, W, lsq) -> dict:
     """Cost at the ℓ ≤ 2 truncation of the truth, and the same optimiser (CG + polish) started there
     (uses cryomtd.mom3d.fit internals: a diagnostic, not the workflow's path)."""
     from cryomtd.evaluate.metrics import estimator_metrics
-    from cryomtd.mom3d.fit import MomentModel, _Cost, _optimise, cost_terms, crop_moments, fit_frame, gauss_newton_polish
+    from cryomtd.mom3d.fit import MomentModel, _Cost, _optimise, cost_terms, crop_moments, gauss_newton_polish
 
     model = MomentModel(sub, W)
     c0 = coef[:sub.size].copy()
     terms = [float(x) for x in cost_terms(model, mom, c0, 0.1, sigma=0.0)]
     cost = _Cost(model, crop_moments(mom, W), sigma=0.0, weights=(1.0, 1.0, 1.0), prior_weight=0.0)
-    frame = fit_frame(np.ones(sub.size, bool))
     t0 = time.perf_counter()
-    c, g, f, _, _ = _optimise(cost, model, c0, 0.1, frame, optimizer="conjugate-gradient",
+    c, g, f, _, _ = _optimise(cost, model, c0, 0.1, optimizer="conjugate-gradient",
                               max_iterations=int(lsq["max_iterations"]), min_gradient_norm=1e-10, max_inner=None)
     if int(lsq.get("polish", 0)):
-        c, g, f, _, _ = gauss_newton_polish(cost, c, g, frame, max_iterations=int(lsq["polish"]))
+        c, g, f, _, _ = gauss_newton_polish(cost, c, g, max_iterations=int(lsq["polish"]))
     est = np.zeros(full.size)
     est[:sub.size] = c
     m, _ = estimator_metrics(truth, full.evaluate(est), basis=full, truth_coef=coef, est_coef=est, voxel_size=vs)

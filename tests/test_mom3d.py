@@ -242,7 +242,7 @@ def test_gauss_newton_jacobian_matches_autograd(basis7):
     # autograd of the residual vector written here from the model, with noise terms and prior
     import scipy.optimize
 
-    from cryomtd.mom3d.fit import _noise_terms, fit_frame, gauss_newton_polish
+    from cryomtd.mom3d.fit import _noise_terms, gauss_newton_polish
 
     model = MomentModel(basis7, 3)
     c0 = _coef(basis7, 11)
@@ -271,7 +271,7 @@ def test_gauss_newton_jacobian_matches_autograd(basis7):
     scipy.optimize.least_squares = capture
     try:
         with pytest.raises(StopIteration):
-            gauss_newton_polish(cost, x[:-1].numpy(), 0.12, fit_frame(np.ones(basis7.size, bool)))
+            gauss_newton_polish(cost, x[:-1].numpy(), 0.12)
     finally:
         scipy.optimize.least_squares = real
     np.testing.assert_allclose(captured["r"], r.numpy(), rtol=0, atol=1e-14)
@@ -282,7 +282,7 @@ def test_gauss_newton_jacobian_matches_autograd(basis7):
 def test_gauss_newton_polish_converges_near_the_truth():
     # from 2 % off the truth of a random ell_max = 2 volume, exact moments: the cost drops
     # to rounding level (quadratic convergence), γ recovered
-    from cryomtd.mom3d.fit import fit_frame, gauss_newton_polish
+    from cryomtd.mom3d.fit import gauss_newton_polish
 
     b = SphericalBessel(7, 2)
     truth = _coef(b, 13)
@@ -290,7 +290,7 @@ def test_gauss_newton_polish_converges_near_the_truth():
     cost = _Cost(model, crop_moments(model.numpy(truth, 0.1), 4), sigma=0.0, weights=(1, 1, 1), prior_weight=0.0)
     start = truth + 0.02 * np.linalg.norm(truth) * _coef(b, 14) / np.sqrt(b.size)
     f0 = float(cost(torch.as_tensor(start), torch.tensor(0.1)))
-    coef, gamma, f, trace, _ = gauss_newton_polish(cost, start, 0.1, fit_frame(np.ones(b.size, bool)), max_iterations=30)
+    coef, gamma, f, trace, _ = gauss_newton_polish(cost, start, 0.1, max_iterations=30)
     assert f0 > 1e-6 and f < 1e-16
     assert abs(gamma - 0.1) < 1e-8
     assert _align_error(b, coef, truth) < 1e-6

@@ -152,19 +152,6 @@ def _initial_point(model: MomentModel, cost: _Cost, rng: np.random.Generator, ga
     return c
 
 
-def fit_frame(active: np.ndarray) -> np.ndarray:
-    """(size, k) 0/1 columns selecting the fitted (``active``) coefficients: c = fixed + frame·x.
-
-    (A general orthonormal frame works everywhere it is used: :func:`_optimise` and
-    :func:`gauss_newton_polish` only use c = fixed + frame·x. Fixing the volume's centroid
-    this way — micrograph moments do not see where a particle sits in its box — was tried
-    and made BPTI fits worse: docs/mom3d.md.)"""
-    idx = np.flatnonzero(active)
-    F = np.zeros((active.size, idx.size))
-    F[idx, np.arange(idx.size)] = 1.0
-    return F
-
-
 class ArmijoLineSearcher:
     """Backtracking Armijo line search for pymanopt's conjugate gradients that cannot stall.
 
@@ -206,23 +193,19 @@ class ArmijoLineSearcher:
         return alpha * norm_d, newx
 
 
-def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, frame: np.ndarray, *,
+def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, *,
               optimizer: str, max_iterations: int, min_gradient_norm: float, max_inner: int | None) -> tuple[np.ndarray, float, float, list[float], int]:
     import pymanopt
     from pymanopt.manifolds import Euclidean, Positive, Product
     from pymanopt.optimizers import ConjugateGradient, TrustRegions
 
-    Ft = torch.as_tensor(frame)
-    x0c = frame.T @ c0
-    fixed = torch.as_tensor(np.where(np.any(frame != 0, axis=1), 0.0, c0))  # unfitted coefficients stay
-    manifold = Product([Euclidean(frame.shape[1]), Positive(1, 1)])
+    manifold = Product([Euclidean(model.size), Positive(1, 1)])
 
     evaluated: list[float] = []
 
     @pymanopt.function.pytorch(manifold)
     def f(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        coef = fixed + Ft @ x
-        value = cost(coef, g.reshape(()))
+        value = cost(x, g.reshape(()))
         evaluated.append(float(value.detach()))
         if len(evaluated) % 50 == 0:
             log.info("  %d cost evaluations, best cost %.4e", len(evaluated), min(evaluated))
@@ -241,12 +224,12 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, fr
         opt = ConjugateGradient(beta_rule="PolakRibiere", line_searcher=ArmijoLineSearcher(), **kw)
     else:
         raise ValueError(f"optimizer must be 'trust-regions' or 'conjugate-gradient', got {optimizer!r}")
-    x0 = [x0c, np.array([[gamma0]])]
+    x0 = [np.asarray(c0, dtype=np.float64), np.array([[gamma0]])]
     res = opt.run(problem, initial_point=x0, maxinner=max_inner) if optimizer == "trust-regions" \
         else opt.run(problem, initial_point=x0)
     log.info("  %s: %s", optimizer, res.stopping_criterion)
     x, g = res.point
-    coef = fixed.numpy() + frame @ np.asarray(x)
+    coef = np.asarray(x, dtype=np.float64)
     # trace: best cost after each cost evaluation (trust regions keeps no per-iteration log)
     trace = np.minimum.accumulate(np.asarray(evaluated + [float(res.cost)])).tolist()
     return coef, float(np.asarray(g).ravel()[0]), float(res.cost), trace, int(res.iterations)
@@ -266,7 +249,7 @@ def _noise_terms(cost: _Cost) -> tuple[np.ndarray, np.ndarray]:
     return n0, u3
 
 
-def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, frame: np.ndarray, *,
+def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
                         max_iterations: int = 30, tol: float = 1e-15) -> tuple[np.ndarray, float, float, list[float], int]:
     """Polish (coef, γ) by Gauss–Newton trust-region least squares with the exact Jacobian.
 
@@ -280,63 +263,54 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, frame: np.n
         ∂m/∂c_j = [m(c + e_j) − m(c − e_j)]/2 − m⁽³⁾(e_j)
 
     exactly (no step-size error), with m⁽³⁾(e_j) (the third-order box sums of e_j alone)
-    computed once; the same holds for the columns q_k of ``frame`` (size, k) in place of
-    e_j (the fitted coordinates: c = fixed + frame·x, see :func:`fit_frame`). Cost: 2 model
-    evaluations per column per Jacobian (plus one per column once), so this is for
-    problems up to a few hundred coefficients at small quadratures.
+    computed once. Cost: 2 model evaluations per coefficient per Jacobian (plus one per
+    coefficient once), so this is for problems up to a few hundred coefficients at small
+    quadratures.
     Returns (coef, γ, cost, cost trace, Jacobian evaluations).
     """
     from scipy.optimize import least_squares
 
     model = cost.model
-    coef = np.asarray(coef, dtype=np.float64)
-    base = np.where(np.any(frame != 0, axis=1), 0.0, coef)
-    k_cols = frame.shape[1]
+    size = model.size
     sw, d = cost.residual_scales()
     sw, d = sw.numpy(), d.numpy()
     L2 = float(model.L**2)
     prior = cost.prior
     n_third = cost.d3.numel() if cost.w[2] != 0 else 0
-
-    def box(c: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return cost.box_vector(torch.as_tensor(c)).numpy()
-
-    third_unit = np.zeros((n_third, k_cols))
-    if n_third:
-        for k in range(k_cols):
-            with torch.no_grad():
-                third_unit[:, k] = cost.box_vector(torch.as_tensor(frame[:, k]), third_only=True).numpy()
-    cache: dict[bytes, np.ndarray] = {}
-
-    def full(x: np.ndarray) -> np.ndarray:
-        return base + frame @ x[:-1]
-
     n0, u3 = _noise_terms(cost)
+    eye = np.eye(size)
+
+    def box(c: np.ndarray, third_only: bool = False) -> np.ndarray:
+        with torch.no_grad():
+            return cost.box_vector(torch.as_tensor(c), third_only=third_only).numpy()
+
+    third_unit = np.stack([box(e, third_only=True) for e in eye], axis=1) if n_third else None
+    last: dict[bytes, np.ndarray] = {}  # box sums at the last x (fun and jac are called at the same x)
+
+    def box_at(x: np.ndarray) -> np.ndarray:
+        key = x.tobytes()
+        if key not in last:
+            last.clear()
+            last[key] = box(x[:-1])
+        return last[key]
 
     def resid(x: np.ndarray) -> np.ndarray:
-        key = x.tobytes()
-        if key not in cache:
-            c = full(x)
-            m = box(c)
-            r = sw * (x[-1] / L2 * (m + m[0] * u3) + n0 - d)
-            cache.clear()
-            cache[key] = np.concatenate([r, np.sqrt(prior / model.size) * c]) if prior else r
-        return cache[key]
+        m = box_at(x)
+        r = sw * (x[-1] / L2 * (m + m[0] * u3) + n0 - d)
+        return np.concatenate([r, np.sqrt(prior / size) * x[:-1]]) if prior else r
 
     def jac(x: np.ndarray) -> np.ndarray:
-        c = full(x)
-        m = box(c)
+        c, m = x[:-1], box_at(x)
         scale = x[-1] / L2
-        J = np.zeros((d.size + (model.size if prior else 0), k_cols + 1))
-        for k in range(k_cols):  # a loop over fitted coordinates, each column two model evaluations
-            col = 0.5 * (box(c + frame[:, k]) - box(c - frame[:, k]))
+        J = np.zeros((d.size + (size if prior else 0), size + 1))
+        for j in range(size):  # a loop over coefficients, each column two model evaluations
+            col = 0.5 * (box(c + eye[j]) - box(c - eye[j]))
             if n_third:
-                col[-n_third:] -= third_unit[:, k]
-            J[:d.size, k] = sw * scale * (col + col[0] * u3)
+                col[-n_third:] -= third_unit[:, j]
+            J[:d.size, j] = sw * scale * (col + col[0] * u3)
         J[:d.size, -1] = sw * (m + m[0] * u3) / L2
         if prior:
-            J[d.size:, :-1] = np.sqrt(prior / model.size) * frame
+            J[d.size:, :-1] = np.sqrt(prior / size) * eye
         return J
 
     trace: list[float] = []
@@ -346,11 +320,11 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, frame: np.n
         trace.append(float(r @ r))
         return r
 
-    x0 = np.r_[frame.T @ coef, float(gamma)]
-    lo = np.r_[np.full(k_cols, -np.inf), 0.0]
+    x0 = np.r_[np.asarray(coef, dtype=np.float64), float(gamma)]
+    lo = np.r_[np.full(size, -np.inf), 0.0]
     res = least_squares(fun, x0, jac=jac, bounds=(lo, np.inf), method="trf", x_scale="jac",
                         ftol=tol, xtol=tol, gtol=tol, max_nfev=max_iterations)
-    c = full(res.x)
+    c = res.x[:-1].copy()
     f = float(res.fun @ res.fun)
     log.info("  gauss-newton polish: cost %.3e after %d Jacobians (%s)", f, res.njev, res.message)
     return c, float(res.x[-1]), f, np.minimum.accumulate(np.asarray(trace)).tolist(), int(res.njev)
@@ -390,19 +364,17 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     f = float("nan")
     for lmax in stages:
         sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W)
-        n = sub.size
         cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight)
         c0 = _initial_point(sub, cost, rng, gamma)
         if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
             c0 = np.r_[coef, 1e-2 * c0[coef.size:]]
-        frame = fit_frame(np.ones(n, bool))
         if a2_first:  # cheap warm start: a1 + a2 only (no rotations: the a2 map works on invariants)
             cost2 = _Cost(sub, data, sigma=sigma, weights=(weights[0], weights[1], 0.0), prior_weight=prior_weight)
-            c0, gamma, _, tr, it = _optimise(cost2, sub, c0, gamma, frame, optimizer=optimizer,
+            c0, gamma, _, tr, it = _optimise(cost2, sub, c0, gamma, optimizer=optimizer,
                                              max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
                                              max_inner=max_inner)
             iters += it
-        coef, gamma, f, tr, it = _optimise(cost, sub, c0, gamma, frame, optimizer=optimizer,
+        coef, gamma, f, tr, it = _optimise(cost, sub, c0, gamma, optimizer=optimizer,
                                            max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
                                            max_inner=max_inner)
         trace += tr
@@ -411,7 +383,7 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
                  time.perf_counter() - t0)
     assert coef is not None
     if polish:
-        coef, gamma, f, tr, it = gauss_newton_polish(cost, coef, gamma, frame, max_iterations=int(polish))
+        coef, gamma, f, tr, it = gauss_newton_polish(cost, coef, gamma, max_iterations=int(polish))
         trace += tr
         iters += it
     return FitResult(coef=coef, gamma=gamma, cost=f, cost_trace=np.asarray(trace), iterations=iters,

@@ -97,17 +97,18 @@ def _patches(images: torch.Tensor, W: int) -> torch.Tensor:
     return padded.unfold(1, K, 1).unfold(2, K, 1).reshape(n, L * L, K * K)
 
 
+def _base_windows(P: torch.Tensor, W: int, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V, p): window vectors (b, r, K2) and values (b, r) of the base pixels ``rows`` (all if None)."""
+    V, p = _patches(P, W), P.reshape(P.shape[0], -1)
+    return (V, p) if rows is None else (V[:, rows], p[:, rows])
+
+
 def _weighted_gram(P: torch.Tensor, w: torch.Tensor, W: int, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Σ_q w_q Σ_r P_q[r] v_{q,r} v_{q,r}ᵀ, (K2, K2), v_{q,r}[ℓ] = P_q[r+ℓ]; P (b, n, n), w (b,).
 
     ``rows``: flat pixel indices r to sum over (the others must have P_q[r] = 0 for all q)."""
-    K2 = (2 * W - 1) ** 2
-    b = P.shape[0]
-    V = _patches(P, W)
-    p = P.reshape(b, -1)
-    if rows is not None:
-        V, p = V[:, rows], p[:, rows]
-    V = V.reshape(-1, K2)
+    V, p = _base_windows(P, W, rows)
+    V = V.reshape(-1, V.shape[-1])
     return (V * (w[:, None] * p).reshape(-1, 1)).T @ V
 
 
@@ -121,10 +122,7 @@ def _weighted_gram_backward(P: torch.Tensor, w: torch.Tensor, W: int, G: torch.T
     """
     b, n, _ = P.shape
     K = 2 * W - 1
-    V = _patches(P, W)                                   # (b, n², K2)
-    p = P.reshape(b, -1)
-    if rows is not None:
-        V, p = V[:, rows], p[:, rows]
+    V, p = _base_windows(P, W, rows)                     # (b, rows, K2), (b, rows)
     U = V @ (G + G.T)                                    # (b, rows, K2)
     direct = 0.5 * (V * U).sum(-1)                       # (b, rows)
     X = p[..., None] * U                                 # (b, rows, K2): block r, kernel offset ℓ
@@ -197,9 +195,8 @@ class MomentModel:
         # base pixels where some basis function projects to nonzero (elsewhere p ≡ 0 for every c)
         self.rows = torch.as_tensor(np.flatnonzero(np.any(psi != 0.0, axis=1)))
         self.quarter = self.mirror = False
-        self.rotation_sign = 1
         if symmetry is not False:
-            self.quarter, self.mirror, self.rotation_sign = self._check_symmetry(basis, psi)
+            self.quarter, self.mirror = self._check_symmetry(basis, psi)
             if symmetry is True and not (self.quarter and self.mirror):
                 raise ValueError("projections are not exactly 90°-rotation and mirror symmetric for this basis")
         self.quadrature: EulerQuadrature = euler_quadrature(3 * self.ell_max, quarter=self.quarter, mirror=self.mirror)
@@ -215,10 +212,11 @@ class MomentModel:
         self._m2 = self._second_moment_map()
 
     # ---------------------------------------------------------------- precomputation
-    def _check_symmetry(self, basis: Any, psi: np.ndarray) -> tuple[bool, bool, int]:
-        """(quarter, mirror, sign): whether, for a random c and *every* node of the reduced
-        rules, the projections at psi + k·90° equal rot90(p, sign·k) and those at the mirror
-        node equal p[:, ::-1] of the representative p (to 1e-9 relative)."""
+    def _check_symmetry(self, basis: Any, psi: np.ndarray) -> tuple[bool, bool]:
+        """(quarter, mirror): whether, for a random c and *every* node of the reduced rules,
+        the projections at psi + k·90° equal rot90(p, ±k) and those at the mirror node equal
+        p[:, ::-1] of the representative p (to 1e-9 relative). a3 is summed over the whole
+        group afterwards, so the rotation sense does not matter."""
         from cryomtd.mom3d.quadrature import orbit_angles
         from cryomtd.rotations import euler_to_matrix
 
@@ -243,7 +241,7 @@ class MomentModel:
         base = base if quarter else project(q.angles)
         mirror = all(np.abs(np.rot90(base, sign * k, axes=(1, 2))[:, :, ::-1] - project(orbit_angles(q.angles, k, True))).max() < tol
                      for k in ks)
-        return quarter, mirror, sign
+        return quarter, mirror
 
     def _rotate_np(self, basis: Any, c: np.ndarray, R: np.ndarray) -> np.ndarray:
         """Coefficients of c rotated by each of R (n, 3, 3): (n, size)."""
