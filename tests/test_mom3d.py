@@ -237,14 +237,16 @@ def test_fit_is_reproducible_and_checks_window(basis7):
         fit(data, basis7, restarts=1, window=5)
 
 
-def test_gauss_newton_jacobian_matches_autograd(basis7):
-    # the polish's Jacobian (polarisation identity of the cubic box sums) against torch
-    # autograd of the residual vector written here from the model, with noise terms and prior
+@pytest.mark.parametrize("kind", ["quadrature", "invariants"])
+def test_gauss_newton_jacobian_matches_autograd(basis7, kind):
+    # the polish's Jacobian (quadrature model: polarisation identity of the cubic box sums;
+    # invariant model: analytic, from the invariant map) against torch reverse-mode autograd of the
+    # residual vector written here from the model, with noise terms and prior
     import scipy.optimize
 
-    from cryomtd.mom3d.fit import _noise_terms, gauss_newton_polish
+    from cryomtd.mom3d.fit import _noise_terms, gauss_newton_polish, make_model
 
-    model = MomentModel(basis7, 3)
+    model = make_model(basis7, 3, kind)
     c0 = _coef(basis7, 11)
     sigma = 0.3
     cost = _Cost(model, crop_moments(model.numpy(c0, 0.1, sigma), 3), sigma=sigma, weights=(1, 2, 3),
@@ -294,6 +296,61 @@ def test_gauss_newton_polish_converges_near_the_truth():
     assert f0 > 1e-6 and f < 1e-16
     assert abs(gamma - 0.1) < 1e-8
     assert _align_error(b, coef, truth) < 1e-6
+
+
+def test_invariant_tensor_is_rotation_invariant():
+    # T of each degree triple: unit norm, T = (D1 ⊗ D2 ⊗ D3)(R) T at random rotations (the basis'
+    # own real Wigner matrices), and no invariant when the triangle inequality fails
+    from cryomtd.mom3d.invariants import ell_triples, invariant_tensor
+
+    b = SphericalBessel(9, 3)
+    D = b.wigner(random_rotations(3, np.random.default_rng(5)))
+    assert (0, 1, 3) not in ell_triples(3) and (1, 2, 3) in ell_triples(3)
+    for t in [(0, 0, 0), (1, 1, 2), (1, 2, 3), (2, 2, 3), (3, 3, 3)]:
+        T = invariant_tensor(b, t)
+        assert np.isclose(np.linalg.norm(T), 1.0)
+        for q in range(3):
+            RT = np.einsum("ai,bj,ck,ijk->abc", D[t[0]][q], D[t[1]][q], D[t[2]][q], T)
+            np.testing.assert_allclose(RT, T, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="triangle"):
+        invariant_tensor(b, (0, 1, 3))
+
+
+@pytest.mark.parametrize("L,ell_max,W,sigma", [(7, 2, 3, 0.0), (8, 2, 4, 0.3), (9, 3, 4, 0.0)])
+def test_invariant_model_equals_bruteforce_quadrature(L, ell_max, W, sigma):
+    # the bispectrum-invariant map (no rotations per evaluation) against the plain reference:
+    # every projection of E3's so3_quadrature and a product-sum per lag pair; odd and even L
+    from cryomtd.mom3d.invariants import InvariantMomentModel, d4_orbits
+    from cryomtd.moments import a3_nonredundant_lags
+
+    b = SphericalBessel(L, ell_max)
+    c = _coef(b, 3)
+    model = InvariantMomentModel(b, W)
+    fast = model.numpy(c, 0.13, sigma)
+    ref = expected_moments_reference(b, c, 0.13, W, sigma=sigma)
+    assert abs(fast.a1 - ref.a1) <= 1e-12 * abs(ref.a1)
+    np.testing.assert_allclose(fast.a2, ref.a2, rtol=0, atol=1e-12 * np.abs(ref.a2).max())
+    np.testing.assert_allclose(fast.a3, ref.a3, rtol=0, atol=1e-12 * np.abs(ref.a3).max())
+    lags, class_to_orbit, size = d4_orbits(W)  # orbits partition the non-redundant classes, ≤ 8 each
+    assert size.sum() == len(a3_nonredundant_lags(W)) == class_to_orbit.size and size.max() <= 8
+    assert model.map3.shape == (len(lags), model.n_invariants)
+
+
+def test_invariant_model_gradient_equals_quadrature_model(basis7):
+    # same cost, same gradient (autograd through the invariants vs the Gram backward)
+    from cryomtd.mom3d.invariants import InvariantMomentModel
+
+    data = crop_moments(expected_moments(basis7, _coef(basis7, 4), 0.1, 3), 3)
+    grads = []
+    for model in (MomentModel(basis7, 3), InvariantMomentModel(basis7, 3)):
+        c = torch.tensor(_coef(basis7, 5), requires_grad=True)
+        g = torch.tensor(0.12, dtype=torch.float64, requires_grad=True)
+        f = _Cost(model, data, sigma=None, weights=(1, 1, 1), prior_weight=0.0)(c, g)
+        f.backward()
+        grads.append((float(f.detach()), c.grad.numpy().copy(), float(g.grad)))
+    (f1, gc1, gg1), (f2, gc2, gg2) = grads
+    assert np.isclose(f1, f2, rtol=1e-12) and np.isclose(gg1, gg2, rtol=1e-10)
+    np.testing.assert_allclose(gc2, gc1, rtol=0, atol=1e-11 * np.abs(gc1).max())
 
 
 def test_line_search_recovers_after_a_rejected_step():

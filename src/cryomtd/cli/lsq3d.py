@@ -17,7 +17,7 @@ def _recover(args: argparse.Namespace) -> int:
     lsq = {"ell_max": args.fit_ell_max, "window": args.window, "optimizer": args.optimizer,
            "max_iterations": args.max_iterations, "max_inner": args.max_inner, "weights": args.weights, "prior_weight": args.prior_weight,
            "marching": args.marching, "a2_first": args.a2_first, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads,
-           "polish": args.polish}
+           "polish": args.polish, "model": args.model}
     files = []
     for r in range(args.restarts):
         f = out / "lsq" / f"restart_{r}.npz"
@@ -62,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start each stage with a fit of a1, a2 only (cheap), then add a3")
     p.add_argument("--polish", type=int, default=0,
                    help="finish with at most N evaluations of exact-Jacobian Gauss-Newton (0: off; small problems)")
+    p.add_argument("--model", default="invariants", choices=["invariants", "quadrature"],
+                   help="third-moment model: precomputed invariant map (default) or rotation quadrature")
     p.add_argument("--noise", default="auto", choices=["auto", "exclude"])
     p.add_argument("--exact", action="store_true", help="the moments are noise-free (exact model moments)")
     p.add_argument("--gamma-init", type=float, default=0.1)

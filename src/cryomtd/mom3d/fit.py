@@ -32,7 +32,7 @@ import torch
 
 from cryomtd.mom3d.model import MomentModel
 
-__all__ = ["FitResult", "fit", "fit_restart", "crop_moments", "cost_terms", "gauss_newton_polish"]
+__all__ = ["FitResult", "fit", "fit_restart", "crop_moments", "cost_terms", "gauss_newton_polish", "make_model"]
 
 log = logging.getLogger("cryomtd.mom3d")
 
@@ -113,6 +113,18 @@ class _Cost:
         parts = [] if third_only else [m1.reshape(1), m2.reshape(-1)[self.m2]]
         if m3 is not None:
             parts.append(m3.reshape(-1)[self.m3])
+        return torch.cat(parts)
+
+    def box_jacobian(self, coef: torch.Tensor) -> torch.Tensor | None:
+        """∂(:meth:`box_vector`)/∂c (n_box, size), exact, for the invariant model
+        (:meth:`InvariantMomentModel.box_jacobian`); None for the quadrature model (its polish
+        Jacobian uses the polarisation identity instead)."""
+        if not hasattr(self.model, "map3"):
+            return None
+        j1, j2, j3 = self.model.box_jacobian(coef)
+        parts = [j1[None, :], j2[self.m2]]
+        if self.w[2] != 0:
+            parts.append(j3[self.model.dense_to_orbit[self.m3]])
         return torch.cat(parts)
 
     def residual_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -284,7 +296,8 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
         with torch.no_grad():
             return cost.box_vector(torch.as_tensor(c), third_only=third_only).numpy()
 
-    third_unit = np.stack([box(e, third_only=True) for e in eye], axis=1) if n_third else None
+    analytic = hasattr(model, "map3")
+    third_unit = np.stack([box(e, third_only=True) for e in eye], axis=1) if n_third and not analytic else None
     last: dict[bytes, np.ndarray] = {}  # box sums at the last x (fun and jac are called at the same x)
 
     def box_at(x: np.ndarray) -> np.ndarray:
@@ -303,11 +316,16 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
         c, m = x[:-1], box_at(x)
         scale = x[-1] / L2
         J = np.zeros((d.size + (size if prior else 0), size + 1))
-        for j in range(size):  # a loop over coefficients, each column two model evaluations
-            col = 0.5 * (box(c + eye[j]) - box(c - eye[j]))
-            if n_third:
-                col[-n_third:] -= third_unit[:, j]
-            J[:d.size, j] = sw * scale * (col + col[0] * u3)
+        if analytic:  # exact Jacobian of the box sums from the invariant map
+            with torch.no_grad():
+                Jm = cost.box_jacobian(torch.as_tensor(c)).numpy()
+            J[:d.size, :-1] = sw[:, None] * scale * (Jm + Jm[0][None, :] * u3[:, None])
+        else:
+            for j in range(size):  # a loop over coefficients, each column two model evaluations
+                col = 0.5 * (box(c + eye[j]) - box(c - eye[j]))
+                if n_third:
+                    col[-n_third:] -= third_unit[:, j]
+                J[:d.size, j] = sw * scale * (col + col[0] * u3)
         J[:d.size, -1] = sw * (m + m[0] * u3) / L2
         if prior:
             J[d.size:, :-1] = np.sqrt(prior / size) * eye
@@ -330,12 +348,32 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
     return c, float(res.x[-1]), f, np.minimum.accumulate(np.asarray(trace)).tolist(), int(res.njev)
 
 
+MODEL_KINDS = ("invariants", "quadrature")
+
+
+def make_model(basis: Any, W: int, kind: str = "invariants") -> MomentModel:
+    """The moment model used by the fit: ``"invariants"`` (third moment through the precomputed
+    bispectrum-invariant map, :class:`~cryomtd.mom3d.invariants.InvariantMomentModel`) or
+    ``"quadrature"`` (Gram products over the exact rotation rule); the same numbers to round-off."""
+    if kind == "invariants":
+        from cryomtd.mom3d.invariants import InvariantMomentModel
+
+        return InvariantMomentModel(basis, W)
+    if kind == "quadrature":
+        return MomentModel(basis, W)
+    raise ValueError(f"lsq.model must be one of {MODEL_KINDS}, got {kind!r}")
+
+
 @functools.lru_cache(maxsize=8)
-def _stage_model(L: int, ell_max: int, W: int) -> MomentModel:
+def _stage_model(L: int, ell_max: int, W: int, kind: str = "invariants") -> MomentModel:
     """The moment model of the ℓ ≤ ell_max prefix of SphericalBessel(L) (a marching stage)."""
     from cryomtd.basis import SphericalBessel
 
-    return MomentModel(SphericalBessel(L, ell_max), W)
+    return make_model(SphericalBessel(L, ell_max), W, kind)
+
+
+def _model_kind(model: MomentModel) -> str:
+    return "invariants" if hasattr(model, "map3") else "quadrature"
 
 
 def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: float | None = 0.0,
@@ -343,7 +381,8 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
                 max_inner: int | None = None,
                 min_gradient_norm: float = 1e-10, weights: Sequence[float] = (1.0, 1.0, 1.0),
                 prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1, a2_first: bool = False,
-                model: MomentModel | None = None, restart: int = 0, polish: int = 0) -> FitResult:
+                model: MomentModel | None = None, restart: int = 0, polish: int = 0,
+                model_kind: str = "invariants") -> FitResult:
     """One restart from a random point drawn from ``rng``; see :func:`fit`.
 
     ``marching``: fit ℓ ≤ 1, then ℓ ≤ 2, … up to the basis' ℓmax, each stage with the
@@ -354,7 +393,8 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     2·size model evaluations, so keep it for small problems)."""
     t0 = time.perf_counter()
     W = int(window or getattr(moments, "window", basis.L))
-    model = model if model is not None and model.W == W else MomentModel(basis, W)
+    model = model if model is not None and model.W == W else make_model(basis, W, model_kind)
+    model_kind = _model_kind(model)
     data = crop_moments(moments, W)
     stages = list(range(1, model.ell_max + 1)) if marching and model.ell_max > 1 else [model.ell_max]
     coef: np.ndarray | None = None
@@ -363,7 +403,7 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     iters = 0
     f = float("nan")
     for lmax in stages:
-        sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W)
+        sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model_kind)
         cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight)
         c0 = _initial_point(sub, cost, rng, gamma)
         if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
@@ -405,7 +445,7 @@ def fit(moments: Any, basis: Any, *, sigma: float | None = 0.0, restarts: int = 
     from cryomtd.seeding import rng
 
     W = int(kwargs.pop("window", None) or getattr(moments, "window", basis.L))
-    model = kwargs.pop("model", None) or MomentModel(basis, W)
+    model = kwargs.pop("model", None) or make_model(basis, W, kwargs.get("model_kind", "invariants"))
     best: FitResult | None = None
     costs = []
     for r in progress(range(restarts), desc="restarts"):

@@ -302,13 +302,17 @@ class MomentModel:
         m2 = m2.reshape(K, K)
         if not third:
             return m1, m2, None
+        return m1, m2, self.third_box(coef)
+
+    def third_box(self, coef: torch.Tensor) -> torch.Tensor:
+        """E_ω Σ_r p[r] p[r+ℓ1] p[r+ℓ2], dense (K,)*4: Gram products over the quadrature rotations."""
+        K = 2 * self.W - 1
         n = self.quadrature.size
         m3 = torch.zeros(K * K, K * K, dtype=self.dtype)
         for s0 in range(0, n, self.batch):
             sl = slice(s0, min(n, s0 + self.batch))
             m3 = m3 + _WeightedGram.apply(self.projections(coef, sl), self.weights[sl], self.W, self.rows)
-        m3 = self._symmetrise(m3.reshape((K,) * 4))
-        return m1, m2, m3
+        return self._symmetrise(m3.reshape((K,) * 4))
 
     def moments(self, coef: torch.Tensor, gamma: torch.Tensor | float, sigma: float = 0.0,
                 *, third: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
