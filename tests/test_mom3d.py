@@ -353,6 +353,21 @@ def test_invariant_model_gradient_equals_quadrature_model(basis7):
     np.testing.assert_allclose(gc2, gc1, rtol=0, atol=1e-11 * np.abs(gc1).max())
 
 
+def test_invariant_map_cache_roundtrip(tmp_path, basis7):
+    # the map is written once (atomically, no temp file left) and loaded bit for bit; a file
+    # of the wrong shape under the expected name is refused with its path in the message
+    from cryomtd.mom3d.invariants import InvariantMomentModel
+
+    m1 = InvariantMomentModel(basis7, 3, cache_dir=tmp_path)
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npy" and "L7_l2_W3" in files[0].name
+    m2 = InvariantMomentModel(basis7, 3, cache_dir=tmp_path)
+    assert torch.equal(m1.map3, m2.map3)
+    np.save(files[0], np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=files[0].name):
+        InvariantMomentModel(basis7, 3, cache_dir=tmp_path)
+
+
 def test_line_search_recovers_after_a_rejected_step():
     # f(x) = |x|²: a search along an ascent direction is rejected; the next search along
     # -grad must decrease f (pymanopt 2.2's AdaptiveLineSearcher keeps trying step 0 after

@@ -17,7 +17,7 @@ def _recover(args: argparse.Namespace) -> int:
     lsq = {"ell_max": args.fit_ell_max, "window": args.window, "optimizer": args.optimizer,
            "max_iterations": args.max_iterations, "max_inner": args.max_inner, "weights": args.weights, "prior_weight": args.prior_weight,
            "marching": args.marching, "a2_first": args.a2_first, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads,
-           "polish": args.polish, "model": args.model}
+           "polish": args.polish, "model": args.model, "cache_dir": args.cache_dir}
     files = []
     for r in range(args.restarts):
         f = out / "lsq" / f"restart_{r}.npz"
@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=None, help="fit window W (default (L-1)//2+1)")
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--optimizer", default="conjugate-gradient", choices=["trust-regions", "conjugate-gradient"])
+    p.add_argument("--optimizer", default="conjugate-gradient", choices=["trust-regions", "conjugate-gradient", "gauss-newton"])
     p.add_argument("--max-inner", type=int, default=10, help="trust regions: inner steps per iteration")
     p.add_argument("--max-iterations", type=int, default=100)
     p.add_argument("--weights", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("W1", "W2", "W3"))
@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="finish with at most N evaluations of exact-Jacobian Gauss-Newton (0: off; small problems)")
     p.add_argument("--model", default="invariants", choices=["invariants", "quadrature"],
                    help="third-moment model: precomputed invariant map (default) or rotation quadrature")
+    p.add_argument("--cache-dir", default=None,
+                   help="keep the invariant map here between runs (default: $CRYOMTD_CACHE_DIR, unset = no cache)")
     p.add_argument("--noise", default="auto", choices=["auto", "exclude"])
     p.add_argument("--exact", action="store_true", help="the moments are noise-free (exact model moments)")
     p.add_argument("--gamma-init", type=float, default=0.1)

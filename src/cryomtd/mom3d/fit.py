@@ -207,6 +207,8 @@ class ArmijoLineSearcher:
 
 def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, *,
               optimizer: str, max_iterations: int, min_gradient_norm: float, max_inner: int | None) -> tuple[np.ndarray, float, float, list[float], int]:
+    if optimizer == "gauss-newton":  # exact-Jacobian least squares for the whole stage
+        return gauss_newton_polish(cost, c0, gamma0, max_iterations=max_iterations)
     import pymanopt
     from pymanopt.manifolds import Euclidean, Positive, Product
     from pymanopt.optimizers import ConjugateGradient, TrustRegions
@@ -235,7 +237,7 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, *,
         # 0/0 (NaN → stop after 2 iterations) on a BPTI ℓmax = 3 fit
         opt = ConjugateGradient(beta_rule="PolakRibiere", line_searcher=ArmijoLineSearcher(), **kw)
     else:
-        raise ValueError(f"optimizer must be 'trust-regions' or 'conjugate-gradient', got {optimizer!r}")
+        raise ValueError(f"optimizer must be 'trust-regions', 'conjugate-gradient' or 'gauss-newton', got {optimizer!r}")
     x0 = [np.asarray(c0, dtype=np.float64), np.array([[gamma0]])]
     res = opt.run(problem, initial_point=x0, maxinner=max_inner) if optimizer == "trust-regions" \
         else opt.run(problem, initial_point=x0)
@@ -351,25 +353,26 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
 MODEL_KINDS = ("invariants", "quadrature")
 
 
-def make_model(basis: Any, W: int, kind: str = "invariants") -> MomentModel:
+def make_model(basis: Any, W: int, kind: str = "invariants", cache_dir: str | None = None) -> MomentModel:
     """The moment model used by the fit: ``"invariants"`` (third moment through the precomputed
     bispectrum-invariant map, :class:`~cryomtd.mom3d.invariants.InvariantMomentModel`) or
-    ``"quadrature"`` (Gram products over the exact rotation rule); the same numbers to round-off."""
+    ``"quadrature"`` (Gram products over the exact rotation rule); the same numbers to round-off.
+    ``cache_dir``: where the invariant map is kept between runs (see ``InvariantMomentModel``)."""
     if kind == "invariants":
         from cryomtd.mom3d.invariants import InvariantMomentModel
 
-        return InvariantMomentModel(basis, W)
+        return InvariantMomentModel(basis, W, cache_dir=cache_dir)
     if kind == "quadrature":
         return MomentModel(basis, W)
     raise ValueError(f"lsq.model must be one of {MODEL_KINDS}, got {kind!r}")
 
 
 @functools.lru_cache(maxsize=8)
-def _stage_model(L: int, ell_max: int, W: int, kind: str = "invariants") -> MomentModel:
+def _stage_model(L: int, ell_max: int, W: int, kind: str = "invariants", cache_dir: str | None = None) -> MomentModel:
     """The moment model of the ℓ ≤ ell_max prefix of SphericalBessel(L) (a marching stage)."""
     from cryomtd.basis import SphericalBessel
 
-    return make_model(SphericalBessel(L, ell_max), W, kind)
+    return make_model(SphericalBessel(L, ell_max), W, kind, cache_dir)
 
 
 def _model_kind(model: MomentModel) -> str:
@@ -382,7 +385,7 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
                 min_gradient_norm: float = 1e-10, weights: Sequence[float] = (1.0, 1.0, 1.0),
                 prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1, a2_first: bool = False,
                 model: MomentModel | None = None, restart: int = 0, polish: int = 0,
-                model_kind: str = "invariants") -> FitResult:
+                model_kind: str = "invariants", cache_dir: str | None = None) -> FitResult:
     """One restart from a random point drawn from ``rng``; see :func:`fit`.
 
     ``marching``: fit ℓ ≤ 1, then ℓ ≤ 2, … up to the basis' ℓmax, each stage with the
@@ -393,7 +396,7 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     2·size model evaluations, so keep it for small problems)."""
     t0 = time.perf_counter()
     W = int(window or getattr(moments, "window", basis.L))
-    model = model if model is not None and model.W == W else make_model(basis, W, model_kind)
+    model = model if model is not None and model.W == W else make_model(basis, W, model_kind, cache_dir)
     model_kind = _model_kind(model)
     data = crop_moments(moments, W)
     stages = list(range(1, model.ell_max + 1)) if marching and model.ell_max > 1 else [model.ell_max]
@@ -403,7 +406,7 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     iters = 0
     f = float("nan")
     for lmax in stages:
-        sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model_kind)
+        sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model_kind, cache_dir)
         cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight)
         c0 = _initial_point(sub, cost, rng, gamma)
         if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
@@ -445,7 +448,8 @@ def fit(moments: Any, basis: Any, *, sigma: float | None = 0.0, restarts: int = 
     from cryomtd.seeding import rng
 
     W = int(kwargs.pop("window", None) or getattr(moments, "window", basis.L))
-    model = kwargs.pop("model", None) or make_model(basis, W, kwargs.get("model_kind", "invariants"))
+    model = kwargs.pop("model", None) or make_model(basis, W, kwargs.get("model_kind", "invariants"),
+                                                    kwargs.get("cache_dir"))
     best: FitResult | None = None
     costs = []
     for r in progress(range(restarts), desc="restarts"):
