@@ -5,12 +5,16 @@ For each case (L, ell_max, W), in one process:
 * fast path (:class:`cryomtd.mom3d.MomentModel`): precomputation time; one evaluation of
   (a1, a2, a3); one evaluation of the fit cost plus its exact gradient (torch autograd);
 * the same with the in-plane 90° symmetry switched off (full quadrature grid);
+* the invariant model (:class:`cryomtd.mom3d.invariants.InvariantMomentModel`, the fit's
+  default): precomputation of the invariant map, model and cost + gradient, the ratio
+  quadrature / invariant per cost + gradient, and its a3 difference from the fast path;
 * the plain reference (:func:`cryomtd.mom3d.reference.expected_moments_reference`):
   project at every rotation of E3's ``so3_quadrature(3·ell_max)`` and form each
   projection's autocorrelations by a product-sum per lag pair; its time, the ratio
   reference/fast and the maximum relative difference of a3 (must be ~1e-15).
 
     python benchmarks/mom3d.py --cases 7,2,4 11,2,6 11,3,6 --threads 1 --out /tmp/mom3d_bench.json
+    python benchmarks/mom3d.py --cases 20,5,10 --repeat 1 --no-reference --no-full-grid --threads 2
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from cryomtd.basis import SphericalBessel
 from cryomtd.mom3d import MomentModel
 from cryomtd.mom3d.fit import _Cost, crop_moments
+from cryomtd.mom3d.invariants import InvariantMomentModel
 from cryomtd.mom3d.reference import expected_moments_reference
 
 
@@ -38,15 +43,18 @@ def _best(fn, repeat: int) -> float:
     return min(times)
 
 
-def run_case(L: int, ell_max: int, W: int, repeat: int, reference: bool) -> dict:
+def run_case(L: int, ell_max: int, W: int, repeat: int, reference: bool, full_grid: bool = True) -> dict:
     b = SphericalBessel(L, ell_max)
     c = np.random.default_rng(0).standard_normal(b.size)
     out: dict = {"L": L, "ell_max": ell_max, "W": W, "size": b.size}
-    for name, sym in (("fast", "auto"), ("fast_full_grid", False)):
+    for name, make in (("fast", lambda: MomentModel(b, W)), ("fast_full_grid", lambda: MomentModel(b, W, symmetry=False)),
+                       ("invariants", lambda: InvariantMomentModel(b, W))):
+        if name == "fast_full_grid" and not full_grid:
+            continue
         t0 = time.perf_counter()
-        model = MomentModel(b, W, symmetry=sym)
+        model = make()
         out[f"{name}_setup_s"] = time.perf_counter() - t0
-        out[f"{name}_rotations"] = model.quadrature.size
+        out[f"{name}_rotations"] = model.quadrature.size if name != "invariants" else 0
         data = model.numpy(c, 0.1)
         cost = _Cost(model, crop_moments(data, W), sigma=0.0, weights=(1, 1, 1), prior_weight=0.0)
         ct = torch.tensor(c * 1.1, requires_grad=True)
@@ -60,6 +68,10 @@ def run_case(L: int, ell_max: int, W: int, repeat: int, reference: bool) -> dict
         out[f"{name}_cost_grad_s"] = _best(value_and_grad, repeat)
         if name == "fast":
             fast = data
+        if name == "invariants":
+            out["invariants_orbits_x_invariants"] = list(model.map3.shape)
+            out["ratio_fast_over_invariants_cost_grad"] = out["fast_cost_grad_s"] / out["invariants_cost_grad_s"]
+            out["invariants_a3_max_rel_diff"] = float(np.abs(data.a3 - fast.a3).max() / np.abs(fast.a3).max())
     if reference:
         t0 = time.perf_counter()
         ref = expected_moments_reference(b, c, 0.1, W)
@@ -75,13 +87,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-reference", action="store_true", help="skip the plain reference (large cases)")
+    ap.add_argument("--no-full-grid", action="store_true", help="skip the full-grid quadrature model (large cases)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for case in args.cases:
         L, lm, W = (int(v) for v in case.split(","))
-        row = run_case(L, lm, W, args.repeat, not args.no_reference)
+        row = run_case(L, lm, W, args.repeat, not args.no_reference, not args.no_full_grid)
         rows.append(row)
         print(json.dumps(row))
     result = {"machine": platform.processor() or platform.machine(), "torch_threads": args.threads, "cases": rows}

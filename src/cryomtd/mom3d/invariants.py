@@ -163,6 +163,9 @@ class InvariantMomentModel(MomentModel):
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npy")
             with os.fdopen(fd, "wb") as fh:
                 np.save(fh, self.map3.numpy())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the cache is shared like any output
             os.replace(tmp, path)
 
     # ---------------------------------------------------------------- precomputation
