@@ -250,21 +250,14 @@ def test_gauss_newton_jacobian_matches_autograd(basis7, kind):
     c0 = _coef(basis7, 11)
     sigma = 0.3
     cost = _Cost(model, crop_moments(model.numpy(c0, 0.1, sigma), 3), sigma=sigma, weights=(1, 2, 3),
-                 prior_weight=1e-3, centre_weight=0.05)
+                 prior_weight=1e-3)
     sw, d = cost.residual_scales()
     n0, u3 = (torch.as_tensor(v) for v in _noise_terms(cost))
-    L = basis7.L
-    z, y, xx = (torch.as_tensor(np.broadcast_to(a, (L,) * 3).astype(float)) for a in np.indices((L,) * 3) - L // 2)
-
-    def centre(c):  # √μ · centre of mass / L of the volume on the voxel grid (independent of _centre_rows)
-        v = torch.einsum("ni,nxyz->ixyz", c[:, None], torch.as_tensor(
-            np.stack([basis7.evaluate(e) for e in np.eye(basis7.size)])))[0]
-        return 0.05**0.5 * torch.stack([(xx * v).sum(), (y * v).sum(), (z * v).sum()]) / v.sum() / L
 
     def residual(x):
         m = cost.box_vector(x[:-1])
         r = sw * (x[-1] / basis7.L**2 * (m + m[0] * u3) + n0 - d)
-        return torch.cat([r, (1e-3 / basis7.size) ** 0.5 * x[:-1], centre(x[:-1])])
+        return torch.cat([r, (1e-3 / basis7.size) ** 0.5 * x[:-1]])
 
     x = torch.tensor(np.r_[c0 + 0.3 * _coef(basis7, 12), 0.12])
     r = residual(x)

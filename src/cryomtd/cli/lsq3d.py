@@ -15,7 +15,7 @@ def _recover(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     lsq = {"ell_max": args.fit_ell_max, "window": args.window, "optimizer": args.optimizer,
-           "max_iterations": args.max_iterations, "max_inner": args.max_inner, "weights": args.weights, "prior_weight": args.prior_weight, "centre_weight": args.centre_weight,
+           "max_iterations": args.max_iterations, "max_inner": args.max_inner, "weights": args.weights, "prior_weight": args.prior_weight,
            "marching": args.marching, "a2_first": args.a2_first, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads,
            "polish": args.polish, "model": args.model, "cache_dir": args.cache_dir}
     files = []
@@ -57,7 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iterations", type=int, default=100)
     p.add_argument("--weights", type=float, nargs=3, default=[1.0, 1.0, 1.0], metavar=("W1", "W2", "W3"))
     p.add_argument("--prior-weight", type=float, default=0.0)
-    p.add_argument("--centre-weight", type=float, default=0.0, help="centring prior weight (centre of mass at the box centre)")
     p.add_argument("--marching", action=argparse.BooleanOptionalAction, default=True, help="fit ell <= 1 first")
     p.add_argument("--a2-first", action=argparse.BooleanOptionalAction, default=True,
                    help="start each stage with a fit of a1, a2 only (cheap), then add a3")

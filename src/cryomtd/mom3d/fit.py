@@ -86,7 +86,7 @@ class _Cost:
     """The cost f(c, γ) as a torch function of (coef, gamma) for one data set."""
 
     def __init__(self, model: MomentModel, data: tuple[float, np.ndarray, np.ndarray], *, sigma: float | None,
-                 weights: Sequence[float], prior_weight: float, centre_weight: float = 0.0) -> None:
+                 weights: Sequence[float], prior_weight: float) -> None:
         self.model = model
         self.sigma = 0.0 if sigma is None else float(sigma)
         self.m2, self.m3 = _masks(model.W, sigma is None)
@@ -99,8 +99,6 @@ class _Cost:
         self.n3 = max(float((self.d3**2).sum()), 1e-300)
         self.w = [float(w) for w in weights]
         self.prior = float(prior_weight)
-        self.centre = float(centre_weight)
-        self.centre_rows = _centre_rows(model.basis) if self.centre else None
 
     def terms(self, coef: torch.Tensor, gamma: torch.Tensor) -> list[torch.Tensor]:
         a1, a2, a3 = self.model.moments(coef, gamma, self.sigma, third=self.w[2] != 0)
@@ -144,32 +142,7 @@ class _Cost:
         f = self.w[0] * t[0] + self.w[1] * t[1] + self.w[2] * t[2]
         if self.prior:
             f = f + self.prior * (coef**2).sum() / coef.numel()
-        if self.centre:
-            f = f + (self.centre_residual(coef) ** 2).sum()
         return f
-
-    def centre_residual(self, coef: torch.Tensor) -> torch.Tensor:
-        """√μ · (centre of mass of the volume − box centre) / L, (3,) — the centring prior's residual."""
-        G, s = self.centre_rows
-        return self.centre**0.5 * (G @ coef) / (s @ coef) / self.model.L
-
-
-@functools.lru_cache(maxsize=8)
-def _centre_rows_cached(L: int, ell_max: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from cryomtd.basis import SphericalBessel
-    from cryomtd.volume import centred_coordinates
-
-    b = SphericalBessel(L, ell_max)
-    phi = np.stack([np.asarray(b.evaluate(e), dtype=np.float64).ravel() for e in np.eye(b.size)])  # (size, L³)
-    z, y, x = (np.broadcast_to(a, (L, L, L)).ravel().astype(np.float64) for a in centred_coordinates(L))
-    G = np.stack([x, y, z]) @ phi.T                                                              # (3, size)
-    return torch.from_numpy(G), torch.from_numpy(phi.sum(axis=1))
-
-
-def _centre_rows(basis: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(G (3, size), s (size,)): first moments (x, y, z about the centre voxel L//2) and mass of
-    ``basis.evaluate(c)`` as linear maps of c; the centre of mass is G c / (s·c)."""
-    return _centre_rows_cached(int(basis.L), int(np.max(basis.ell)) if basis.size else 0)
 
 
 def cost_terms(model: MomentModel, moments: Any, coef: np.ndarray, gamma: float, *, sigma: float | None = 0.0) -> list[float]:
@@ -317,7 +290,6 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
     sw, d = sw.numpy(), d.numpy()
     L2 = float(model.L**2)
     prior = cost.prior
-    n_centre = 3 if cost.centre else 0
     n_third = cost.d3.numel() if cost.w[2] != 0 else 0
     n0, u3 = _noise_terms(cost)
     eye = np.eye(size)
@@ -340,18 +312,12 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
     def resid(x: np.ndarray) -> np.ndarray:
         m = box_at(x)
         r = sw * (x[-1] / L2 * (m + m[0] * u3) + n0 - d)
-        parts = [r]
-        if prior:
-            parts.append(np.sqrt(prior / size) * x[:-1])
-        if n_centre:
-            with torch.no_grad():
-                parts.append(cost.centre_residual(torch.as_tensor(x[:-1])).numpy())
-        return np.concatenate(parts)
+        return np.concatenate([r, np.sqrt(prior / size) * x[:-1]]) if prior else r
 
     def jac(x: np.ndarray) -> np.ndarray:
         c, m = x[:-1], box_at(x)
         scale = x[-1] / L2
-        J = np.zeros((d.size + (size if prior else 0) + n_centre, size + 1))
+        J = np.zeros((d.size + (size if prior else 0), size + 1))
         if analytic:  # exact Jacobian of the box sums from the invariant map
             with torch.no_grad():
                 Jm = cost.box_jacobian(torch.as_tensor(c)).numpy()
@@ -364,11 +330,7 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
                 J[:d.size, j] = sw * scale * (col + col[0] * u3)
         J[:d.size, -1] = sw * (m + m[0] * u3) / L2
         if prior:
-            J[d.size:d.size + size, :-1] = np.sqrt(prior / size) * eye
-        if n_centre:  # ∂/∂c of √μ (G c)/(s·c)/L = √μ (G (s·c) − (G c) sᵀ)/(s·c)²/L
-            G, sm = (a.numpy() for a in cost.centre_rows)
-            mass = sm @ c
-            J[-3:, :-1] = np.sqrt(cost.centre) * (G * mass - np.outer(G @ c, sm)) / mass**2 / model.L
+            J[d.size:, :-1] = np.sqrt(prior / size) * eye
         return J
 
     trace: list[float] = []
@@ -421,8 +383,7 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
                 window: int | None = None, optimizer: str = "trust-regions", max_iterations: int = 200,
                 max_inner: int | None = None,
                 min_gradient_norm: float = 1e-10, weights: Sequence[float] = (1.0, 1.0, 1.0),
-                prior_weight: float = 0.0, centre_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1,
-                a2_first: bool = False,
+                prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1, a2_first: bool = False,
                 model: MomentModel | None = None, restart: int = 0, polish: int = 0,
                 model_kind: str = "invariants", cache_dir: str | None = None) -> FitResult:
     """One restart from a random point drawn from ``rng``; see :func:`fit`.
@@ -446,13 +407,12 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     f = float("nan")
     for lmax in stages:
         sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model_kind, cache_dir)
-        cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight, centre_weight=centre_weight)
+        cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight)
         c0 = _initial_point(sub, cost, rng, gamma)
         if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
             c0 = np.r_[coef, 1e-2 * c0[coef.size:]]
         if a2_first:  # cheap warm start: a1 + a2 only (no rotations: the a2 map works on invariants)
-            cost2 = _Cost(sub, data, sigma=sigma, weights=(weights[0], weights[1], 0.0), prior_weight=prior_weight,
-                          centre_weight=centre_weight)
+            cost2 = _Cost(sub, data, sigma=sigma, weights=(weights[0], weights[1], 0.0), prior_weight=prior_weight)
             c0, gamma, _, tr, it = _optimise(cost2, sub, c0, gamma, optimizer=optimizer,
                                              max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
                                              max_inner=max_inner)

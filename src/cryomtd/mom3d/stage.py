@@ -6,7 +6,7 @@ rule scripts only forward ``snakemake`` inputs and params here, and the CLI
 
 Config block ``lsq`` (schema ``workflow/schemas/lsq3d.schema.yaml``, defaults there):
 restarts, ell_max (fit degree; null = the experiment basis), window (null =
-(L−1)//2+1), model, optimizer, max_iterations, weights, prior_weight, centre_weight, marching, a2_first,
+(L−1)//2+1), model, optimizer, max_iterations, weights, prior_weight, marching, a2_first,
 polish, noise, gamma_init, threads, cache_dir.
 """
 
@@ -120,8 +120,7 @@ def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike,
                       optimizer=lsq.get("optimizer", "trust-regions"),
                       max_iterations=int(lsq.get("max_iterations", 100)), max_inner=lsq.get("max_inner"),
                       weights=tuple(lsq.get("weights", (1.0, 1.0, 1.0))),
-                      prior_weight=float(lsq.get("prior_weight", 0.0)), centre_weight=float(lsq.get("centre_weight", 0.0)),
-                      marching=bool(lsq.get("marching", False)),
+                      prior_weight=float(lsq.get("prior_weight", 0.0)), marching=bool(lsq.get("marching", False)),
                       gamma0=float(lsq.get("gamma_init", 0.1)), a2_first=bool(lsq.get("a2_first", False)),
                       restart=int(restart), polish=int(lsq.get("polish") or 0),
                       model_kind=str(lsq.get("model", "invariants")), cache_dir=lsq.get("cache_dir"))
