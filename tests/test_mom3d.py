@@ -366,6 +366,8 @@ def test_invariant_map_cache_roundtrip(tmp_path, basis7):
     np.save(files[0], np.zeros((2, 2)))
     with pytest.raises(ValueError, match=files[0].name):
         InvariantMomentModel(basis7, 3, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="lsq.model"):  # too large a map: a clear error, nothing allocated
+        InvariantMomentModel(basis7, 3, max_map_bytes=1000)
 
 
 def test_line_search_recovers_after_a_rejected_step():

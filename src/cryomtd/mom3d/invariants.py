@@ -125,11 +125,12 @@ class InvariantMomentModel(MomentModel):
     environment variable ``CRYOMTD_CACHE_DIR``, unset = no cache): keep the map there as
     ``invariant_map_L{L}_l{ell_max}_W{W}_{hash}.npy`` (hash of Ψ, W and the invariant
     tensors), written atomically and loaded bit for bit by later runs (TRPV1 size:
-    5 266 × 19 009 float64 = 0.8 GB, ≈ 1.5 min to compute on 2 cores).
+    5 266 × 19 009 float64 = 0.8 GB, ≈ 1.5 min to compute on 2 cores). A map larger than
+    ``max_map_bytes`` (8 GiB) is refused with a message naming ``lsq.model``.
     """
 
     def __init__(self, basis: Any, window: int, *, cache_dir: str | os.PathLike | None = None,
-                 max_chunk_elements: int = 2**24, **kwargs: Any) -> None:
+                 max_chunk_elements: int = 2**24, max_map_bytes: float = 8 * 2**30, **kwargs: Any) -> None:
         super().__init__(basis, window, **kwargs)
         t0 = time.perf_counter()
         if cache_dir is None:
@@ -140,6 +141,11 @@ class InvariantMomentModel(MomentModel):
         self.invariant_sizes = [S[a] * S[b] * S[c] for a, b, c in self.triples]
         self.n_invariants = int(sum(self.invariant_sizes))
         orbit_lags, class_to_orbit, _ = d4_orbits(self.W)
+        nbytes = 8.0 * orbit_lags.shape[0] * self.n_invariants
+        if nbytes > max_map_bytes:
+            raise ValueError(f"lsq.model: invariants needs a {orbit_lags.shape[0]} x {self.n_invariants} map "
+                             f"({nbytes / 2**30:.1f} GiB > {max_map_bytes / 2**30:.1f} GiB) for L={self.L}, "
+                             f"ell_max={self.ell_max}, W={self.W}; use lsq.model: quadrature or a smaller window")
         from cryomtd.moments.lags import a3_index_map
 
         self.dense_to_orbit = torch.as_tensor(class_to_orbit[a3_index_map(self.W).astype(np.int64).ravel()])
