@@ -167,12 +167,16 @@ class InvariantMomentModel(MomentModel):
         if path is not None:  # atomic: concurrent restarts may write the same file
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npy")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, self.map3.numpy())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the cache is shared like any output
-            os.replace(tmp, path)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.save(fh, self.map3.numpy())
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the cache is shared like any output
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)  # e.g. disk full: leave no half-written file
+                raise
 
     # ---------------------------------------------------------------- precomputation
     def _block_images(self, l: int) -> torch.Tensor:
