@@ -119,7 +119,7 @@ class _Cost:
         """∂(:meth:`box_vector`)/∂c (n_box, size), exact, for the invariant model
         (:meth:`InvariantMomentModel.box_jacobian`); None for the quadrature model (its polish
         Jacobian uses the polarisation identity instead)."""
-        if not hasattr(self.model, "map3"):
+        if self.model.kind != "invariants":
             return None
         j1, j2, j3 = self.model.box_jacobian(coef)
         parts = [j1[None, :], j2[self.m2]]
@@ -271,15 +271,15 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
     BPTI at ℓmax = 2: cost 10⁻⁸ still allows a coefficient error of 0.3), which first-order
     methods cannot resolve. Here ``scipy.optimize.least_squares`` (method "trf",
     x_scale="jac", γ > 0 as a bound) solves each step with the full Jacobian.
-    The Jacobian is exact and cheap to write down because the box sums are polynomials
-    in c: m = m⁽¹⁾ + m⁽²⁾ + m⁽³⁾ of degrees 1, 2, 3, so for a unit vector e_j
+    The Jacobian is exact. With the invariant model it is analytic
+    (:meth:`_Cost.box_jacobian`: seconds at TRPV1 size). With the quadrature model it uses
+    that the box sums are polynomials in c: m = m⁽¹⁾ + m⁽²⁾ + m⁽³⁾ of degrees 1, 2, 3, so for
+    a unit vector e_j
 
         ∂m/∂c_j = [m(c + e_j) − m(c − e_j)]/2 − m⁽³⁾(e_j)
 
     exactly (no step-size error), with m⁽³⁾(e_j) (the third-order box sums of e_j alone)
-    computed once. Cost: 2 model evaluations per coefficient per Jacobian (plus one per
-    coefficient once), so this is for problems up to a few hundred coefficients at small
-    quadratures.
+    computed once: 2 model evaluations per coefficient per Jacobian, for small problems.
     Returns (coef, γ, cost, cost trace, Jacobian evaluations).
     """
     from scipy.optimize import least_squares
@@ -298,7 +298,7 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
         with torch.no_grad():
             return cost.box_vector(torch.as_tensor(c), third_only=third_only).numpy()
 
-    analytic = hasattr(model, "map3")
+    analytic = model.kind == "invariants"
     third_unit = np.stack([box(e, third_only=True) for e in eye], axis=1) if n_third and not analytic else None
     last: dict[bytes, np.ndarray] = {}  # box sums at the last x (fun and jac are called at the same x)
 
@@ -375,10 +375,6 @@ def _stage_model(L: int, ell_max: int, W: int, kind: str = "invariants", cache_d
     return make_model(SphericalBessel(L, ell_max), W, kind, cache_dir)
 
 
-def _model_kind(model: MomentModel) -> str:
-    return "invariants" if hasattr(model, "map3") else "quadrature"
-
-
 def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: float | None = 0.0,
                 window: int | None = None, optimizer: str = "trust-regions", max_iterations: int = 200,
                 max_inner: int | None = None,
@@ -392,12 +388,13 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     model of its own degree (a quadrature of degree 3ℓ: the early stages are cheap) and
     started from the previous stage's coefficients plus small random new ones.
     ``polish`` > 0: finish with at most that many cost evaluations of
-    :func:`gauss_newton_polish` (exact-Jacobian least squares; the Jacobian costs
-    2·size model evaluations, so keep it for small problems)."""
+    :func:`gauss_newton_polish` (exact-Jacobian least squares). ``optimizer="gauss-newton"``
+    runs every stage that way. ``model_kind``: "invariants" (default) or "quadrature", see
+    :func:`make_model`; ``cache_dir``: where the invariant maps are kept."""
     t0 = time.perf_counter()
     W = int(window or getattr(moments, "window", basis.L))
     model = model if model is not None and model.W == W else make_model(basis, W, model_kind, cache_dir)
-    model_kind = _model_kind(model)
+    model_kind = model.kind
     data = crop_moments(moments, W)
     stages = list(range(1, model.ell_max + 1)) if marching and model.ell_max > 1 else [model.ell_max]
     coef: np.ndarray | None = None

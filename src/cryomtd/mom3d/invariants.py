@@ -129,6 +129,8 @@ class InvariantMomentModel(MomentModel):
     ``max_map_bytes`` (8 GiB) is refused with a message naming ``lsq.model``.
     """
 
+    kind = "invariants"
+
     def __init__(self, basis: Any, window: int, *, cache_dir: str | os.PathLike | None = None,
                  max_chunk_elements: int = 2**24, max_map_bytes: float = 8 * 2**30, **kwargs: Any) -> None:
         super().__init__(basis, window, **kwargs)

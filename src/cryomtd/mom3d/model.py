@@ -175,6 +175,8 @@ class MomentModel:
     (rotations × n² × (2W−1)²).
     """
 
+    kind = "quadrature"  # the third moment's route (see :func:`cryomtd.mom3d.fit.make_model`)
+
     def __init__(self, basis: Any, window: int, *, symmetry: bool | str = "auto",
                  max_batch_elements: int = 2**23) -> None:
         L = int(basis.L)
