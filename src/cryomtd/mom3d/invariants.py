@@ -262,7 +262,7 @@ class InvariantMomentModel(MomentModel):
     # ---------------------------------------------------------------- evaluation
     def invariants(self, coef: torch.Tensor) -> torch.Tensor:
         """b(c) (n_invariants,): the bispectrum invariants of each sorted triple, (s1, s2, s3) row-major."""
-        C = {l: coef[start:start + S * (2 * l + 1)].reshape(S, 2 * l + 1) for l, start, S in self.blocks}
+        C = self.coef_blocks(coef)
         parts = []
         for (l1, l2, l3), T in zip(self.triples, self.tensors):
             t = torch.einsum("abc,kc->abk", T, C[l3])
@@ -276,10 +276,6 @@ class InvariantMomentModel(MomentModel):
         m = self.map3 @ self.invariants(coef)
         return m[self.dense_to_orbit].reshape((K,) * 4)
 
-    def third_orbits(self, coef: torch.Tensor) -> torch.Tensor:
-        """E_ω Σ_r p[r] p[r+ℓ1] p[r+ℓ2] on the orbit representatives (n_orb,)."""
-        return self.map3 @ self.invariants(coef)
-
     def box_jacobian(self, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Exact Jacobians of the box sums: ∂m1/∂c (size,), ∂m2/∂c (K², size) and the third
         moment's ∂m3/∂c on the orbit representatives (n_orb, size).
@@ -289,7 +285,7 @@ class InvariantMomentModel(MomentModel):
         a fraction of the dense product M3 · ∂b/∂c."""
         coef = coef.detach()
         K2 = (2 * self.W - 1) ** 2
-        C = {l: coef[start:start + S * (2 * l + 1)].reshape(S, 2 * l + 1) for l, start, S in self.blocks}
+        C = self.coef_blocks(coef)
         start = {l: st for l, st, _ in self.blocks}
         J2 = torch.zeros(K2, self.size, dtype=self.dtype)
         for (l, st, S), M in zip(self.blocks, self._m2):

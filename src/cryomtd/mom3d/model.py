@@ -270,6 +270,10 @@ class MomentModel:
         return maps
 
     # ---------------------------------------------------------------- evaluation
+    def coef_blocks(self, coef: torch.Tensor) -> dict[int, torch.Tensor]:
+        """ℓ → the ℓ block of ``coef`` as a (n_radial, 2ℓ+1) view (layout of :func:`ell_blocks`)."""
+        return {l: coef[start:start + S * (2 * l + 1)].reshape(S, 2 * l + 1) for l, start, S in self.blocks}
+
     def rotated(self, coef: torch.Tensor, sl: slice) -> torch.Tensor:
         """Coefficients of the volume at the quadrature rotations ``sl``: (n_rot, size)."""
         parts = []
@@ -298,9 +302,9 @@ class MomentModel:
         K = 2 * self.W - 1
         m1 = self.a1_row @ coef
         m2 = torch.zeros(K * K, dtype=self.dtype)
-        for (l, start, S), M in zip(self.blocks, self._m2):
-            c = coef[start:start + S * (2 * l + 1)].reshape(S, 2 * l + 1)
-            m2 = m2 + torch.einsum("kst,st->k", M, c @ c.T)
+        C = self.coef_blocks(coef)
+        for (l, _, _), M in zip(self.blocks, self._m2):
+            m2 = m2 + torch.einsum("kst,st->k", M, C[l] @ C[l].T)
         m2 = m2.reshape(K, K)
         if not third:
             return m1, m2, None
