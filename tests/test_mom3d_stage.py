@@ -93,3 +93,25 @@ def test_cli_recover_lsq(truth_npz, tmp_path):
     assert main(["recover-lsq", str(m), "--L", "7", "--ell-max", "3", "--fit-ell-max", "1", "--restarts", "1",
                  "--max-iterations", "3", "--exact", "--out", str(tmp_path / "fit")]) == 0
     assert (tmp_path / "fit" / "lsq.mrc").exists() and (tmp_path / "fit" / "lsq" / "restart_0.npz").exists()
+
+
+def test_recover_restart_with_symmetry(truth_npz, tmp_path):
+    # lsq.symmetry: the written coefficients are C3-symmetric (in the experiment basis);
+    # a bad symbol is refused naming the field, before any file is written
+    from cryomtd.basis.symmetry import symmetrize
+
+    path, _, _ = truth_npz
+    moments = tmp_path / "moments.npz"
+    exact_moments_file(path, moments, gamma=0.1, window=3, fit_ell_max=2)
+    lsq = {"ell_max": 2, "optimizer": "gauss-newton", "max_iterations": 5, "symmetry": "c3"}
+    out = tmp_path / "restart_0.npz"
+    recover_restart_file(moments, out, L=7, ell_max=3, lsq=lsq, seed=1, restart=0, exact=True)
+    coef = np.load(out)["coef"]
+    b = SphericalBessel(7, 3)
+    assert np.abs(coef).max() > 0
+    np.testing.assert_allclose(symmetrize(coef, b, "C3"), coef, atol=1e-12)
+    bad = tmp_path / "bad.npz"
+    with pytest.raises(InputError, match="lsq.symmetry"):
+        recover_restart_file(moments, bad, L=7, ell_max=3, lsq={**lsq, "symmetry": "D1"}, seed=1, restart=0,
+                             exact=True)
+    assert not bad.exists()

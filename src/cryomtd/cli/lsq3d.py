@@ -17,7 +17,8 @@ def _recover(args: argparse.Namespace) -> int:
     lsq = {"ell_max": args.fit_ell_max, "window": args.window, "optimizer": args.optimizer,
            "max_iterations": args.max_iterations, "max_inner": args.max_inner, "weights": args.weights, "prior_weight": args.prior_weight,
            "marching": args.marching, "a2_first": args.a2_first, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads,
-           "polish": args.polish, "model": args.model, "cache_dir": args.cache_dir}
+           "polish": args.polish, "model": args.model, "cache_dir": args.cache_dir,
+           "symmetry": args.symmetry}
     files = []
     for r in range(args.restarts):
         f = out / "lsq" / f"restart_{r}.npz"
@@ -66,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="third-moment model: precomputed invariant map (default) or rotation quadrature")
     p.add_argument("--cache-dir", default=None,
                    help="keep the invariant map here between runs (default: $CRYOMTD_CACHE_DIR, unset = no cache)")
+    p.add_argument("--symmetry", default="C1",
+                   help="point group the volume is known to have (C<n>, D<n>, T, O, I; RELION axes): fit only "
+                   "symmetric volumes (default C1: none)")
     p.add_argument("--noise", default="auto", choices=["auto", "exclude"])
     p.add_argument("--exact", action="store_true", help="the moments are noise-free (exact model moments)")
     p.add_argument("--gamma-init", type=float, default=0.1)

@@ -30,7 +30,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from cryomtd.basis.symmetry import parse_symmetry
 from cryomtd.mom3d.model import MomentModel
+from cryomtd.mom3d.symmetric import SymmetricModel
 
 __all__ = ["FitResult", "fit", "fit_restart", "crop_moments", "cost_terms", "gauss_newton_polish", "make_model"]
 
@@ -381,7 +383,8 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
                 min_gradient_norm: float = 1e-10, weights: Sequence[float] = (1.0, 1.0, 1.0),
                 prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1, a2_first: bool = False,
                 model: MomentModel | None = None, restart: int = 0, polish: int = 0,
-                model_kind: str = "invariants", cache_dir: str | None = None) -> FitResult:
+                model_kind: str = "invariants", cache_dir: str | None = None,
+                symmetry: str = "C1") -> FitResult:
     """One restart from a random point drawn from ``rng``; see :func:`fit`.
 
     ``marching``: fit ℓ ≤ 1, then ℓ ≤ 2, … up to the basis' ℓmax, each stage with the
@@ -390,8 +393,12 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     ``polish`` > 0: finish with at most that many cost evaluations of
     :func:`gauss_newton_polish` (exact-Jacobian least squares). ``optimizer="gauss-newton"``
     runs every stage that way. ``model_kind``: "invariants" (default) or "quadrature", see
-    :func:`make_model`; ``cache_dir``: where the invariant maps are kept."""
+    :func:`make_model`; ``cache_dir``: where the invariant maps are kept. ``symmetry``: a
+    point group (``"C4"``, ``"D2"``, … :mod:`cryomtd.basis.symmetry`) the volume is known to
+    have; the fit then runs over the symmetric volumes only (:class:`SymmetricModel`), and
+    ``coef`` is returned in the full basis."""
     t0 = time.perf_counter()
+    symmetry = parse_symmetry(symmetry)
     W = int(window or getattr(moments, "window", basis.L))
     model = model if model is not None and model.W == W else make_model(basis, W, model_kind, cache_dir)
     model_kind = model.kind
@@ -404,6 +411,8 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     f = float("nan")
     for lmax in stages:
         sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model_kind, cache_dir)
+        if symmetry != "C1":
+            sub = SymmetricModel(sub, symmetry)
         cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight)
         c0 = _initial_point(sub, cost, rng, gamma)
         if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
@@ -426,6 +435,8 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
         coef, gamma, f, tr, it = gauss_newton_polish(cost, coef, gamma, max_iterations=int(polish))
         trace += tr
         iters += it
+    if symmetry != "C1":
+        coef = sub.full(torch.as_tensor(coef)).numpy()
     return FitResult(coef=coef, gamma=gamma, cost=f, cost_trace=np.asarray(trace), iterations=iters,
                      wall_time_s=time.perf_counter() - t0, restart=restart, restart_costs=[f])
 
@@ -439,7 +450,7 @@ def fit(moments: Any, basis: Any, *, sigma: float | None = 0.0, restarts: int = 
     ``sigma``: noise standard deviation (0 for clean moments; None excludes the biased
     entries); restart r draws its start from ``cryomtd.seeding.rng(seed, "lsq3d", r)``.
     Other keywords: see :func:`fit_restart` (window, optimizer, max_iterations, weights,
-    prior_weight, marching, gamma0). Returns the restart of lowest cost.
+    prior_weight, marching, gamma0, symmetry). Returns the restart of lowest cost.
     """
     from cryomtd.progress import progress
     from cryomtd.seeding import rng

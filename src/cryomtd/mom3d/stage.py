@@ -7,7 +7,7 @@ rule scripts only forward ``snakemake`` inputs and params here, and the CLI
 Config block ``lsq`` (schema ``workflow/schemas/lsq3d.schema.yaml``, defaults there):
 restarts, ell_max (fit degree; null = the experiment basis), window (null =
 (L−1)//2+1), model, optimizer, max_iterations, weights, prior_weight, marching, a2_first,
-polish, noise, gamma_init, threads, cache_dir.
+polish, noise, gamma_init, threads, cache_dir, symmetry.
 """
 
 from __future__ import annotations
@@ -109,13 +109,16 @@ def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike,
         moments = Moments2D.load(moments_npz)
     except FileNotFoundError:
         raise InputError(f"{moments_npz}: file not found") from None
+    from cryomtd.basis.symmetry import parse_symmetry
+
+    symmetry = parse_symmetry(lsq.get("symmetry") or "C1", "lsq.symmetry")
     full, basis = fit_basis(L, ell_max, lsq.get("ell_max"))
     W = int(lsq.get("window") or default_window(L))
     W = min(W, int(moments.window))
     sigma = 0.0 if exact else noise_sigma(moments, lsq.get("noise", "auto"))
     _threads(lsq.get("threads"))
-    log.info("restart %d: L=%d fit ell_max=%d (size %d) W=%d sigma=%s optimizer=%s",
-             restart, L, basis.ell_max, basis.size, W, sigma, lsq.get("optimizer"))
+    log.info("restart %d: L=%d fit ell_max=%d (size %d) W=%d sigma=%s optimizer=%s symmetry=%s",
+             restart, L, basis.ell_max, basis.size, W, sigma, lsq.get("optimizer"), symmetry)
     res = fit_restart(moments, basis, rng=rng(int(seed), "lsq3d", int(restart)), sigma=sigma, window=W,
                       optimizer=lsq.get("optimizer", "trust-regions"),
                       max_iterations=int(lsq.get("max_iterations", 100)), max_inner=lsq.get("max_inner"),
@@ -123,7 +126,8 @@ def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike,
                       prior_weight=float(lsq.get("prior_weight", 0.0)), marching=bool(lsq.get("marching", False)),
                       gamma0=float(lsq.get("gamma_init", 0.1)), a2_first=bool(lsq.get("a2_first", False)),
                       restart=int(restart), polish=int(lsq.get("polish") or 0),
-                      model_kind=str(lsq.get("model", "invariants")), cache_dir=lsq.get("cache_dir"))
+                      model_kind=str(lsq.get("model", "invariants")), cache_dir=lsq.get("cache_dir"),
+                      symmetry=symmetry)
     coef = np.zeros(full.size)
     coef[:basis.size] = res.coef
     save_npz(out, coef=coef, gamma=np.float64(res.gamma), cost=np.float64(res.cost), cost_trace=res.cost_trace,

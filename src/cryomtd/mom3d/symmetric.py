@@ -1,0 +1,65 @@
+"""A moment model restricted to point-group-symmetric volumes (``lsq.symmetry``).
+
+The fit then runs over the reduced coefficients z (k,) of the symmetric subspace,
+c = Q z with Q the orthonormal columns of :func:`cryomtd.basis.symmetry.symmetric_subspace`.
+At a symmetric volume the moments are blind, to first order, to every perturbation
+outside that subspace (see that module and docs/mom3d.md): for a molecule of known
+symmetry the constraint removes those directions instead of leaving the optimiser to
+wander along them. Everything the fit uses (moments, box sums, their exact Jacobian)
+is the full model's, composed with Q; Q orthonormal keeps ‖z‖ = ‖c‖ (the Tikhonov
+prior is unchanged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from cryomtd.basis.symmetry import parse_symmetry, symmetric_subspace
+
+__all__ = ["SymmetricModel"]
+
+
+class SymmetricModel:
+    """``SymmetricModel(model, symbol)``: ``model`` (a :class:`~cryomtd.mom3d.model.MomentModel`)
+    seen as a function of the reduced coefficients z (k,) of the ``symbol``-symmetric volumes.
+
+    ``size`` is k; :meth:`full` maps z to the basis coefficients (``model.size``,); ``Q``
+    (model.size, k) is the map. Other attributes (W, L, ell_max, kind, …) are the model's.
+    """
+
+    def __init__(self, model: Any, symbol: str) -> None:
+        self.inner = model
+        self.symmetry = parse_symmetry(symbol)
+        Q = symmetric_subspace(model.basis, self.symmetry)
+        if Q.shape[1] == 0:
+            raise ValueError(f"no {self.symmetry}-symmetric volume has a nonzero coefficient up to ell_max "
+                             f"{model.ell_max}; raise basis.ell_max or check lsq.symmetry")
+        self.Q = torch.from_numpy(np.ascontiguousarray(Q))
+        self.size = int(Q.shape[1])
+
+    def __getattr__(self, name: str) -> Any:  # W, L, ell_max, kind, dense_to_orbit, basis, …
+        if name == "inner":  # not yet set (during unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def full(self, z: torch.Tensor) -> torch.Tensor:
+        """Basis coefficients c = Q z (model.size,) of reduced coefficients z (k,)."""
+        return self.Q @ z
+
+    def moments(self, z: torch.Tensor, gamma: torch.Tensor | float, sigma: float = 0.0,
+                *, third: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return self.inner.moments(self.full(z), gamma, sigma, third=third)
+
+    def box_moments(self, z: torch.Tensor, *, third: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return self.inner.box_moments(self.full(z), third=third)
+
+    def box_jacobian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The full model's exact Jacobians times Q: ∂m/∂z = (∂m/∂c) Q."""
+        j1, j2, j3 = self.inner.box_jacobian(self.full(z))
+        return j1 @ self.Q, j2 @ self.Q, j3 @ self.Q
+
+    def numpy(self, z: np.ndarray, gamma: float, sigma: float = 0.0) -> Any:
+        return self.inner.numpy(self.Q.numpy() @ np.asarray(z, dtype=np.float64), gamma, sigma)
