@@ -428,3 +428,24 @@ def test_symmetric_fit_recovers_a_symmetric_volume():
     assert res.cost < 1e-16
     assert abs(res.gamma - 0.1) < 1e-6
     assert _align_error(b, res.coef, truth) < 1e-3
+
+
+def test_symmetric_model_jacobian_is_the_full_jacobian_times_q(basis7):
+    # the reduced analytic Jacobian (angular factors inside the contraction) equals the full
+    # model's Jacobian times the subspace basis, and torch autograd through c = Q z
+    from cryomtd.basis.symmetry import symmetric_subspace
+    from cryomtd.mom3d.fit import make_model
+    from cryomtd.mom3d.symmetric import SymmetricModel
+
+    full = make_model(basis7, 3, "invariants")
+    sym = SymmetricModel(full, "D2")
+    Q = torch.as_tensor(symmetric_subspace(basis7, "D2"))
+    z = torch.as_tensor(np.random.default_rng(24).standard_normal(sym.size))
+    for got, ref in zip(sym.box_jacobian(z), full.box_jacobian(Q @ z)):
+        np.testing.assert_allclose(got.numpy(), (ref @ Q).numpy(), rtol=0, atol=1e-13 * float(ref.abs().max()))
+    m1, m2, m3 = (torch.autograd.functional.jacobian(lambda v, k=k: full.box_moments(Q @ v)[k], z) for k in range(3))
+    j1, j2, j3 = sym.box_jacobian(z)
+    np.testing.assert_allclose(j2.numpy(), m2.reshape(j2.shape).numpy(), atol=1e-12 * float(m2.abs().max()))
+    K = 2 * 3 - 1
+    np.testing.assert_allclose(j3[full.dense_to_orbit].numpy(), m3.reshape(K**4, -1).numpy(),
+                               atol=1e-12 * float(m3.abs().max()))

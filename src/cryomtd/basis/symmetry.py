@@ -32,7 +32,7 @@ import numpy as np
 
 from cryomtd.io import InputError
 
-__all__ = ["point_group", "parse_symmetry", "symmetric_subspace", "symmetrize"]
+__all__ = ["point_group", "parse_symmetry", "invariant_blocks", "symmetric_subspace", "symmetrize"]
 
 _SYMBOL = re.compile(r"^(?:([CD])([1-9][0-9]*)|([TOI]))$")
 
@@ -125,20 +125,25 @@ def _invariant_vectors(D: np.ndarray) -> np.ndarray:
     return np.stack(out, axis=1) if out else np.zeros((P.shape[0], 0))
 
 
+def invariant_blocks(basis: Any, symbol: str) -> list[np.ndarray]:
+    """Per ℓ = 0 … ell_max the orthonormal invariant vectors V_ℓ (2ℓ+1, k_ℓ) of the point group
+    ``symbol`` in the real harmonics of degree ℓ (k_ℓ may be 0); C1 gives identities."""
+    symbol = parse_symmetry(symbol)
+    if symbol == "C1":
+        return [np.eye(2 * l + 1) for l in range(basis.ell_max + 1)]
+    return [_invariant_vectors(D) for D in basis.wigner(_group(symbol))]
+
+
 def symmetric_subspace(basis: Any, symbol: str) -> np.ndarray:
     """Orthonormal columns (size, k) spanning the coefficient vectors of ``basis`` whose volumes
     are invariant under the point group ``symbol``.
 
     Block diagonal over ℓ, in the basis' layout: the block of degree ℓ is I_S(ℓ) ⊗ V_ℓ with
-    V_ℓ (2ℓ+1, k_ℓ) the invariant vectors of D^ℓ; the columns are ordered by ℓ, then s, so
+    V_ℓ (2ℓ+1, k_ℓ) of :func:`invariant_blocks`; the columns are ordered by ℓ, then s, so
     the subspace of the ℓ ≤ ℓ' prefix basis is a leading block (frequency marching keeps
     its reduced coefficients). ``C1`` gives the identity.
     """
-    symbol = parse_symmetry(symbol)
-    if symbol == "C1":
-        return np.eye(basis.size)
-    D = basis.wigner(_group(symbol))
-    blocks = [np.kron(np.eye(int(S)), _invariant_vectors(D[l])) for l, S in enumerate(basis.n_radial)]
+    blocks = [np.kron(np.eye(int(S)), V) for S, V in zip(basis.n_radial, invariant_blocks(basis, symbol))]
     Q = np.zeros((basis.size, sum(b.shape[1] for b in blocks)))
     col = 0
     for sl, b in zip(basis.ell_slices, blocks):

@@ -38,7 +38,7 @@ import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -276,23 +276,40 @@ class InvariantMomentModel(MomentModel):
         m = self.map3 @ self.invariants(coef)
         return m[self.dense_to_orbit].reshape((K,) * 4)
 
-    def box_jacobian(self, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def box_jacobian(self, coef: torch.Tensor, angular: Sequence[torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Exact Jacobians of the box sums: ∂m1/∂c (size,), ∂m2/∂c (K², size) and the third
         moment's ∂m3/∂c on the orbit representatives (n_orb, size).
 
         Per triple, ∂b(i,j,k)/∂C1[i,a] = Σ_{b,c} T[a,b,c] C2[j,b] C3[k,c] (likewise for C2, C3), so
         ∂m3/∂C1[i,a] = Σ_{j,k} M3[:, (i,j,k)] U1[a,j,k]: ≈ n_orb · n_invariants · Σ(2ℓ+1) multiply-adds,
-        a fraction of the dense product M3 · ∂b/∂c."""
+        a fraction of the dense product M3 · ∂b/∂c.
+
+        ``angular``: optional per-ℓ matrices V_ℓ (2ℓ+1, k_ℓ); then the columns are the
+        derivatives along C_ℓ = Z_ℓ V_ℓᵀ, i.e. ∂m/∂Z_ℓ = (∂m/∂C_ℓ) V_ℓ, laid out per ℓ as
+        (S(ℓ), k_ℓ) row-major (the reduced coefficients of :class:`~cryomtd.mom3d.symmetric.SymmetricModel`).
+        V is applied before the contraction with the map, so the cost drops by (2ℓ+1)/k_ℓ."""
         coef = coef.detach()
         K2 = (2 * self.W - 1) ** 2
         C = self.coef_blocks(coef)
-        start = {l: st for l, st, _ in self.blocks}
-        J2 = torch.zeros(K2, self.size, dtype=self.dtype)
+        V = {l: None if angular is None else angular[l] for l, _, _ in self.blocks}
+        width = {l: S * (2 * l + 1 if V[l] is None else V[l].shape[1]) for l, _, S in self.blocks}
+        start, n_cols = {}, 0
+        for l, _, _ in self.blocks:
+            start[l], n_cols = n_cols, n_cols + width[l]
+
+        def reduce(l: int, X: torch.Tensor) -> torch.Tensor:
+            """(..., S, 2ℓ+1) → (..., S·k) through V_ℓ (or unchanged)."""
+            X = X if V[l] is None else X @ V[l]
+            return X.reshape(X.shape[:-2] + (-1,))
+
+        J1 = torch.zeros(n_cols, dtype=self.dtype)
+        J2 = torch.zeros(K2, n_cols, dtype=self.dtype)
         for (l, st, S), M in zip(self.blocks, self._m2):
-            n = S * (2 * l + 1)
-            J2[:, st:st + n] = torch.einsum("kst,tm->ksm", M + M.transpose(1, 2), C[l]).reshape(K2, n)
+            J1[start[l]:start[l] + width[l]] = reduce(l, self.a1_row[st:st + S * (2 * l + 1)].reshape(S, 2 * l + 1))
+            J2[:, start[l]:start[l] + width[l]] = reduce(l, torch.einsum("kst,tm->ksm", M + M.transpose(1, 2), C[l]))
         n_orb = self.map3.shape[0]
-        J3 = torch.zeros(n_orb, self.size, dtype=self.dtype)
+        J3 = torch.zeros(n_orb, n_cols, dtype=self.dtype)
         col = 0
         for (l1, l2, l3), T, size in zip(self.triples, self.tensors, self.invariant_sizes):
             S1, S2, S3 = C[l1].shape[0], C[l2].shape[0], C[l3].shape[0]
@@ -301,9 +318,14 @@ class InvariantMomentModel(MomentModel):
             U1 = torch.einsum("abc,jb,kc->ajk", T, C[l2], C[l3])
             U2 = torch.einsum("abc,ia,kc->bik", T, C[l1], C[l3])
             U3 = torch.einsum("abc,ia,jb->cij", T, C[l1], C[l2])
+            if V[l1] is not None:  # contract the angular index with V_ℓ first (fewer columns)
+                U1 = torch.einsum("ajk,ap->pjk", U1, V[l1])
+            if V[l2] is not None:
+                U2 = torch.einsum("bik,bp->pik", U2, V[l2])
+            if V[l3] is not None:
+                U3 = torch.einsum("cij,cp->pij", U3, V[l3])
             for l, D in ((l1, torch.einsum("oijk,ajk->oia", M, U1)), (l2, torch.einsum("oijk,bik->ojb", M, U2)),
                          (l3, torch.einsum("oijk,cij->okc", M, U3))):
-                n = D.shape[1] * D.shape[2]
-                J3[:, start[l]:start[l] + n] += D.reshape(n_orb, n)
-        return self.a1_row.clone(), J2, J3
+                J3[:, start[l]:start[l] + width[l]] += D.reshape(n_orb, width[l])
+        return J1, J2, J3
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryomtd.basis.symmetry import parse_symmetry, symmetric_subspace
+from cryomtd.basis.symmetry import invariant_blocks, parse_symmetry, symmetric_subspace
 
 __all__ = ["SymmetricModel"]
 
@@ -39,6 +39,7 @@ class SymmetricModel:
                              f"{model.ell_max}; raise basis.ell_max or check lsq.symmetry")
         self.Q = torch.from_numpy(np.ascontiguousarray(Q))
         self.size = int(Q.shape[1])
+        self.angular = [torch.from_numpy(np.ascontiguousarray(V)) for V in invariant_blocks(model.basis, self.symmetry)]
 
     def __getattr__(self, name: str) -> Any:  # W, L, ell_max, kind, dense_to_orbit, basis, …
         if name == "inner":  # not yet set (during unpickling): no recursion
@@ -57,9 +58,9 @@ class SymmetricModel:
         return self.inner.box_moments(self.full(z), third=third)
 
     def box_jacobian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The full model's exact Jacobians times Q: ∂m/∂z = (∂m/∂c) Q."""
-        j1, j2, j3 = self.inner.box_jacobian(self.full(z))
-        return j1 @ self.Q, j2 @ self.Q, j3 @ self.Q
+        """The full model's exact Jacobians times Q: ∂m/∂z = (∂m/∂c) Q, with Q's per-ℓ angular
+        factors applied inside the invariant model's contraction (fewer columns to form)."""
+        return self.inner.box_jacobian(self.full(z), angular=self.angular)
 
     def numpy(self, z: np.ndarray, gamma: float, sigma: float = 0.0) -> Any:
         return self.inner.numpy(self.Q.numpy() @ np.asarray(z, dtype=np.float64), gamma, sigma)
