@@ -46,12 +46,12 @@ def parse_symmetry(symbol: str, field: str = "symmetry") -> str:
     return s
 
 
-def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation matrix by ``angle`` (radians, right-handed) about ``axis`` (Rodrigues)."""
+def _axis_rotation(axis: Any, angle: float) -> np.ndarray:
+    """Rotation matrix by ``angle`` (radians, right-handed) about ``axis`` (scipy's rotation vector)."""
+    from scipy.spatial.transform import Rotation
+
     u = np.asarray(axis, dtype=np.float64)
-    u = u / np.linalg.norm(u)
-    K = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * (K @ K)
+    return Rotation.from_rotvec(angle * u / np.linalg.norm(u)).as_matrix()
 
 
 def _closure(generators: list[np.ndarray], limit: int = 120) -> np.ndarray:
