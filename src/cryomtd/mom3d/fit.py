@@ -5,7 +5,7 @@ Cost (all orders relative, so the result does not depend on the units of the dat
     f(c, γ) = w1 (a1(c,γ) − d1)²/d1²
             + w2 Σ_{ℓ∈S2} (a2 − d2)²[ℓ] / Σ_{S2} d2²
             + w3 Σ_{(ℓ1,ℓ2)∈S3} (a3 − d3)²[ℓ1,ℓ2] / Σ_{S3} d3²
-            + λ ‖c‖² / size
+            + λ ‖c‖² / n        (n = number of fitted coefficients: size, or k with ``symmetry``)
 
 S2 and S3 hold the non-redundant lags of :mod:`cryomtd.moments.lags` (the 2- and
 6-fold symmetries of DESIGN §4: each distinct entry counts once). Noise: with
@@ -17,6 +17,9 @@ caps the inner truncated-CG steps, each one Hessian-vector product ≈ 2 gradien
 conjugate gradients (gradients only: cheaper per iteration on larger problems); each restart starts from a seeded random point; the lowest cost wins.
 Optional frequency marching fits the ℓ ≤ 1 coefficients first; optional ``a2_first``
 starts each stage with a fit of a1 and a2 only (cheap: no rotations).
+``symmetry`` (a point group, :mod:`cryomtd.basis.symmetry`) restricts the fit to the
+symmetric volumes (:class:`~cryomtd.mom3d.symmetric.SymmetricModel`); there n in λ‖c‖²/n is
+the number of fitted coefficients.
 """
 
 from __future__ import annotations

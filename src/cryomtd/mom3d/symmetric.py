@@ -6,8 +6,8 @@ At a symmetric volume the moments are blind, to first order, to every perturbati
 outside that subspace (see that module and docs/mom3d.md): for a molecule of known
 symmetry the constraint removes those directions instead of leaving the optimiser to
 wander along them. Everything the fit uses (moments, box sums, their exact Jacobian)
-is the full model's, composed with Q; Q orthonormal keeps ‖z‖ = ‖c‖ (the Tikhonov
-prior is unchanged).
+is the full model's, composed with Q. Q is orthonormal, so ‖z‖ = ‖c‖: the Tikhonov prior
+λ‖z‖²/k is λ‖c‖² divided by the number k of fitted coefficients (not by the basis size).
 """
 
 from __future__ import annotations
