@@ -32,7 +32,8 @@ import numpy as np
 
 from cryomtd.io import InputError
 
-__all__ = ["point_group", "parse_symmetry", "invariant_blocks", "symmetric_subspace", "symmetrize"]
+__all__ = ["point_group", "parse_symmetry", "invariant_blocks", "symmetric_subspace", "subspace_from_blocks",
+           "symmetrize"]
 
 _SYMBOL = re.compile(r"^(?:([CD])([1-9][0-9]*)|([TOI]))$")
 
@@ -143,7 +144,12 @@ def symmetric_subspace(basis: Any, symbol: str) -> np.ndarray:
     the subspace of the ℓ ≤ ℓ' prefix basis is a leading block (frequency marching keeps
     its reduced coefficients). ``C1`` gives the identity.
     """
-    blocks = [np.kron(np.eye(int(S)), V) for S, V in zip(basis.n_radial, invariant_blocks(basis, symbol))]
+    return subspace_from_blocks(basis, invariant_blocks(basis, symbol))
+
+
+def subspace_from_blocks(basis: Any, angular: list[np.ndarray]) -> np.ndarray:
+    """Q (size, k) of :func:`symmetric_subspace` from the per-ℓ blocks of :func:`invariant_blocks`."""
+    blocks = [np.kron(np.eye(int(S)), V) for S, V in zip(basis.n_radial, angular)]
     Q = np.zeros((basis.size, sum(b.shape[1] for b in blocks)))
     col = 0
     for sl, b in zip(basis.ell_slices, blocks):

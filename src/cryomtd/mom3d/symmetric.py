@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryomtd.basis.symmetry import invariant_blocks, parse_symmetry, symmetric_subspace
+from cryomtd.basis.symmetry import invariant_blocks, parse_symmetry, subspace_from_blocks
 
 __all__ = ["SymmetricModel"]
 
@@ -33,13 +33,14 @@ class SymmetricModel:
     def __init__(self, model: Any, symbol: str) -> None:
         self.inner = model
         self.symmetry = parse_symmetry(symbol)
-        Q = symmetric_subspace(model.basis, self.symmetry)
+        angular = invariant_blocks(model.basis, self.symmetry)  # the group's Wigner matrices, once
+        Q = subspace_from_blocks(model.basis, angular)
         if Q.shape[1] == 0:
             raise ValueError(f"no {self.symmetry}-symmetric volume has a nonzero coefficient up to ell_max "
                              f"{model.ell_max}; raise basis.ell_max or check lsq.symmetry")
         self.Q = torch.from_numpy(np.ascontiguousarray(Q))
         self.size = int(Q.shape[1])
-        self.angular = [torch.from_numpy(np.ascontiguousarray(V)) for V in invariant_blocks(model.basis, self.symmetry)]
+        self.angular = [torch.from_numpy(np.ascontiguousarray(V)) for V in angular]
 
     def __getattr__(self, name: str) -> Any:  # W, L, ell_max, kind, dense_to_orbit, basis, …
         if name == "inner":  # not yet set (during unpickling): no recursion
