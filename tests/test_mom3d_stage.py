@@ -115,3 +115,28 @@ def test_recover_restart_with_symmetry(truth_npz, tmp_path):
         recover_restart_file(moments, bad, L=7, ell_max=3, lsq={**lsq, "symmetry": "D1"}, seed=1, restart=0,
                              exact=True)
     assert not bad.exists()
+
+
+def test_recover_restart_with_ball_start(truth_npz, tmp_path, caplog):
+    # lsq.init: ball fits the ball radius to the data (logged) and writes the restart; a bad
+    # init is refused naming the field, before any file is written
+    import logging
+
+    path, _, _ = truth_npz
+    moments = tmp_path / "moments.npz"
+    exact_moments_file(path, moments, gamma=0.1, window=3, fit_ell_max=2)
+    lsq = {"ell_max": 2, "optimizer": "gauss-newton", "max_iterations": 3, "init": "ball"}
+    out = tmp_path / "restart_0.npz"
+    with caplog.at_level(logging.INFO, logger="cryomtd.mom3d"):
+        recover_restart_file(moments, out, L=7, ell_max=3, lsq=lsq, seed=1, restart=0, exact=True)
+    assert "ball start: radius" in caplog.text
+    assert np.isfinite(np.load(out)["cost"])
+    fixed = tmp_path / "fixed.npz"
+    recover_restart_file(moments, fixed, L=7, ell_max=3, lsq={**lsq, "init_radius": 2.0}, seed=1, restart=0,
+                         exact=True)
+    assert not np.array_equal(np.load(out)["coef"], np.load(fixed)["coef"])
+    bad = tmp_path / "bad.npz"
+    with pytest.raises(InputError, match="lsq.init"):
+        recover_restart_file(moments, bad, L=7, ell_max=3, lsq={**lsq, "init": "sphere"}, seed=1, restart=0,
+                             exact=True)
+    assert not bad.exists()

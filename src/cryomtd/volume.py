@@ -178,6 +178,18 @@ def ball_mask(L: int, radius: float | None = None) -> np.ndarray:
     return x**2 + y**2 + z**2 <= radius**2
 
 
+def soft_ball(L: int, radius: float, edge: float = 1.0) -> np.ndarray:
+    """(L, L, L) ball of value 1/(1 + exp((r − radius)/edge)), r the distance (pixels) from the centre voxel.
+
+    A sphere with a logistic edge of width ``edge`` px: the featureless start of ab-initio
+    reconstruction (``lsq.init: ball``)."""
+    if radius <= 0 or edge <= 0:
+        raise ValueError(f"soft_ball: radius and edge must be positive, got {radius}, {edge}")
+    z, y, x = centred_coordinates(L)
+    r = np.sqrt(x**2 + y**2 + z**2)
+    return 0.5 * (1.0 - np.tanh((r - radius) / (2.0 * edge)))  # = 1/(1+exp((r-R)/edge)), no overflow
+
+
 # --------------------------------------------------------------------------- down-sampling
 def downsample(vol: np.ndarray, L: int) -> np.ndarray:
     """Down-sample a cubic array (any dimension) to side ``L`` by cropping its centred Fourier transform.

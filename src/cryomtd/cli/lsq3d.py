@@ -18,7 +18,8 @@ def _recover(args: argparse.Namespace) -> int:
            "max_iterations": args.max_iterations, "max_inner": args.max_inner, "weights": args.weights, "prior_weight": args.prior_weight,
            "marching": args.marching, "a2_first": args.a2_first, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads,
            "polish": args.polish, "model": args.model, "cache_dir": args.cache_dir,
-           "symmetry": args.symmetry}
+           "symmetry": args.symmetry, "init": args.init, "init_radius": args.init_radius,
+           "init_spread": args.init_spread}
     files = []
     for r in range(args.restarts):
         f = out / "lsq" / f"restart_{r}.npz"
@@ -70,6 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symmetry", default="C1",
                    help="point group the volume is known to have (C<n>, D<n>, T, O, I; RELION axes): fit only "
                    "symmetric volumes (default C1: none)")
+    p.add_argument("--init", default="random", choices=["random", "ball"],
+                   help="start of each restart: random coefficients, or a soft ball (radius fitted to a2) "
+                   "plus random detail")
+    p.add_argument("--init-radius", type=float, default=None, help="ball radius in pixels (default: fitted to a2)")
+    p.add_argument("--init-spread", type=float, default=0.3,
+                   help="norm of the random ell >= 1 detail relative to the ball's norm")
     p.add_argument("--noise", default="auto", choices=["auto", "exclude"])
     p.add_argument("--exact", action="store_true", help="the moments are noise-free (exact model moments)")
     p.add_argument("--gamma-init", type=float, default=0.1)

@@ -14,7 +14,8 @@ S2 and S3 hold the non-redundant lags of :mod:`cryomtd.moments.lags` (the 2- and
 Optimisation on the pymanopt manifold Euclidean(size) × Positive(1) (γ > 0) with
 trust regions (exact Hessian-vector products by torch double backward; ``max_inner``
 caps the inner truncated-CG steps, each one Hessian-vector product ≈ 2 gradients) or
-conjugate gradients (gradients only: cheaper per iteration on larger problems); each restart starts from a seeded random point; the lowest cost wins.
+conjugate gradients (gradients only: cheaper per iteration on larger problems); each restart starts from a seeded random point (``init="random"``) or from a soft ball
+with random detail (``init="ball"``, :mod:`cryomtd.mom3d.start`); the lowest cost wins.
 Optional frequency marching fits the ℓ ≤ 1 coefficients first; optional ``a2_first``
 starts each stage with a fit of a1 and a2 only (cheap: no rotations).
 ``symmetry`` (a point group, :mod:`cryomtd.basis.symmetry`) restricts the fit to the
@@ -35,6 +36,7 @@ import torch
 
 from cryomtd.basis.symmetry import parse_symmetry
 from cryomtd.mom3d.model import MomentModel
+from cryomtd.mom3d.start import INIT_KINDS, random_start, start_point
 from cryomtd.mom3d.symmetric import SymmetricModel
 
 __all__ = ["FitResult", "fit", "fit_restart", "crop_moments", "cost_terms", "gauss_newton_polish", "make_model"]
@@ -155,18 +157,6 @@ def cost_terms(model: MomentModel, moments: Any, coef: np.ndarray, gamma: float,
     cf = _Cost(model, crop_moments(moments, model.W), sigma=sigma, weights=(1, 1, 1), prior_weight=0.0)
     with torch.no_grad():
         return [float(t) for t in cf.terms(torch.as_tensor(np.asarray(coef, float)), torch.tensor(float(gamma)))]
-
-
-def _initial_point(model: MomentModel, cost: _Cost, rng: np.random.Generator, gamma0: float) -> np.ndarray:
-    """Random coefficients, scaled so the model's Σ a2 over S2 matches the data."""
-    c = rng.standard_normal(model.size)
-    with torch.no_grad():
-        _, m2, _ = model.box_moments(torch.as_tensor(c), third=False)
-    model_sum = float(gamma0 / model.L**2 * m2.reshape(-1)[cost.m2].sum())
-    data_sum = float(cost.d2.sum())
-    if model_sum != 0 and data_sum != 0:
-        c *= np.sqrt(abs(data_sum / model_sum))
-    return c
 
 
 class ArmijoLineSearcher:
@@ -387,7 +377,8 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
                 prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1, a2_first: bool = False,
                 model: MomentModel | None = None, restart: int = 0, polish: int = 0,
                 model_kind: str = "invariants", cache_dir: str | None = None,
-                symmetry: str = "C1") -> FitResult:
+                symmetry: str = "C1", init: str = "random", init_radius: float | None = None,
+                init_spread: float = 0.3) -> FitResult:
     """One restart from a random point drawn from ``rng``; see :func:`fit`.
 
     ``marching``: fit ℓ ≤ 1, then ℓ ≤ 2, … up to the basis' ℓmax, each stage with the
@@ -399,9 +390,13 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
     :func:`make_model`; ``cache_dir``: where the invariant maps are kept. ``symmetry``: a
     point group (``"C4"``, ``"D2"``, … :mod:`cryomtd.basis.symmetry`) the volume is known to
     have; the fit then runs over the symmetric volumes only (:class:`SymmetricModel`), and
-    ``coef`` is returned in the full basis."""
+    ``coef`` is returned in the full basis. ``init``: the start of the first stage, "random"
+    or "ball" (a soft ball of radius ``init_radius`` px, None: fitted to the data's a2, plus
+    random ℓ ≥ 1 detail of relative norm ``init_spread``; :mod:`cryomtd.mom3d.start`)."""
     t0 = time.perf_counter()
     symmetry = parse_symmetry(symmetry)
+    if init not in INIT_KINDS:
+        raise ValueError(f"lsq.init must be one of {INIT_KINDS}, got {init!r}")
     W = int(window or getattr(moments, "window", basis.L))
     model = model if model is not None and model.W == W else make_model(basis, W, model_kind, cache_dir)
     model_kind = model.kind
@@ -417,9 +412,10 @@ def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: fl
         if symmetry != "C1":
             sub = SymmetricModel(sub, symmetry)
         cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight)
-        c0 = _initial_point(sub, cost, rng, gamma)
-        if coef is not None:  # marching: keep the fitted low frequencies, small random high ones
-            c0 = np.r_[coef, 1e-2 * c0[coef.size:]]
+        if coef is None:
+            c0 = start_point(init, sub, cost, rng, gamma, radius=init_radius, spread=init_spread)
+        else:  # marching: keep the fitted low frequencies, small random high ones
+            c0 = np.r_[coef, 1e-2 * random_start(sub, cost, rng, gamma)[coef.size:]]
         if a2_first:  # cheap warm start: a1 + a2 only (no rotations: the a2 map works on invariants)
             cost2 = _Cost(sub, data, sigma=sigma, weights=(weights[0], weights[1], 0.0), prior_weight=prior_weight)
             c0, gamma, _, tr, it = _optimise(cost2, sub, c0, gamma, optimizer=optimizer,
@@ -453,7 +449,8 @@ def fit(moments: Any, basis: Any, *, sigma: float | None = 0.0, restarts: int = 
     ``sigma``: noise standard deviation (0 for clean moments; None excludes the biased
     entries); restart r draws its start from ``cryomtd.seeding.rng(seed, "lsq3d", r)``.
     Other keywords: see :func:`fit_restart` (window, optimizer, max_iterations, weights,
-    prior_weight, marching, gamma0, symmetry). Returns the restart of lowest cost.
+    prior_weight, marching, gamma0, symmetry, init, init_radius, init_spread). Returns the
+    restart of lowest cost.
     """
     from cryomtd.progress import progress
     from cryomtd.seeding import rng

@@ -7,7 +7,7 @@ rule scripts only forward ``snakemake`` inputs and params here, and the CLI
 Config block ``lsq`` (schema ``workflow/schemas/lsq3d.schema.yaml``, defaults there):
 restarts, ell_max (fit degree; null = the experiment basis), window (null =
 (L−1)//2+1), model, optimizer, max_iterations, weights, prior_weight, marching, a2_first,
-polish, noise, gamma_init, threads, cache_dir, symmetry.
+polish, noise, gamma_init, threads, cache_dir, symmetry, init, init_radius, init_spread.
 """
 
 from __future__ import annotations
@@ -112,13 +112,18 @@ def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike,
     from cryomtd.basis.symmetry import parse_symmetry
 
     symmetry = parse_symmetry(lsq.get("symmetry") or "C1", "lsq.symmetry")
+    from cryomtd.mom3d.start import INIT_KINDS
+
+    init = str(lsq.get("init") or "random")
+    if init not in INIT_KINDS:
+        raise InputError(f"lsq.init: expected one of {', '.join(INIT_KINDS)}, got {init!r}")
     full, basis = fit_basis(L, ell_max, lsq.get("ell_max"))
     W = int(lsq.get("window") or default_window(L))
     W = min(W, int(moments.window))
     sigma = 0.0 if exact else noise_sigma(moments, lsq.get("noise", "auto"))
     _threads(lsq.get("threads"))
-    log.info("restart %d: L=%d fit ell_max=%d (size %d) W=%d sigma=%s optimizer=%s symmetry=%s",
-             restart, L, basis.ell_max, basis.size, W, sigma, lsq.get("optimizer"), symmetry)
+    log.info("restart %d: L=%d fit ell_max=%d (size %d) W=%d sigma=%s optimizer=%s symmetry=%s init=%s",
+             restart, L, basis.ell_max, basis.size, W, sigma, lsq.get("optimizer"), symmetry, init)
     res = fit_restart(moments, basis, rng=rng(int(seed), "lsq3d", int(restart)), sigma=sigma, window=W,
                       optimizer=lsq.get("optimizer", "trust-regions"),
                       max_iterations=int(lsq.get("max_iterations", 100)), max_inner=lsq.get("max_inner"),
@@ -127,7 +132,8 @@ def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike,
                       gamma0=float(lsq.get("gamma_init", 0.1)), a2_first=bool(lsq.get("a2_first", False)),
                       restart=int(restart), polish=int(lsq.get("polish") or 0),
                       model_kind=str(lsq.get("model", "invariants")), cache_dir=lsq.get("cache_dir"),
-                      symmetry=symmetry)
+                      symmetry=symmetry, init=init, init_radius=lsq.get("init_radius"),
+                      init_spread=float(lsq.get("init_spread", 0.3)))
     coef = np.zeros(full.size)
     coef[:basis.size] = res.coef
     save_npz(out, coef=coef, gamma=np.float64(res.gamma), cost=np.float64(res.cost), cost_trace=res.cost_trace,
