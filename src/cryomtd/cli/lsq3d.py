@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symmetry", default="C1",
                    help="point group the volume is known to have (C<n>, D<n>, T, O, I; RELION axes): fit only "
                    "symmetric volumes (default C1: none)")
-    p.add_argument("--init", default="random", choices=["random", "ball"],
+    p.add_argument("--init", default="ball", choices=["random", "ball"],
                    help="start of each restart: random coefficients, or a soft ball (radius fitted to a2) "
                    "plus random detail")
     p.add_argument("--init-radius", type=float, default=None, help="ball radius in pixels (default: fitted to a2)")
