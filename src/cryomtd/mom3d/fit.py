@@ -14,8 +14,9 @@ S2 and S3 hold the non-redundant lags of :mod:`cryomtd.moments.lags` (the 2- and
 Optimisation on the pymanopt manifold Euclidean(size) × Positive(1) (γ > 0) with
 trust regions (exact Hessian-vector products by torch double backward; ``max_inner``
 caps the inner truncated-CG steps, each one Hessian-vector product ≈ 2 gradients) or
-conjugate gradients (gradients only: cheaper per iteration on larger problems); each restart starts from a seeded random point (``init="random"``) or from a soft ball
-with random detail (``init="ball"``, :mod:`cryomtd.mom3d.start`); the lowest cost wins.
+conjugate gradients (gradients only: cheaper per iteration on larger problems); each
+restart starts from a seeded random point (``init="random"``) or from a soft ball with
+random detail (``init="ball"``, :mod:`cryomtd.mom3d.start`); the lowest cost wins.
 Optional frequency marching fits the ℓ ≤ 1 coefficients first; optional ``a2_first``
 starts each stage with a fit of a1 and a2 only (cheap: no rotations).
 ``symmetry`` (a point group, :mod:`cryomtd.basis.symmetry`) restricts the fit to the
