@@ -145,6 +145,13 @@ class _Cost:
         d = torch.cat([self.d1.reshape(1), self.d2, self.d3[:n3]])
         return s, d
 
+    def a2_noise(self) -> np.ndarray:
+        """The noise term σ² δ(ℓ) of a2 on the fitted lags S2 (zeros when σ = 0 or unknown)."""
+        from cryomtd.mom3d.model import _delta2
+
+        K = 2 * self.model.W - 1
+        return self.sigma**2 * _delta2(K, torch.float64).reshape(-1)[self.m2].numpy()
+
     def __call__(self, coef: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         t = self.terms(coef, gamma)
         f = self.w[0] * t[0] + self.w[1] * t[1] + self.w[2] * t[2]
@@ -248,13 +255,13 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, *,
 def _noise_terms(cost: _Cost) -> tuple[np.ndarray, np.ndarray]:
     """(n0, u3) over the entries of :meth:`_Cost.box_vector`: the model is
     a = γ/L² (m + m1·u3) + n0 with n0 = σ² δ(ℓ) on a2 and u3 = σ² (δ(ℓ1)+δ(ℓ2)+δ(ℓ1−ℓ2)) on a3."""
-    from cryomtd.mom3d.model import _delta2, _delta3
+    from cryomtd.mom3d.model import _delta3
 
     K = 2 * cost.model.W - 1
     n2, n3 = cost.d2.numel(), (cost.d3.numel() if cost.w[2] != 0 else 0)
     n0, u3 = np.zeros(1 + n2 + n3), np.zeros(1 + n2 + n3)
     if cost.sigma:
-        n0[1:1 + n2] = cost.sigma**2 * _delta2(K, torch.float64).reshape(-1)[cost.m2].numpy()
+        n0[1:1 + n2] = cost.a2_noise()
         u3[1 + n2:] = cost.sigma**2 * _delta3(K, torch.float64).reshape(-1)[cost.m3].numpy()[:n3]
     return n0, u3
 

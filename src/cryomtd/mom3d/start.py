@@ -84,12 +84,7 @@ def ball_radius(model: Any, cost: Any, *, edge: float = 1.0, step: float = 0.5) 
     from scipy.optimize import minimize_scalar
 
     basis = model.basis
-    d = cost.d2.numpy().copy()
-    if cost.sigma:
-        from cryomtd.mom3d.model import _delta2
-
-        K = 2 * model.W - 1
-        d -= cost.sigma**2 * _delta2(K, torch.float64).reshape(-1)[cost.m2].numpy()
+    d = cost.d2.numpy() - cost.a2_noise()
 
     def misfit(R: float) -> float:
         x = _to_model(model, _ball_coefficients(basis, R, edge))
