@@ -241,7 +241,11 @@ def test_fit_is_reproducible_and_checks_window(basis7):
 def test_gauss_newton_jacobian_matches_autograd(basis7, kind):
     # the polish's Jacobian (quadrature model: polarisation identity of the cubic box sums;
     # invariant model: analytic, from the invariant map) against torch reverse-mode autograd of the
-    # residual vector written here from the model, with noise terms and prior
+    # residual vector written here from the model on every non-redundant lag, with noise terms and
+    # prior. The polish keeps one a3 row per D4 orbit (weighted by √size, against the orbit mean),
+    # so its residual is compared through what Gauss–Newton uses: ‖r‖² (= the cost, with the
+    # within-orbit spread of the data as a constant), Jᵀr and JᵀJ. The data are perturbed so
+    # that they are not D4-symmetric (as moments of real micrographs are not).
     import scipy.optimize
 
     from cryomtd.mom3d.fit import _noise_terms, gauss_newton_polish, make_model
@@ -249,8 +253,10 @@ def test_gauss_newton_jacobian_matches_autograd(basis7, kind):
     model = make_model(basis7, 3, kind)
     c0 = _coef(basis7, 11)
     sigma = 0.3
-    cost = _Cost(model, crop_moments(model.numpy(c0, 0.1, sigma), 3), sigma=sigma, weights=(1, 2, 3),
-                 prior_weight=1e-3)
+    a1, a2, a3 = crop_moments(model.numpy(c0, 0.1, sigma), 3)
+    a3 = a3 * (1 + 0.01 * np.random.default_rng(13).standard_normal(a3.shape))
+    cost = _Cost(model, (a1, a2, a3), sigma=sigma, weights=(1, 2, 3), prior_weight=1e-3)
+    assert cost.d3_spread > 0 and cost.o3_dense.numel() < cost.m3.numel() / 4
     sw, d = cost.residual_scales()
     n0, u3 = (torch.as_tensor(v) for v in _noise_terms(cost))
 
@@ -276,8 +282,13 @@ def test_gauss_newton_jacobian_matches_autograd(basis7, kind):
             gauss_newton_polish(cost, x[:-1].numpy(), 0.12)
     finally:
         scipy.optimize.least_squares = real
-    np.testing.assert_allclose(captured["r"], r.numpy(), rtol=0, atol=1e-14)
-    np.testing.assert_allclose(captured["J"], J_ref, rtol=0, atol=1e-12 * np.abs(J_ref).max())
+    r, Jr, J = r.numpy(), captured["r"], captured["J"]
+    offset = 3 * cost.d3_spread / cost.n3
+    assert np.isclose(Jr @ Jr + offset, r @ r, rtol=1e-12)
+    g_ref = J_ref.T @ r
+    np.testing.assert_allclose(J.T @ Jr, g_ref, rtol=0, atol=1e-11 * np.abs(g_ref).max())
+    H_ref = J_ref.T @ J_ref
+    np.testing.assert_allclose(J.T @ J, H_ref, rtol=0, atol=1e-11 * np.abs(H_ref).max())
 
 
 @pytest.mark.slow

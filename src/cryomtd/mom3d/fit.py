@@ -107,6 +107,34 @@ class _Cost:
         self.n3 = max(float((self.d3**2).sum()), 1e-300)
         self.w = [float(w) for w in weights]
         self.prior = float(prior_weight)
+        self._orbit_rows()
+
+    def _orbit_rows(self) -> None:
+        """The a3 residual per D4 orbit (for Gauss–Newton): the averaged model is the same on the
+        ≤ 8 lag pairs of an orbit of the square's symmetry group (:func:`d4_orbits`), so
+
+            Σ_{i ∈ orbit} (m_o − d_i)² = n_o (m_o − d̄_o)² + Σ_{i ∈ orbit} (d_i − d̄_o)²:
+
+        one row per orbit, weighted by √n_o, against the orbit mean d̄_o gives the same cost up
+        to a constant (``d3_spread``, 0 for exact moments), the same gradient and the same
+        Gauss–Newton steps with ≈ 8× fewer rows. Sets ``o3_dense`` (dense index of one entry of
+        each orbit in S3), ``o3_orbit`` (its orbit index), ``o3_count``, ``o3_mean``, ``d3_spread``."""
+        from cryomtd.mom3d.invariants import d4_orbits
+        from cryomtd.moments.lags import a3_index_map
+
+        W = self.model.W
+        _, class_to_orbit, _ = d4_orbits(W)
+        m3 = self.m3.numpy()
+        orbit = class_to_orbit[a3_index_map(W).astype(np.int64).ravel()[m3]]   # orbit of each S3 entry
+        uniq, first, inv = np.unique(orbit, return_index=True, return_inverse=True)
+        count = np.bincount(inv).astype(np.float64)
+        d3 = self.d3.numpy()
+        mean = np.bincount(inv, weights=d3) / count
+        self.o3_dense = torch.as_tensor(m3[first])
+        self.o3_orbit = torch.as_tensor(uniq)
+        self.o3_count = torch.as_tensor(count)
+        self.o3_mean = torch.as_tensor(mean)
+        self.d3_spread = float(((d3 - mean[inv]) ** 2).sum())
 
     def terms(self, coef: torch.Tensor, gamma: torch.Tensor) -> list[torch.Tensor]:
         a1, a2, a3 = self.model.moments(coef, gamma, self.sigma, third=self.w[2] != 0)
@@ -115,15 +143,16 @@ class _Cost:
                  else torch.zeros((), dtype=torch.float64))
         return t
 
-    def box_vector(self, coef: torch.Tensor, *, third_only: bool = False) -> torch.Tensor:
-        """The model's box sums (m1, m2 on S2, m3 on S3) of ``coef`` as one vector (no γ/L², no noise)."""
+    def box_vector(self, coef: torch.Tensor, *, third_only: bool = False, orbits: bool = False) -> torch.Tensor:
+        """The model's box sums (m1, m2 on S2, m3 on S3) of ``coef`` as one vector (no γ/L², no noise).
+        ``orbits``: m3 once per D4 orbit of S3 (``o3_dense``, see :meth:`_orbit_rows`)."""
         m1, m2, m3 = self.model.box_moments(coef, third=self.w[2] != 0)
         parts = [] if third_only else [m1.reshape(1), m2.reshape(-1)[self.m2]]
         if m3 is not None:
-            parts.append(m3.reshape(-1)[self.m3])
+            parts.append(m3.reshape(-1)[self.o3_dense if orbits else self.m3])
         return torch.cat(parts)
 
-    def box_jacobian(self, coef: torch.Tensor) -> torch.Tensor | None:
+    def box_jacobian(self, coef: torch.Tensor, *, orbits: bool = False) -> torch.Tensor | None:
         """∂(:meth:`box_vector`)/∂c (n_box, size), exact, for the invariant model
         (:meth:`InvariantMomentModel.box_jacobian`); None for the quadrature model (its polish
         Jacobian uses the polarisation identity instead)."""
@@ -132,17 +161,22 @@ class _Cost:
         j1, j2, j3 = self.model.box_jacobian(coef)
         parts = [j1[None, :], j2[self.m2]]
         if self.w[2] != 0:
-            parts.append(j3[self.model.dense_to_orbit[self.m3]])
+            parts.append(j3[self.o3_orbit if orbits else self.model.dense_to_orbit[self.m3]])
         return torch.cat(parts)
 
-    def residual_scales(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sqrt-weights per entry of :meth:`box_vector`, data vector): cost = ‖s ⊙ (γ/L² m + noise − d)‖² + prior."""
-        n3 = self.d3.numel() if self.w[2] != 0 else 0
+    def residual_scales(self, *, orbits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt-weights per entry of :meth:`box_vector`, data vector): cost = ‖s ⊙ (γ/L² m + noise − d)‖² + prior
+        (+ ``w3·d3_spread/‖d3‖²`` with ``orbits``: rows per orbit, see :meth:`_orbit_rows`)."""
         f64 = torch.float64
+        if self.w[2] == 0:
+            s3, d3 = torch.zeros(0, dtype=f64), torch.zeros(0, dtype=f64)
+        elif orbits:
+            s3, d3 = (self.w[2] / self.n3 * self.o3_count) ** 0.5, self.o3_mean
+        else:
+            s3, d3 = torch.full((self.d3.numel(),), (self.w[2] / self.n3) ** 0.5, dtype=f64), self.d3
         s = torch.cat([torch.full((1,), (self.w[0] / self.n1) ** 0.5, dtype=f64),
-                       torch.full((self.d2.numel(),), (self.w[1] / self.n2) ** 0.5, dtype=f64),
-                       torch.full((n3,), (self.w[2] / self.n3) ** 0.5, dtype=f64)])
-        d = torch.cat([self.d1.reshape(1), self.d2, self.d3[:n3]])
+                       torch.full((self.d2.numel(),), (self.w[1] / self.n2) ** 0.5, dtype=f64), s3])
+        d = torch.cat([self.d1.reshape(1), self.d2, d3])
         return s, d
 
     def a2_noise(self) -> np.ndarray:
@@ -252,17 +286,19 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, *,
     return coef, float(np.asarray(g).ravel()[0]), float(res.cost), trace, int(res.iterations)
 
 
-def _noise_terms(cost: _Cost) -> tuple[np.ndarray, np.ndarray]:
+def _noise_terms(cost: _Cost, *, orbits: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(n0, u3) over the entries of :meth:`_Cost.box_vector`: the model is
-    a = γ/L² (m + m1·u3) + n0 with n0 = σ² δ(ℓ) on a2 and u3 = σ² (δ(ℓ1)+δ(ℓ2)+δ(ℓ1−ℓ2)) on a3."""
+    a = γ/L² (m + m1·u3) + n0 with n0 = σ² δ(ℓ) on a2 and u3 = σ² (δ(ℓ1)+δ(ℓ2)+δ(ℓ1−ℓ2)) on a3
+    (D4-invariant, so the same on every entry of an orbit)."""
     from cryomtd.mom3d.model import _delta3
 
     K = 2 * cost.model.W - 1
-    n2, n3 = cost.d2.numel(), (cost.d3.numel() if cost.w[2] != 0 else 0)
+    idx3 = (cost.o3_dense if orbits else cost.m3) if cost.w[2] != 0 else cost.m3[:0]
+    n2, n3 = cost.d2.numel(), idx3.numel()
     n0, u3 = np.zeros(1 + n2 + n3), np.zeros(1 + n2 + n3)
     if cost.sigma:
         n0[1:1 + n2] = cost.a2_noise()
-        u3[1 + n2:] = cost.sigma**2 * _delta3(K, torch.float64).reshape(-1)[cost.m3].numpy()[:n3]
+        u3[1 + n2:] = cost.sigma**2 * _delta3(K, torch.float64).reshape(-1)[idx3].numpy()
     return n0, u3
 
 
@@ -289,17 +325,18 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
 
     model = cost.model
     size = model.size
-    sw, d = cost.residual_scales()
+    sw, d = cost.residual_scales(orbits=True)   # a3 rows per D4 orbit: same cost up to `offset`
     sw, d = sw.numpy(), d.numpy()
+    offset = cost.w[2] * cost.d3_spread / cost.n3 if cost.w[2] != 0 else 0.0
     L2 = float(model.L**2)
     prior = cost.prior
-    n_third = cost.d3.numel() if cost.w[2] != 0 else 0
-    n0, u3 = _noise_terms(cost)
+    n_third = cost.o3_dense.numel() if cost.w[2] != 0 else 0
+    n0, u3 = _noise_terms(cost, orbits=True)
     eye = np.eye(size)
 
     def box(c: np.ndarray, third_only: bool = False) -> np.ndarray:
         with torch.no_grad():
-            return cost.box_vector(torch.as_tensor(c), third_only=third_only).numpy()
+            return cost.box_vector(torch.as_tensor(c), third_only=third_only, orbits=True).numpy()
 
     analytic = model.kind == "invariants"
     third_unit = np.stack([box(e, third_only=True) for e in eye], axis=1) if n_third and not analytic else None
@@ -323,7 +360,7 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
         J = np.zeros((d.size + (size if prior else 0), size + 1))
         if analytic:  # exact Jacobian of the box sums from the invariant map
             with torch.no_grad():
-                Jm = cost.box_jacobian(torch.as_tensor(c)).numpy()
+                Jm = cost.box_jacobian(torch.as_tensor(c), orbits=True).numpy()
             J[:d.size, :-1] = sw[:, None] * scale * (Jm + Jm[0][None, :] * u3[:, None])
         else:
             for j in range(size):  # a loop over coefficients, each column two model evaluations
@@ -340,7 +377,7 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
 
     def fun(x: np.ndarray) -> np.ndarray:
         r = resid(x)
-        trace.append(float(r @ r))
+        trace.append(float(r @ r) + offset)
         return r
 
     x0 = np.r_[np.asarray(coef, dtype=np.float64), float(gamma)]
@@ -348,7 +385,7 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *,
     res = least_squares(fun, x0, jac=jac, bounds=(lo, np.inf), method="trf", x_scale="jac",
                         ftol=tol, xtol=tol, gtol=tol, max_nfev=max_iterations)
     c = res.x[:-1].copy()
-    f = float(res.fun @ res.fun)
+    f = float(res.fun @ res.fun) + offset
     log.info("  gauss-newton polish: cost %.3e after %d Jacobians (%s)", f, res.njev, res.message)
     return c, float(res.x[-1]), f, np.minimum.accumulate(np.asarray(trace)).tolist(), int(res.njev)
 
