@@ -8,6 +8,11 @@ For each case (L, ell_max, W), in one process:
 * the invariant model (:class:`cryomtd.mom3d.invariants.InvariantMomentModel`, the fit's
   default): precomputation of the invariant map, model and cost + gradient, the ratio
   quadrature / invariant per cost + gradient, and its a3 difference from the fast path;
+* the Gauss–Newton Jacobian of the invariant model (``--jacobian``; ``--symmetry C4`` for the
+  reduced coefficients of :class:`~cryomtd.mom3d.symmetric.SymmetricModel`): the analytic
+  :meth:`_Cost.box_jacobian` on the per-orbit rows against forward-mode autodiff
+  (``torch.func.jacfwd``, one JVP per column) of the same box vector, with their ratio and
+  maximum difference;
 * the plain reference (:func:`cryomtd.mom3d.reference.expected_moments_reference`):
   project at every rotation of E3's ``so3_quadrature(3·ell_max)`` and form each
   projection's autocorrelations by a product-sum per lag pair; its time, the ratio
@@ -15,6 +20,8 @@ For each case (L, ell_max, W), in one process:
 
     python benchmarks/mom3d.py --cases 7,2,4 11,2,6 11,3,6 --threads 1 --out /tmp/mom3d_bench.json
     python benchmarks/mom3d.py --cases 20,5,10 --repeat 1 --no-reference --no-full-grid --threads 2
+    python benchmarks/mom3d.py --cases 20,5,10 --repeat 2 --no-reference --no-full-grid --jacobian \
+        --symmetry C4 --threads 1
 """
 
 from __future__ import annotations
@@ -43,12 +50,32 @@ def _best(fn, repeat: int) -> float:
     return min(times)
 
 
-def run_case(L: int, ell_max: int, W: int, repeat: int, reference: bool, full_grid: bool = True) -> dict:
+def jacobian_case(model: InvariantMomentModel, c: np.ndarray, repeat: int, symmetry: str) -> dict:
+    """Analytic Gauss–Newton Jacobian (per-orbit rows) vs forward-mode autodiff, same process."""
+    from cryomtd.mom3d.symmetric import SymmetricModel
+
+    m = model if symmetry == "C1" else SymmetricModel(model, symmetry)
+    x = torch.as_tensor(np.random.default_rng(1).standard_normal(m.size))
+    full = model.numpy(c, 0.1)
+    cost = _Cost(m, crop_moments(full, model.W), sigma=0.0, weights=(1, 1, 1), prior_weight=0.0)
+    with torch.no_grad():
+        J = cost.box_jacobian(x, orbits=True)
+        t_an = _best(lambda: cost.box_jacobian(x, orbits=True), repeat)
+        fwd = torch.func.jacfwd(lambda v: cost.box_vector(v, orbits=True))
+        J_ref = fwd(x)
+        t_ref = _best(lambda: fwd(x), max(1, repeat // 2))
+    return {"jacobian_symmetry": symmetry, "jacobian_shape": list(J.shape), "jacobian_analytic_s": t_an,
+            "jacobian_jacfwd_s": t_ref, "ratio_jacfwd_over_analytic": t_ref / t_an,
+            "jacobian_max_rel_diff": float((J - J_ref).abs().max() / J_ref.abs().max())}
+
+
+def run_case(L: int, ell_max: int, W: int, repeat: int, reference: bool, full_grid: bool = True,
+             jacobian: str | None = None, cache_dir: str | None = None) -> dict:
     b = SphericalBessel(L, ell_max)
     c = np.random.default_rng(0).standard_normal(b.size)
     out: dict = {"L": L, "ell_max": ell_max, "W": W, "size": b.size}
     for name, make in (("fast", lambda: MomentModel(b, W)), ("fast_full_grid", lambda: MomentModel(b, W, symmetry=False)),
-                       ("invariants", lambda: InvariantMomentModel(b, W))):
+                       ("invariants", lambda: InvariantMomentModel(b, W, cache_dir=cache_dir))):
         if name == "fast_full_grid" and not full_grid:
             continue
         t0 = time.perf_counter()
@@ -72,6 +99,8 @@ def run_case(L: int, ell_max: int, W: int, repeat: int, reference: bool, full_gr
             out["invariants_orbits_x_invariants"] = list(model.map3.shape)
             out["ratio_fast_over_invariants_cost_grad"] = out["fast_cost_grad_s"] / out["invariants_cost_grad_s"]
             out["invariants_a3_max_rel_diff"] = float(np.abs(data.a3 - fast.a3).max() / np.abs(fast.a3).max())
+            if jacobian:
+                out.update(jacobian_case(model, c, repeat, jacobian))
     if reference:
         t0 = time.perf_counter()
         ref = expected_moments_reference(b, c, 0.1, W)
@@ -88,13 +117,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-reference", action="store_true", help="skip the plain reference (large cases)")
     ap.add_argument("--no-full-grid", action="store_true", help="skip the full-grid quadrature model (large cases)")
+    ap.add_argument("--jacobian", action="store_true", help="also time the Gauss-Newton Jacobian (invariant model)")
+    ap.add_argument("--symmetry", default="C1", help="point group of the Jacobian case (reduced coefficients)")
+    ap.add_argument("--cache-dir", default=None, help="keep/load the invariant map here (lsq.cache_dir)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     for case in args.cases:
         L, lm, W = (int(v) for v in case.split(","))
-        row = run_case(L, lm, W, args.repeat, not args.no_reference, not args.no_full_grid)
+        row = run_case(L, lm, W, args.repeat, not args.no_reference, not args.no_full_grid,
+                       args.symmetry if args.jacobian else None, args.cache_dir)
         rows.append(row)
         print(json.dumps(row))
     result = {"machine": platform.processor() or platform.machine(), "torch_threads": args.threads, "cases": rows}

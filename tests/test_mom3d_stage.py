@@ -10,7 +10,7 @@ from cryomtd.io import InputError, save_npz
 from cryomtd.moments import Moments2D
 from cryomtd.mom3d import expected_moments
 from cryomtd.mom3d.stage import (default_window, exact_moments_file, fit_basis, noise_sigma, pick_best_file,
-                                 recover_restart_file)
+                                 recover_restart_file, refine_restart_file)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -140,3 +140,44 @@ def test_recover_restart_with_ball_start(truth_npz, tmp_path, caplog):
         recover_restart_file(moments, bad, L=7, ell_max=3, lsq={**lsq, "init": "sphere"}, seed=1, restart=0,
                              exact=True)
     assert not bad.exists()
+
+
+def test_refine_continues_the_best_restarts(truth_npz, tmp_path):
+    # lsq.refine_top: rank k continues the restart of the k-th lowest cost; its saved cost is the
+    # cost of its coefficients recomputed from the moments (cost_terms, the dense residual on every
+    # non-redundant lag, not the polish's per-orbit rows), no higher than the restart's; traces and
+    # iterations include the restart's; the symmetry is kept; a rank beyond the restarts is refused
+    # before any file is written; pick_best_file then prefers the refinement
+    from cryomtd.basis.symmetry import symmetrize
+    from cryomtd.mom3d.fit import cost_terms, make_model
+
+    path, _, _ = truth_npz
+    moments = tmp_path / "moments.npz"
+    exact_moments_file(path, moments, gamma=0.1, window=3, fit_ell_max=2)
+    lsq = {"ell_max": 2, "optimizer": "gauss-newton", "max_iterations": 3, "symmetry": "C3", "refine_iterations": 15}
+    files = [tmp_path / "lsq" / f"restart_{r}.npz" for r in range(3)]
+    for r, f in enumerate(files):
+        recover_restart_file(moments, f, L=7, ell_max=3, lsq=lsq, seed=2, restart=r, exact=True)
+    costs = [float(np.load(f)["cost"]) for f in files]
+    order = np.argsort(costs)
+    b = SphericalBessel(7, 3)
+    small = SphericalBessel(7, 2)
+    model = make_model(small, 3)
+    data = Moments2D.load(moments)
+    for k in range(2):
+        out = tmp_path / "lsq" / f"refine_{k}.npz"
+        assert refine_restart_file(moments, files, out, rank=k, L=7, ell_max=3, lsq=lsq, exact=True) == order[k]
+        z, src = np.load(out), np.load(files[order[k]])
+        assert int(z["refined_from"]) == int(z["restart"]) == order[k]
+        assert float(z["cost"]) <= float(src["cost"])
+        assert np.isclose(sum(cost_terms(model, data, z["coef"][:small.size], float(z["gamma"]))), float(z["cost"]),
+                          rtol=1e-9, atol=1e-300)
+        assert z["cost_trace"].size > src["cost_trace"].size and int(z["iterations"]) > int(src["iterations"])
+        np.testing.assert_allclose(symmetrize(z["coef"], b, "C3"), z["coef"], atol=1e-12)
+    bad = tmp_path / "lsq" / "refine_3.npz"
+    with pytest.raises(InputError, match="lsq.refine_top"):
+        refine_restart_file(moments, files, bad, rank=3, L=7, ell_max=3, lsq=lsq, exact=True)
+    assert not bad.exists()
+    refined = [tmp_path / "lsq" / f"refine_{k}.npz" for k in range(2)]
+    best = pick_best_file(files + refined, tmp_path / "lsq.npz", tmp_path / "lsq.mrc")
+    assert best in (3, 4) and float(np.load(tmp_path / "lsq.npz")["cost"]) <= min(costs)

@@ -58,9 +58,44 @@ rule recover_lsq:
         "../../scripts/recover_lsq.py"
 
 
+def _lsq_restart_files(wc):
+    return [f"{RESULTS}/{wc.exp}/lsq/restart_{r}.npz" for r in range(exp_config(wc)["lsq"]["restarts"])]
+
+
+rule refine_lsq:
+    # the lsq.refine_top lowest-cost restarts, each continued by lsq.refine_iterations
+    # Gauss-Newton evaluations (rank k = the k-th lowest cost; docs/mom3d.md)
+    input:
+        moments=f"{RESULTS}/{{exp}}/moments.npz",
+        restarts=_lsq_restart_files,
+    output:
+        f"{RESULTS}/{{exp}}/lsq/refine_{{k}}.npz",
+    log:
+        f"{RESULTS}/{{exp}}/logs/refine_lsq/refine_{{k}}.log",
+    benchmark:
+        f"{RESULTS}/{{exp}}/benchmarks/refine_lsq/refine_{{k}}.tsv"
+    wildcard_constraints:
+        exp=name_regex(EXP3D_LSQ),
+        k=r"\d+",
+    params:
+        lsq=lambda wc: {k: v for k, v in exp_config(wc)["lsq"].items() if k not in ("enabled", "restarts")},
+        L=lambda wc: exp_config(wc)["volume"]["L"],
+        ell_max=lambda wc: exp_config(wc)["basis"]["ell_max"],
+        exact=lambda wc: wc.exp in EXP3D_EXACT,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/optimize.yaml"
+    script:
+        "../../scripts/refine_lsq.py"
+
+
 rule pick_best_restart:
     input:
-        restarts=lambda wc: [f"{RESULTS}/{wc.exp}/lsq/restart_{r}.npz" for r in range(exp_config(wc)["lsq"]["restarts"])],
+        restarts=lambda wc: _lsq_restart_files(wc) + [f"{RESULTS}/{wc.exp}/lsq/refine_{k}.npz"
+                                                      for k in range(exp_config(wc)["lsq"]["refine_top"])],
         truth=f"{RESULTS}/{{exp}}/truth.npz",
     output:
         npz=f"{RESULTS}/{{exp}}/lsq.npz",

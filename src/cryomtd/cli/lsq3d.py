@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def _recover(args: argparse.Namespace) -> int:
-    from cryomtd.mom3d.stage import pick_best_file, recover_restart_file
+    from cryomtd.mom3d.stage import pick_best_file, recover_restart_file, refine_restart_file
 
     out = Path(args.out)
     lsq = {"ell_max": args.fit_ell_max, "window": args.window, "optimizer": args.optimizer,
@@ -19,7 +19,8 @@ def _recover(args: argparse.Namespace) -> int:
            "marching": args.marching, "a2_first": args.a2_first, "noise": args.noise, "gamma_init": args.gamma_init, "threads": args.threads,
            "polish": args.polish, "model": args.model, "cache_dir": args.cache_dir,
            "symmetry": args.symmetry, "init": args.init, "init_radius": args.init_radius,
-           "init_spread": args.init_spread}
+           "init_spread": args.init_spread, "refine_top": args.refine_top,
+           "refine_iterations": args.refine_iterations}
     files = []
     for r in range(args.restarts):
         f = out / "lsq" / f"restart_{r}.npz"
@@ -27,6 +28,14 @@ def _recover(args: argparse.Namespace) -> int:
             recover_restart_file(args.moments, f, L=args.L, ell_max=args.ell_max, lsq=lsq, seed=args.seed,
                                  restart=r, exact=args.exact)
         files.append(f)
+    refined = []
+    for k in range(args.refine_top):
+        f = out / "lsq" / f"refine_{k}.npz"
+        if not f.exists():
+            refine_restart_file(args.moments, files, f, rank=k, L=args.L, ell_max=args.ell_max, lsq=lsq,
+                                exact=args.exact)
+        refined.append(f)
+    files += refined
     best = pick_best_file(files, out / "lsq.npz", out / "lsq.mrc", voxel_size=args.voxel_size)
     print(f"recover-lsq: best restart {best} of {args.restarts} → {out}/lsq.npz, {out}/lsq.mrc")
     return 0
@@ -45,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cryomtd recover-lsq`` and ``cryomtd exact-moments``."""
     p = sub.add_parser("recover-lsq", help="3-D volume from moments by least squares (rules recover_lsq + pick_best_restart)",
                        description="Fit spherical-Bessel coefficients and the density γ to merged micrograph "
-                       "moments (docs/mom3d.md). Writes OUT/lsq/restart_{r}.npz, OUT/lsq.npz and OUT/lsq.mrc; "
-                       "existing restart files are reused.")
+                       "moments (docs/mom3d.md). Writes OUT/lsq/restart_{r}.npz (and refine_{k}.npz), OUT/lsq.npz "
+                       "and OUT/lsq.mrc; existing restart files are reused.")
     p.add_argument("moments", help="moments.npz (cryomtd.moments.Moments2D)")
     p.add_argument("--L", type=int, required=True, help="volume box size L")
     p.add_argument("--ell-max", type=int, default=None, help="experiment basis ell_max (default: sampling criterion)")
@@ -77,6 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-radius", type=float, default=None, help="ball radius in pixels (default: fitted to a2)")
     p.add_argument("--init-spread", type=float, default=0.3,
                    help="norm of the random ell >= 1 detail relative to the ball's norm")
+    p.add_argument("--refine-top", type=int, default=0,
+                   help="continue the K lowest-cost restarts by --refine-iterations Gauss-Newton evaluations "
+                   "(OUT/lsq/refine_{k}.npz; 0: off)")
+    p.add_argument("--refine-iterations", type=int, default=200, help="Gauss-Newton evaluations per refined restart")
     p.add_argument("--noise", default="auto", choices=["auto", "exclude"])
     p.add_argument("--exact", action="store_true", help="the moments are noise-free (exact model moments)")
     p.add_argument("--gamma-init", type=float, default=0.1)

@@ -7,7 +7,8 @@ rule scripts only forward ``snakemake`` inputs and params here, and the CLI
 Config block ``lsq`` (schema ``workflow/schemas/lsq3d.schema.yaml``, defaults there):
 restarts, ell_max (fit degree; null = the experiment basis), window (null =
 (L−1)//2+1), model, optimizer, max_iterations, weights, prior_weight, marching, a2_first,
-polish, noise, gamma_init, threads, cache_dir, symmetry, init, init_radius, init_spread.
+polish, noise, gamma_init, threads, cache_dir, symmetry, init, init_radius, init_spread,
+refine_top, refine_iterations (rule refine_lsq).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import numpy as np
 
 from cryomtd.io import InputError, read_npz, save_npz
 
-__all__ = ["default_window", "fit_basis", "exact_moments_file", "recover_restart_file", "pick_best_file",
+__all__ = ["default_window", "fit_basis", "exact_moments_file", "recover_restart_file", "refine_restart_file",
+           "pick_best_file",
            "noise_sigma", "load_npz"]
 
 log = logging.getLogger("cryomtd.mom3d")
@@ -97,31 +99,48 @@ def noise_sigma(moments: Any, mode: str) -> float | None:
     return None
 
 
-def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike, *, L: int, ell_max: int | None,
-                         lsq: Mapping[str, Any], seed: int, restart: int, exact: bool = False) -> None:
-    """moments.npz → lsq/restart_{r}.npz (coef in the experiment basis, gamma, cost, cost_trace,
-    iterations, wall_time_s, ell_max_fit, window, sigma). ``exact``: the moments are noise-free."""
+def _fit_setup(moments_npz: str | os.PathLike, *, L: int, ell_max: int | None, lsq: Mapping[str, Any],
+               exact: bool) -> tuple[Any, Any, Any, int, float | None, str]:
+    """(moments, experiment basis, fit basis, W, σ, symmetry) of one fit job, checked against the config."""
+    from cryomtd.basis.symmetry import parse_symmetry
     from cryomtd.moments import Moments2D
-    from cryomtd.mom3d.fit import fit_restart
-    from cryomtd.seeding import rng
 
     try:
         moments = Moments2D.load(moments_npz)
     except FileNotFoundError:
         raise InputError(f"{moments_npz}: file not found") from None
-    from cryomtd.basis.symmetry import parse_symmetry
-
     symmetry = parse_symmetry(lsq.get("symmetry") or "C1", "lsq.symmetry")
-    from cryomtd.mom3d.start import INIT_KINDS
-
-    init = str(lsq.get("init") or "random")
-    if init not in INIT_KINDS:
-        raise InputError(f"lsq.init: expected one of {', '.join(INIT_KINDS)}, got {init!r}")
     full, basis = fit_basis(L, ell_max, lsq.get("ell_max"))
     W = int(lsq.get("window") or default_window(L))
     W = min(W, int(moments.window))
     sigma = 0.0 if exact else noise_sigma(moments, lsq.get("noise", "auto"))
     _threads(lsq.get("threads"))
+    return moments, full, basis, W, sigma, symmetry
+
+
+def _save_fit(out: str | os.PathLike, res: Any, full: Any, basis: Any, *, W: int, sigma: float | None, L: int,
+              restart: int, **extra: Any) -> None:
+    coef = np.zeros(full.size)
+    coef[:basis.size] = res.coef
+    save_npz(out, coef=coef, gamma=np.float64(res.gamma), cost=np.float64(res.cost), cost_trace=res.cost_trace,
+             iterations=np.int64(res.iterations), wall_time_s=np.float64(res.wall_time_s),
+             restart=np.int64(restart), ell_max_fit=np.int64(basis.ell_max), window=np.int64(W),
+             sigma=np.float64(np.nan if sigma is None else sigma), L=np.int64(L), ell_max=np.int64(full.ell_max),
+             **extra)
+
+
+def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike, *, L: int, ell_max: int | None,
+                         lsq: Mapping[str, Any], seed: int, restart: int, exact: bool = False) -> None:
+    """moments.npz → lsq/restart_{r}.npz (coef in the experiment basis, gamma, cost, cost_trace,
+    iterations, wall_time_s, ell_max_fit, window, sigma). ``exact``: the moments are noise-free."""
+    from cryomtd.mom3d.fit import fit_restart
+    from cryomtd.mom3d.start import INIT_KINDS
+    from cryomtd.seeding import rng
+
+    init = str(lsq.get("init") or "random")
+    if init not in INIT_KINDS:
+        raise InputError(f"lsq.init: expected one of {', '.join(INIT_KINDS)}, got {init!r}")
+    moments, full, basis, W, sigma, symmetry = _fit_setup(moments_npz, L=L, ell_max=ell_max, lsq=lsq, exact=exact)
     log.info("restart %d: L=%d fit ell_max=%d (size %d) W=%d sigma=%s optimizer=%s symmetry=%s init=%s",
              restart, L, basis.ell_max, basis.size, W, sigma, lsq.get("optimizer"), symmetry, init)
     res = fit_restart(moments, basis, rng=rng(int(seed), "lsq3d", int(restart)), sigma=sigma, window=W,
@@ -134,14 +153,49 @@ def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike,
                       model_kind=str(lsq.get("model", "invariants")), cache_dir=lsq.get("cache_dir"),
                       symmetry=symmetry, init=init, init_radius=lsq.get("init_radius"),
                       init_spread=float(lsq.get("init_spread", 0.3)))
-    coef = np.zeros(full.size)
-    coef[:basis.size] = res.coef
-    save_npz(out, coef=coef, gamma=np.float64(res.gamma), cost=np.float64(res.cost), cost_trace=res.cost_trace,
-             iterations=np.int64(res.iterations), wall_time_s=np.float64(res.wall_time_s),
-             restart=np.int64(restart), ell_max_fit=np.int64(basis.ell_max), window=np.int64(W),
-             sigma=np.float64(np.nan if sigma is None else sigma), L=np.int64(L), ell_max=np.int64(full.ell_max))
+    _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=int(restart))
     log.info("restart %d: cost %.4e, gamma %.4g, %d iterations, %.1f s", restart, res.cost, res.gamma,
              res.iterations, res.wall_time_s)
+
+
+def refine_restart_file(moments_npz: str | os.PathLike, restarts: Sequence[str | os.PathLike],
+                        out: str | os.PathLike, *, rank: int, L: int, ell_max: int | None, lsq: Mapping[str, Any],
+                        exact: bool = False) -> int:
+    """lsq/restart_*.npz → lsq/refine_{rank}.npz: the restart of the ``rank``-th lowest cost (0 =
+    best; ties by file order) continued by at most ``lsq.refine_iterations`` Gauss–Newton cost
+    evaluations (:func:`cryomtd.mom3d.fit.refine_restart`) on the same cost. Same keys as a
+    restart file (cost_trace, iterations and wall_time_s include the restart's own) plus
+    ``refined_from`` (that restart's index). Returns it."""
+    from cryomtd.mom3d.fit import refine_restart
+
+    if not 0 <= int(rank) < len(restarts):
+        raise InputError(f"lsq.refine_top: refine rank {rank} needs at least {int(rank) + 1} restarts, "
+                         f"got {len(restarts)} (lsq.restarts)")
+    runs = [load_npz(p, ["coef", "gamma", "cost", "cost_trace", "iterations", "wall_time_s", "restart", "L", "ell_max"],
+                     what="lsq restart file") for p in restarts]
+    costs = np.array([float(r["cost"]) for r in runs])
+    costs = np.where(np.isfinite(costs), costs, np.inf)
+    pick = int(np.argsort(costs, kind="stable")[int(rank)])
+    src = runs[pick]
+    moments, full, basis, W, sigma, symmetry = _fit_setup(moments_npz, L=L, ell_max=ell_max, lsq=lsq, exact=exact)
+    if int(src["L"]) != int(L) or int(src["ell_max"]) != full.ell_max:
+        raise InputError(f"{restarts[pick]}: restart of L={int(src['L'])}, ell_max={int(src['ell_max'])}; this "
+                         f"experiment has L={L}, ell_max={full.ell_max} (rerun recover_lsq)")
+    r = int(src["restart"])
+    log.info("refine rank %d: restart %d (cost %.4e), at most %d Gauss-Newton evaluations", rank, r, float(src["cost"]),
+             int(lsq.get("refine_iterations", 200)))
+    res = refine_restart(moments, basis, np.asarray(src["coef"], dtype=np.float64)[:basis.size], float(src["gamma"]),
+                         sigma=sigma, window=W, max_iterations=int(lsq.get("refine_iterations", 200)),
+                         weights=tuple(lsq.get("weights", (1.0, 1.0, 1.0))),
+                         prior_weight=float(lsq.get("prior_weight", 0.0)), symmetry=symmetry,
+                         model_kind=str(lsq.get("model", "invariants")), cache_dir=lsq.get("cache_dir"), restart=r)
+    res.cost_trace = np.r_[np.asarray(src["cost_trace"], dtype=np.float64), res.cost_trace]
+    res.iterations += int(src["iterations"])
+    res.wall_time_s += float(src["wall_time_s"])
+    _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=r, refined_from=np.int64(r))
+    log.info("refine rank %d (restart %d): cost %.4e → %.4e, gamma %.4g", rank, r, float(src["cost"]), res.cost,
+             res.gamma)
+    return r
 
 
 def pick_best_file(restarts: Sequence[str | os.PathLike], out_npz: str | os.PathLike, out_mrc: str | os.PathLike, *,
