@@ -58,10 +58,10 @@ class SymmetricModel:
     def box_moments(self, z: torch.Tensor, *, third: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         return self.inner.box_moments(self.full(z), third=third)
 
-    def box_jacobian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def box_jacobian(self, z: torch.Tensor, *, single: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The full model's exact Jacobians times Q: ∂m/∂z = (∂m/∂c) Q, with Q's per-ℓ angular
         factors applied inside the invariant model's contraction (fewer columns to form)."""
-        return self.inner.box_jacobian(self.full(z), angular=self.angular)
+        return self.inner.box_jacobian(self.full(z), angular=self.angular, single=single)
 
     def numpy(self, z: np.ndarray, gamma: float, sigma: float = 0.0) -> Any:
         return self.inner.numpy(self.Q.numpy() @ np.asarray(z, dtype=np.float64), gamma, sigma)
