@@ -48,7 +48,7 @@ rule recover_lsq:
         ell_max=lambda wc: exp_config(wc)["basis"]["ell_max"],
         seed=lambda wc: exp_config(wc)["seed"],
         exact=lambda wc: wc.exp in EXP3D_EXACT,
-    threads: 1
+    threads: lambda wc: exp_config(wc)["lsq"]["threads"]
     resources:
         mem_mb=4000,
         runtime=60,
@@ -82,7 +82,7 @@ rule refine_lsq:
         L=lambda wc: exp_config(wc)["volume"]["L"],
         ell_max=lambda wc: exp_config(wc)["basis"]["ell_max"],
         exact=lambda wc: wc.exp in EXP3D_EXACT,
-    threads: 1
+    threads: lambda wc: exp_config(wc)["lsq"]["threads"]
     resources:
         mem_mb=4000,
         runtime=60,
