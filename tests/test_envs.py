@@ -278,7 +278,7 @@ def test_snakemake_lint_is_clean(tmp_path):
 # Heavy rules (cost grows with the data) must write a benchmark file: the scale-out
 # report sums them per rule (docs/cluster.md). Light gathers need not.
 HEAVY_RULES = {"mtd1d_segment", "mtd1d_lsq", "mtd1d_em", "prepare_volume", "simulate_micrograph",
-               "autocorrelate", "exact_moments", "recover_lsq", "approx_em", "evaluate"}
+               "autocorrelate", "exact_moments", "recover_lsq", "refine_lsq", "approx_em", "evaluate"}
 
 
 @pytest.mark.parametrize("rule_file,rule,body", RULE_PARAMS)

@@ -36,3 +36,8 @@ def moments_source(name):
 
 EXP3D_MICRO = [e for e in EXP3D if moments_source(e) == "micrographs"]
 EXP3D_EXACT = [e for e in EXP3D if moments_source(e) == "exact"]
+
+
+def lsq3d_restart_files(wc):
+    """lsq/restart_{r}.npz of a cryo3d experiment, r < lsq.restarts (rules refine_lsq, pick_best_restart)."""
+    return [f"{RESULTS}/{wc.exp}/lsq/restart_{r}.npz" for r in range(exp_config(wc)["lsq"]["restarts"])]

@@ -58,16 +58,12 @@ rule recover_lsq:
         "../../scripts/recover_lsq.py"
 
 
-def _lsq_restart_files(wc):
-    return [f"{RESULTS}/{wc.exp}/lsq/restart_{r}.npz" for r in range(exp_config(wc)["lsq"]["restarts"])]
-
-
 rule refine_lsq:
     # the lsq.refine_top lowest-cost restarts, each continued by lsq.refine_iterations
     # Gauss-Newton evaluations (rank k = the k-th lowest cost; docs/mom3d.md)
     input:
         moments=f"{RESULTS}/{{exp}}/moments.npz",
-        restarts=_lsq_restart_files,
+        restarts=lsq3d_restart_files,
     output:
         f"{RESULTS}/{{exp}}/lsq/refine_{{k}}.npz",
     log:
@@ -94,7 +90,7 @@ rule refine_lsq:
 
 rule pick_best_restart:
     input:
-        restarts=lambda wc: _lsq_restart_files(wc) + [f"{RESULTS}/{wc.exp}/lsq/refine_{k}.npz"
+        restarts=lambda wc: lsq3d_restart_files(wc) + [f"{RESULTS}/{wc.exp}/lsq/refine_{k}.npz"
                                                       for k in range(exp_config(wc)["lsq"]["refine_top"])],
         truth=f"{RESULTS}/{{exp}}/truth.npz",
     output:
