@@ -167,8 +167,9 @@ class _Cost:
         return torch.cat(parts)
 
     def residual_scales(self, *, orbits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sqrt-weights per entry of :meth:`box_vector`, data vector): cost = ‖s ⊙ (γ/L² m + noise − d)‖² + prior
-        (+ ``w3·d3_spread/‖d3‖²`` with ``orbits``: rows per orbit, see :meth:`_orbit_rows`)."""
+        """(sqrt-weights per entry of :meth:`box_vector`, data vector):
+        cost = ‖s ⊙ (γ/L² m + noise − d)‖² + prior (+ ``w3·d3_spread/‖d3‖²`` with ``orbits``:
+        rows per orbit, see :meth:`_orbit_rows`)."""
         f64 = torch.float64
         if self.w[2] == 0:
             s3, d3 = torch.zeros(0, dtype=f64), torch.zeros(0, dtype=f64)
@@ -200,7 +201,8 @@ def cost_terms(model: MomentModel, moments: Any, coef: np.ndarray, gamma: float,
     """The three unweighted relative residuals (order 1, 2, 3) of (coef, gamma) against ``moments``."""
     cf = _Cost(model, crop_moments(moments, model.W), sigma=sigma, weights=(1, 1, 1), prior_weight=0.0)
     with torch.no_grad():
-        return [float(t) for t in cf.terms(torch.as_tensor(np.asarray(coef, float)), torch.tensor(float(gamma), dtype=torch.float64))]
+        c = torch.as_tensor(np.asarray(coef, dtype=np.float64))
+        return [float(t) for t in cf.terms(c, torch.tensor(float(gamma), dtype=torch.float64))]
 
 
 class ArmijoLineSearcher:
