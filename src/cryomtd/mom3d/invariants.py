@@ -291,19 +291,16 @@ class InvariantMomentModel(MomentModel):
         """Per degree triple: whether its invariants can be nonzero for coefficients C_ℓ = Z_ℓ V_ℓᵀ,
         i.e. whether T contracted with V_ℓ1, V_ℓ2, V_ℓ3 is nonzero (e.g. for C4 the triples of
         degrees ≤ 3 with an odd sum vanish: only m = 0 is left there and T(0, 0, 0) = 0;
-        22 % of the TRPV1 map). Their invariants and Jacobian blocks are identically 0."""
-        key = b"|".join(V.numpy().tobytes() + str(tuple(V.shape)).encode() for V in angular)  # small: (2ℓ+1) × k
-        cached = getattr(self, "_active_cache", None)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        22 % of the TRPV1 map). Their invariants and Jacobian blocks are identically 0; pass the
+        result as ``active`` to :meth:`box_jacobian` (:class:`SymmetricModel` computes it once)."""
         out = []
         for (l1, l2, l3), T in zip(self.triples, self.tensors):
             Tr = torch.einsum("abc,ap,bq,cr->pqr", T, angular[l1], angular[l2], angular[l3])
             out.append(bool(Tr.numel()) and float(Tr.abs().max()) > 1e-12)
-        self._active_cache = (key, out)
         return out
 
-    def box_jacobian(self, coef: torch.Tensor, angular: Sequence[torch.Tensor] | None = None, *, single: bool = False
+    def box_jacobian(self, coef: torch.Tensor, angular: Sequence[torch.Tensor] | None = None, *,
+                     active: Sequence[bool] | None = None, single: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Exact Jacobians of the box sums: ∂m1/∂c (size,), ∂m2/∂c (K², size) and the third
         moment's ∂m3/∂c on the orbit representatives (n_orb, size).
@@ -316,6 +313,9 @@ class InvariantMomentModel(MomentModel):
         derivatives along C_ℓ = Z_ℓ V_ℓᵀ, i.e. ∂m/∂Z_ℓ = (∂m/∂C_ℓ) V_ℓ, laid out per ℓ as
         (S(ℓ), k_ℓ) row-major (the reduced coefficients of :class:`~cryomtd.mom3d.symmetric.SymmetricModel`).
         V is applied before the contraction with the map, so the cost drops by (2ℓ+1)/k_ℓ.
+
+        ``active``: per degree triple, False to skip it (:meth:`active_triples` of ``angular``:
+        its blocks are identically 0 there).
 
         ``single``: contract a float32 copy of the map (made once, half the size) with float32
         factors; J3 is returned in float64 with ≈ 1e-7 relative error. The contraction is
@@ -348,7 +348,6 @@ class InvariantMomentModel(MomentModel):
                 self._map3t_single = self.map3t.to(torch.float32)
             mapj = self._map3t_single
         J3t = torch.zeros(n_cols, n_orb, dtype=jd)  # transposed: each column block is contiguous
-        active = self.active_triples(angular) if angular is not None else None
         col = 0
         for t, ((l1, l2, l3), T, size) in enumerate(zip(self.triples, self.tensors, self.invariant_sizes)):
             S1, S2, S3 = C[l1].shape[0], C[l2].shape[0], C[l3].shape[0]

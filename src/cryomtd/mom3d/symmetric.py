@@ -41,6 +41,8 @@ class SymmetricModel:
         self.Q = torch.from_numpy(np.ascontiguousarray(Q))
         self.size = int(Q.shape[1])
         self.angular = [torch.from_numpy(np.ascontiguousarray(V)) for V in angular]
+        # degree triples whose invariants vanish on these volumes (skipped by the Jacobian)
+        self.active = model.active_triples(self.angular) if getattr(model, "kind", None) == "invariants" else None
 
     def __getattr__(self, name: str) -> Any:  # W, L, ell_max, kind, dense_to_orbit, basis, …
         if name == "inner":  # not yet set (during unpickling): no recursion
@@ -61,7 +63,7 @@ class SymmetricModel:
     def box_jacobian(self, z: torch.Tensor, *, single: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The full model's exact Jacobians times Q: ∂m/∂z = (∂m/∂c) Q, with Q's per-ℓ angular
         factors applied inside the invariant model's contraction (fewer columns to form)."""
-        return self.inner.box_jacobian(self.full(z), angular=self.angular, single=single)
+        return self.inner.box_jacobian(self.full(z), angular=self.angular, active=self.active, single=single)
 
     def numpy(self, z: np.ndarray, gamma: float, sigma: float = 0.0) -> Any:
         return self.inner.numpy(self.Q.numpy() @ np.asarray(z, dtype=np.float64), gamma, sigma)
