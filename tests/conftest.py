@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: The shared data next to the checkout (CI copies the tree elsewhere and sets CRYOMTD_SHARED).
+SHARED = Path(os.environ.get("CRYOMTD_SHARED", REPO.parent / "shared")).resolve()
 STRUCTURES = SHARED / "data" / "structures"
 
 
