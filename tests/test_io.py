@@ -75,3 +75,56 @@ def test_read_npz_roundtrip_and_errors_name_the_file(tmp_path):
         with pytest.raises(InputError) as err:
             read_npz(path, required)
         assert str(path) in str(err.value) and needle in str(err.value)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_outputs_get_the_umask_permissions(tmp_path, umask, mode):
+    """A new file under umask u has mode 0o666 & ~u, however the temporary file was created."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        save_npz(tmp_path / "a.npz", a=np.arange(3))
+        write_json(tmp_path / "b.json", {"x": 1})
+        with open(tmp_path / "plain.txt", "w"):  # independent reference: an ordinary open()
+            pass
+    finally:
+        os.umask(old)
+    for name in ("a.npz", "b.json", "plain.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def test_current_umask_reads_without_changing_it():
+    import os
+
+    from cryomtd.io import current_umask
+
+    old = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        assert current_umask() == 0o027
+    finally:
+        os.umask(old)
+
+
+def test_log_to_writes_the_full_traceback_of_a_failed_script(tmp_path):
+    """A rule script that raises leaves the whole traceback (frames and message) in its log."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "rule_script.py"
+    log = tmp_path / "logs" / "rule.log"
+    script.write_text(
+        "from cryomtd.io import log_to\n"
+        "def inner_stage():\n"
+        "    raise ValueError('boom in the stage')\n"
+        f"with log_to({str(log)!r}):\n"
+        "    print('started')\n"
+        "    inner_stage()\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    text = log.read_text()
+    assert "started" in text and "stage failed" in text
+    assert "Traceback (most recent call last)" in text
+    assert "inner_stage" in text and "ValueError: boom in the stage" in text

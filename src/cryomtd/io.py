@@ -2,7 +2,10 @@
 
 Every stage writes to a temporary name in the destination folder and renames on
 success (``os.replace`` is atomic on POSIX within one file system), so a killed job
-never leaves a half-written output behind.
+never leaves a half-written output behind. Outputs get the permissions of an ordinary
+new file under the process umask (0644 under umask 022, 0664 under 002), not the
+owner-only 0600 of the temporary file, so results on a shared cluster stay readable by
+the group.
 """
 
 from __future__ import annotations
@@ -19,11 +22,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "save_npz", "read_npz", "write_json", "read_json", "log_to", "InputError"]
+__all__ = ["atomic_path", "current_umask", "save_npz", "read_npz", "write_json", "read_json", "log_to", "InputError"]
 
 
 class InputError(ValueError):
     """Bad user input (file or config field); the message names the file/field and what was expected."""
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows.
+
+    Linux reports it in ``/proc/self/status``; elsewhere it is read by setting and
+    restoring it at once (``os.umask`` has no read-only form).
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -32,16 +51,19 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
     On an exception the temporary file is removed and ``path`` is untouched.
     ``suffix`` defaults to the suffix of ``path`` (some writers, e.g. ``np.savez``,
-    append their own extension when it is missing).
+    append their own extension when it is missing). Before the rename the file gets
+    mode ``0o666 & ~umask`` (the temporary file is created 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix if suffix is None else suffix
+    mode = 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -107,7 +129,9 @@ def read_json(path: str | os.PathLike) -> Any:
 def log_to(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
     """Send stdout, stderr and the ``cryomtd`` logger to ``path`` (append) for a rule script.
 
-    With ``path=None`` nothing is redirected. Yields the ``cryomtd`` logger.
+    An exception leaving the block is written to ``path`` with its full traceback
+    ("stage failed", then the traceback) and raised again, so a failed job's log file
+    says why it failed. With ``path=None`` nothing is redirected. Yields the ``cryomtd`` logger.
     """
     logger = logging.getLogger("cryomtd")
     logger.setLevel(logging.INFO)
@@ -125,6 +149,10 @@ def log_to(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
         sys.stdout = sys.stderr = fh
         try:
             yield logger
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                logger.exception("stage failed")
+            raise
         except BaseException:
             logger.exception("stage failed")
             raise
