@@ -60,5 +60,5 @@ def test_stage_rejects_bad_micrograph_info(micrograph_files):
         noise_and_box([{"L": 5, "sigma": 1.0}, {"L": 7, "sigma": 1.0}], ["a.json", "b.json"])
     np.savez(tmp / "lsq.npz", coef=np.zeros(3))
     with pytest.raises(InputError, match="lsq.npz: 'coef' has 3 entries"):
-        reconstruct(mics, [tmp / "0.json", tmp / "1.json"], em={}, basis={"ell_max": 2}, lsq_npz=tmp / "lsq.npz")
+        reconstruct(mics, [tmp / "0.json", tmp / "1.json"], ell_max=2, lsq_npz=tmp / "lsq.npz")
     assert main(["em", str(tmp / "nothere.mrc"), "--infos", str(tmp / "0.json")]) == 2

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from cryomtd.io import InputError
 
-__all__ = ["from_block", "to_block"]
+__all__ = ["from_block", "override", "to_block"]
 
 T = TypeVar("T")
 
@@ -69,3 +69,31 @@ def to_block(settings: Any) -> dict[str, Any]:
         return v
 
     return plain(settings)
+
+
+def override(settings: T, where: str, **changes: Any) -> T:
+    """A copy of ``settings`` with fields changed by name, at any nesting level.
+
+    ``override(EmSettings(), "em", iterations=5, backend="numpy")`` sets ``iterations`` and
+    ``advanced.backend``: a key is looked up among the top-level fields first, then in each
+    nested settings block (field names are unique across a block's levels). An unknown name
+    raises :class:`~cryomtd.io.InputError` naming ``where``.
+    """
+    if not changes:
+        return settings
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    subs = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)  # type: ignore[arg-type]
+            if dataclasses.is_dataclass(getattr(settings, f.name))}
+    names = {f.name for f in dataclasses.fields(settings)}  # type: ignore[arg-type]
+    for key, value in changes.items():
+        if key in names:
+            top[key] = tuple(value) if isinstance(value, list) else value
+            continue
+        owner = next((s for s, obj in subs.items() if key in {f.name for f in dataclasses.fields(obj)}), None)
+        if owner is None:
+            raise InputError(f"{where}: unknown setting {key!r}")
+        nested.setdefault(owner, {})[key] = value
+    for owner, kw in nested.items():
+        top[owner] = override(top.get(owner, subs[owner]), f"{where}.{owner}", **kw)
+    return dataclasses.replace(settings, **top)  # type: ignore[type-var]

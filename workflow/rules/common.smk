@@ -3,7 +3,11 @@
 import os
 import re
 
+from cryomtd.layout import Layout
+
 RESULTS = config.get("results_dir", "results")
+#: Path patterns of every experiment's files, {exp} left as a wildcard (cryomtd.layout).
+PATHS = Layout(RESULTS, "{exp}")
 # The clone that envs/*.post-deploy.sh installs into each per-rule conda env (--sdm conda).
 os.environ.setdefault("CRYOMTD_SOURCE", workflow.basedir)
 
@@ -40,4 +44,4 @@ EXP3D_EXACT = [e for e in EXP3D if moments_source(e) == "exact"]
 
 def lsq3d_restart_files(wc):
     """lsq/restart_{r}.npz of a cryo3d experiment, r < lsq.restarts (rules refine_lsq, pick_best_restart)."""
-    return [f"{RESULTS}/{wc.exp}/lsq/restart_{r}.npz" for r in range(exp_config(wc)["lsq"]["restarts"])]
+    return [Layout(RESULTS, wc.exp).lsq_restart(r) for r in range(exp_config(wc)["lsq"]["restarts"])]

@@ -30,12 +30,14 @@ import numpy as np
 from cryomtd.io import InputError, save_npz
 from cryomtd.progress import progress
 from cryomtd.seeding import rng
+from cryomtd.settings import override
 
 from .backend import get_backend
 from .estep import Statistics, batch_sizes, estep_batch, projection_spectra
 from .model import ProjectionModel, WignerBlocks
 from .mstep import mstep
 from .patches import PatchSource
+from .settings import EmSettings
 
 __all__ = ["EMResult", "em", "run", "step_size"]
 
@@ -75,6 +77,14 @@ class EMResult:
         """Probability of the empty patch under ρ: Σ ρ_s over shifts with s_y = L or s_x = L."""
         L = self.rho.shape[0] // 2
         return float(self.rho[L, :].sum() + self.rho[:, L].sum() - self.rho[L, L])
+
+    @property
+    def gamma(self) -> float:
+        """Density γ implied by the shift prior: a particle at a uniform position overlaps on average
+        ((2L−1)/L)² patches of the L×L tiling, so P(non-empty patch) = γ (2L−1)²/L² and
+        γ = (1 − P(empty)) · L² / (2L−1)² (at most one particle per patch)."""
+        L = self.rho.shape[0] // 2
+        return float((1.0 - self.empty_probability / float(self.rho.sum())) * L**2 / (2 * L - 1) ** 2)
 
     def trace(self) -> dict[str, Any]:
         """The JSON-ready per-iteration record (``em_trace.json``)."""
@@ -137,52 +147,122 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[EMResult, Statistics
     return res, stats, rng_state
 
 
-def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sigma: float,
-       x0: np.ndarray | None = None, iterations: int = 20, tol: float = 1e-6, fraction: float = 1.0,
-       burn_in: int = 3, decay: float = 0.6, prior_weight: float = 0.0, learn_rotation_prior: bool = False,
-       seed: int = 0, checkpoint: str | os.PathLike | None = None, backend: str = "auto",
-       dtype: str = "float64", method: str = "auto", memory_mb: float = 1024.0, threads: int = 1,
-       callback: Callable[[int, EMResult], None] | None = None, show_progress: bool | None = None) -> EMResult:
-    """Approximate EM over rotations (the ``wigner`` blocks) × shifts for the patches of ``source``.
+@dataclass
+class _Plan:
+    """What one EM run needs besides the model: backend, E-step method, batch sizes, patch count."""
 
-    Parameters: ``sigma`` noise standard deviation; ``x0`` initial coefficients (default: a
-    low-pass random volume from ``rng(seed, "em3d", 0)`` matched to the data power);
-    ``fraction`` of patches per iteration (1 = batch EM, < 1 = SAEM with ``burn_in``/``decay``);
-    ``method`` of the E-step cross terms: ``fft``, ``matmul`` or ``auto`` (matmul for L ≤ 8 or on
-    CUDA, else fft); ``tol`` stop when |Δloglik| ≤ tol·|loglik| (0 disables); ``prior_weight`` λ of the
-    Gaussian prior N(0, λ⁻¹ I) on the coefficients; ``checkpoint`` npz path written after
-    every iteration and resumed from when it matches these inputs; ``backend``
-    numpy/torch/cuda/auto; ``memory_mb`` budget that sizes the patch and rotation batches;
-    ``callback(k, result)`` after each checkpoint.
-    """
-    if sigma <= 0:
+    xp: Any
+    method: str
+    R: int
+    P_batch: int
+    rot_chunk: int
+    n_sub: int
+    stochastic: bool
+
+
+def _plan(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, sigma: float,
+          settings: EmSettings) -> _Plan:
+    """Check the settings against the data; choose the backend, the E-step method and the batches."""
+    adv = settings.advanced
+    if not sigma > 0:
         raise InputError(f"em.sigma: expected a positive noise level, got {sigma}")
-    if not 0 < fraction <= 1:
-        raise InputError(f"em.fraction: expected 0 < fraction <= 1, got {fraction}")
-    if iterations < 1:
-        raise InputError(f"em.iterations: expected >= 1, got {iterations}")
-    xp = get_backend(backend, dtype, workers=threads)
-    L, N = model.L, source.n
-    if method == "auto":  # measured on 2 CPU cores: matmul wins at L = 7, fft at L = 11 (docs/em3d.md)
-        method = "matmul" if (L <= 8 or xp.device == "cuda") else "fft"
+    if not 0 < settings.fraction <= 1:
+        raise InputError(f"em.fraction: expected 0 < fraction <= 1, got {settings.fraction}")
+    if settings.iterations < 1:
+        raise InputError(f"em.iterations: expected >= 1, got {settings.iterations}")
+    xp = get_backend(adv.backend, adv.dtype, workers=adv.threads)
+    method = adv.method
+    if method == "auto":  # matmul wins at small L, fft at L = 11 on CPU (docs/em3d.md)
+        method = "matmul" if (model.L <= 8 or xp.device == "cuda") else "fft"
     if method not in ("fft", "matmul"):
-        raise InputError(f"em.method: expected auto, fft or matmul, got {method!r}")
+        raise InputError(f"em.advanced.method: expected auto, fft or matmul, got {method!r}")
     R = wigner[model.blocks[0][0]].shape[0]
-    P_batch, rot_chunk = batch_sizes(R, L, memory_mb)
+    P_batch, rot_chunk = batch_sizes(R, model.L, adv.memory_mb)
+    stochastic = settings.fraction < 1.0
+    n_sub = source.n if not stochastic else max(1, int(round(settings.fraction * source.n)))
+    return _Plan(xp, method, R, P_batch, rot_chunk, n_sub, stochastic)
+
+
+def _start(source: PatchSource, model: ProjectionModel, sigma: float, x0: np.ndarray | None, seed: int) -> np.ndarray:
+    """The initial coefficients: ``x0``, or a low-pass random volume from rng(seed, "em3d", 0) matched to the data power."""
     if x0 is None:
         power = max(source.mean_power() - sigma**2, 1e-3 * sigma**2)
         x0 = model.lowpass_random(rng(seed, "em3d", 0), 2.0 * power)
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.shape != (model.size,):
         raise InputError(f"em.x0: expected {model.size} coefficients, got shape {x0.shape}")
-    stochastic = fraction < 1.0
-    fp = _fingerprint(x0=x0, psi_shape=model.psi.shape, psi_sum=float(model.psi.sum()), R=R,
+    return x0
+
+
+def _iterate(res: EMResult, smoothed: Statistics | None, idx: np.ndarray, source: PatchSource,
+             model: ProjectionModel, wigner: WignerBlocks, sigma: float, settings: EmSettings,
+             plan: _Plan) -> Statistics:
+    """One E-step over the patches ``idx`` and one M-step; updates ``res`` in place, returns the smoothed statistics."""
+    k = res.iterations + 1
+    N, L, xp = source.n, model.L, plan.xp
+    t0 = time.perf_counter()
+    with np.errstate(divide="ignore"):
+        spectra = projection_spectra(model.project(res.coef, wigner), np.log(res.rho), np.log(res.pi), xp,
+                                     plan.method, stack_mb=settings.advanced.memory_mb / 4)
+    stats = Statistics.zeros(plan.R, L)
+    for _, patches in source.batches(idx, plan.P_batch):
+        stats.add(estep_batch(patches, spectra, sigma, xp, plan.rot_chunk))
+    xp.sync()
+    t1 = time.perf_counter()
+    eta = step_size(k, settings.step.burn_in, settings.step.decay) if plan.stochastic else 1.0
+    per_patch = stats.scaled(1.0 / stats.count)
+    if smoothed is None or eta >= 1.0:
+        smoothed = per_patch
+    else:
+        smoothed = Statistics(1.0, smoothed.loglik + eta * (per_patch.loglik - smoothed.loglik),
+                              smoothed.n + eta * (per_patch.n - smoothed.n),
+                              smoothed.b + eta * (per_patch.b - smoothed.b))
+    new = mstep(smoothed.scaled(N), model, wigner, sigma, prior_weight=settings.prior_weight,
+                learn_rotation_prior=settings.learn_rotation_prior, xp=xp)
+    t2 = time.perf_counter()
+    ll = per_patch.loglik
+    res.loglik.append(ll)
+    res.objective.append(ll - 0.5 * settings.prior_weight * float(res.coef @ res.coef) / N)
+    res.estep_s.append(t1 - t0)
+    res.mstep_s.append(t2 - t1)
+    res.step.append(eta)
+    res.coef, res.rho = new["coef"], new["rho"]
+    if new["pi"] is not None:
+        res.pi = new["pi"]
+    res.iterations = k
+    if settings.tol > 0 and len(res.objective) >= 2:
+        prev, cur = res.objective[-2], res.objective[-1]
+        res.converged = abs(cur - prev) <= settings.tol * max(abs(prev), 1e-300)
+    log.info("em iteration %d: loglik/patch %.6f, E %.2fs, M %.2fs, step %.3f", k, ll, t1 - t0, t2 - t1, eta)
+    return smoothed
+
+
+def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sigma: float,
+       settings: EmSettings | None = None, x0: np.ndarray | None = None, seed: int = 0,
+       checkpoint: str | os.PathLike | None = None, callback: Callable[[int, EMResult], None] | None = None,
+       show_progress: bool | None = None, **overrides: Any) -> EMResult:
+    """Approximate EM over rotations (the ``wigner`` blocks) × shifts for the patches of ``source``.
+
+    ``sigma`` noise standard deviation; ``settings`` the ``em`` block (:class:`EmSettings`;
+    default = the workflow default), with ``overrides`` changing single fields by name
+    (``iterations=5``, ``backend="numpy"``: :func:`cryomtd.settings.override`); ``x0`` initial
+    coefficients (default: a low-pass random volume from ``rng(seed, "em3d", 0)`` matched to the
+    data power); ``checkpoint`` npz path written after every iteration and resumed from when it
+    matches these inputs; ``callback(k, result)`` after each checkpoint.
+    """
+    settings = override(settings or EmSettings(), "em", **overrides)
+    plan = _plan(source, model, wigner, sigma, settings)
+    x0 = _start(source, model, sigma, x0, seed)
+    L, N = model.L, source.n
+    fp = _fingerprint(x0=x0, psi_shape=model.psi.shape, psi_sum=float(model.psi.sum()), R=plan.R,
                       wsum=float(sum(float(np.abs(w).sum()) for w in wigner)), n=N, sigma=float(sigma),
-                      fraction=float(fraction), burn_in=int(burn_in), decay=float(decay),
-                      prior=float(prior_weight), learn_pi=bool(learn_rotation_prior), seed=int(seed),
+                      fraction=float(settings.fraction), burn_in=int(settings.step.burn_in),
+                      decay=float(settings.step.decay), prior=float(settings.prior_weight),
+                      learn_pi=bool(settings.learn_rotation_prior), seed=int(seed),
                       data=float(source.get(np.arange(min(N, 8))).sum()))
     gen = rng(seed, "em3d", 1)  # patch subsets of SAEM
-    res = EMResult(coef=x0.copy(), rho=np.full((2 * L, 2 * L), 1.0 / (4 * L * L)), pi=np.full(R, 1.0 / R), n_patches=N)
+    res = EMResult(coef=x0.copy(), rho=np.full((2 * L, 2 * L), 1.0 / (4 * L * L)), pi=np.full(plan.R, 1.0 / plan.R),
+                   n_patches=N)
     smoothed: Statistics | None = None
     ck = Path(checkpoint) if checkpoint is not None else None
     if ck is not None:
@@ -192,75 +272,43 @@ def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sig
             gen.bit_generator.state = state
             res.resumed_from = res.iterations
             log.info("resuming from %s at iteration %d", ck, res.iterations)
-    n_sub = N if not stochastic else max(1, int(round(fraction * N)))
+    iterations = settings.iterations
     bar = progress(total=iterations, desc="em", enable=show_progress, initial=min(res.iterations, iterations))
     while res.iterations < iterations and not res.converged:
-        k = res.iterations + 1
-        t0 = time.perf_counter()
-        idx = np.arange(N) if not stochastic else np.sort(gen.choice(N, size=n_sub, replace=False))
-        with np.errstate(divide="ignore"):
-            spectra = projection_spectra(model.project(res.coef, wigner), np.log(res.rho), np.log(res.pi), xp,
-                                         method, stack_mb=memory_mb / 4)
-        stats = Statistics.zeros(R, L)
-        for _, patches in source.batches(idx, P_batch):
-            stats.add(estep_batch(patches, spectra, sigma, xp, rot_chunk))
-        xp.sync()
-        t1 = time.perf_counter()
-        eta = step_size(k, burn_in, decay) if stochastic else 1.0
-        per_patch = stats.scaled(1.0 / stats.count)
-        if smoothed is None or eta >= 1.0:
-            smoothed = per_patch
-        else:
-            smoothed = Statistics(1.0, smoothed.loglik + eta * (per_patch.loglik - smoothed.loglik),
-                                  smoothed.n + eta * (per_patch.n - smoothed.n),
-                                  smoothed.b + eta * (per_patch.b - smoothed.b))
-        new = mstep(smoothed.scaled(N), model, wigner, sigma, prior_weight=prior_weight,
-                    learn_rotation_prior=learn_rotation_prior, xp=xp)
-        t2 = time.perf_counter()
-        ll = per_patch.loglik
-        prior_term = -0.5 * prior_weight * float(res.coef @ res.coef) / N
-        res.loglik.append(ll)
-        res.objective.append(ll + prior_term)
-        res.estep_s.append(t1 - t0)
-        res.mstep_s.append(t2 - t1)
-        res.step.append(eta)
-        res.coef, res.rho = new["coef"], new["rho"]
-        if new["pi"] is not None:
-            res.pi = new["pi"]
-        res.iterations = k
-        if tol > 0 and len(res.objective) >= 2:
-            prev, cur = res.objective[-2], res.objective[-1]
-            res.converged = abs(cur - prev) <= tol * max(abs(prev), 1e-300)
+        idx = np.arange(N) if not plan.stochastic else np.sort(gen.choice(N, size=plan.n_sub, replace=False))
+        smoothed = _iterate(res, smoothed, idx, source, model, wigner, sigma, settings, plan)
         if ck is not None:
-            _save_checkpoint(ck, res, smoothed if stochastic else None, gen, fp)
-        log.info("em iteration %d: loglik/patch %.6f, E %.2fs, M %.2fs, step %.3f", k, ll, t1 - t0, t2 - t1, eta)
+            _save_checkpoint(ck, res, smoothed if plan.stochastic else None, gen, fp)
         bar.update(1)
-        bar.set_postfix(loglik=f"{ll:.4g}")
+        bar.set_postfix(loglik=f"{res.loglik[-1]:.4g}")
         if callback is not None:
-            callback(k, res)
+            callback(res.iterations, res)
     bar.close()
     return res
 
 
 def run(micrographs: Sequence[np.ndarray | str | os.PathLike], basis: Any, *, sigma: float,
-        grid_step: float = 30.0, x0: np.ndarray | None = None, iterations: int = 20,
-        fraction: float = 1.0, seed: int = 0, rotations: np.ndarray | None = None, **kwargs: Any) -> EMResult:
+        settings: EmSettings | None = None, x0: np.ndarray | None = None, seed: int = 0,
+        rotations: np.ndarray | None = None, **kwargs: Any) -> EMResult:
     """Approximate EM from micrographs (2-D arrays ``[y, x]`` or MRC paths) in ``basis``
     (a ``cryomtd.basis.SphericalBessel``; patch size = ``basis.L``).
 
-    The rotation grid is ``cryomtd.rotations.grid(grid_step)`` unless ``rotations``
-    (n, 3, 3) is given. Other keyword arguments go to :func:`em` (tol, burn_in, decay,
-    prior_weight, learn_rotation_prior, checkpoint, backend, dtype, method, memory_mb, threads,
-    callback, show_progress). Returns an :class:`EMResult` (``.coef``, ``.rho``, ``.loglik``).
+    The rotation grid is ``cryomtd.rotations.grid(settings.grid_step)`` unless ``rotations``
+    (n, 3, 3) is given. Other keyword arguments go to :func:`em` (checkpoint, callback,
+    show_progress, and single settings by name such as ``iterations=5``). Returns an
+    :class:`EMResult` (``.coef``, ``.rho``, ``.loglik``).
     """
+    names = {"checkpoint", "callback", "show_progress"}
+    settings = override(settings or EmSettings(), "em", **{k: v for k, v in kwargs.items() if k not in names})
     if rotations is None:
         from cryomtd import rotations as rot
 
-        rotations = rot.grid(grid_step)
+        rotations = rot.grid(settings.grid_step)
     rotations = np.asarray(rotations, dtype=np.float64)
     if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
         raise InputError(f"rotations: expected (n, 3, 3) matrices, got shape {rotations.shape}")
     model = ProjectionModel.from_basis(basis)
     wigner = [np.asarray(w, dtype=np.float64) for w in basis.wigner(rotations)]
     source = PatchSource(micrographs, model.L)
-    return em(source, model, wigner, sigma=sigma, x0=x0, iterations=iterations, fraction=fraction, seed=seed, **kwargs)
+    return em(source, model, wigner, sigma=sigma, settings=settings, x0=x0, seed=seed,
+              **{k: v for k, v in kwargs.items() if k in names})

@@ -17,9 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from cryomtd.io import InputError, read_json, read_npz, save_npz, write_json
+from cryomtd.io import InputError, read_json, read_npz, write_json
+from cryomtd.layout import Layout
+from cryomtd.settings import to_block
 
 from .driver import EMResult, run
+from .settings import EmSettings
 
 __all__ = ["em_enabled", "em_inputs", "noise_and_box", "initial_coefficients", "reconstruct", "write_outputs"]
 
@@ -28,19 +31,19 @@ log = logging.getLogger("cryomtd.em3d")
 
 def em_enabled(exp_cfg: Mapping[str, Any]) -> bool:
     """Whether an experiment runs approximate EM (its ``em.enabled``, default true)."""
-    return bool(exp_cfg.get("em", {}).get("enabled", True))
+    return EmSettings.from_config(exp_cfg.get("em")).enabled
 
 
 def em_inputs(exp_cfg: Mapping[str, Any], exp: str, results: str) -> dict[str, Any]:
-    """Input files of rule ``approx_em``: micrographs/{k}.mrc and .json; ``lsq_npz`` when
+    """Input files of rule ``approx_em``: micrographs/{k}.mrc and their side files; ``lsq_npz`` when
     ``em.init`` is ``lsq``, or ``auto`` with the lsq stage enabled."""
     n = int(exp_cfg["micrographs"]["n_micrographs"])
-    base = f"{results}/{exp}"
-    d: dict[str, Any] = {"micrographs": [f"{base}/micrographs/{k}.mrc" for k in range(n)],
-                         "infos": [f"{base}/micrographs/{k}.json" for k in range(n)]}
-    init = exp_cfg.get("em", {}).get("init", "auto")
+    paths = Layout(results, exp)
+    d: dict[str, Any] = {"micrographs": [paths.micrograph(k) for k in range(n)],
+                         "infos": [paths.micrograph_info(k) for k in range(n)]}
+    init = EmSettings.from_config(exp_cfg.get("em")).init
     if init == "lsq" or (init == "auto" and exp_cfg.get("lsq", {}).get("enabled", True)):
-        d["lsq_npz"] = f"{base}/lsq.npz"
+        d["lsq_npz"] = paths.estimate("lsq")
     return d
 
 
@@ -79,26 +82,20 @@ def initial_coefficients(lsq_npz: str | os.PathLike | None, size: int) -> np.nda
 
 
 def reconstruct(micrographs: Sequence[str | os.PathLike], infos: Sequence[str | os.PathLike], *,
-                em: Mapping[str, Any], basis: Mapping[str, Any] | None = None, seed: int = 0,
+                settings: EmSettings | Mapping[str, Any] | None = None, ell_max: int | None = None, seed: int = 0,
                 lsq_npz: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
                 show_progress: bool | None = None) -> tuple[EMResult, Any, float]:
-    """Run EM with the settings of an experiment's ``em`` block → (result, basis, pixel size)."""
+    """Run EM with an experiment's ``em`` settings (an :class:`EmSettings` or the config block)
+    in the basis ``SphericalBessel(L, ell_max)`` (L from the side files) → (result, basis, pixel size Å)."""
     from cryomtd.basis import SphericalBessel
 
+    settings = EmSettings.from_config(settings)
     if len(micrographs) != len(infos):
-        raise InputError(f"approx_em: {len(micrographs)} micrographs but {len(infos)} JSON files")
+        raise InputError(f"approx_em: {len(micrographs)} micrographs but {len(infos)} side files")
     sigma, L, pixel = noise_and_box([read_json(p) for p in infos], [str(p) for p in infos])
-    b = SphericalBessel(L, (basis or {}).get("ell_max"))
+    b = SphericalBessel(L, ell_max)
     x0 = initial_coefficients(lsq_npz, b.size)
-    step = em.get("step", {})
-    res = run(list(micrographs), b, sigma=sigma, grid_step=float(em.get("grid_step", 30.0)), x0=x0,
-              iterations=int(em.get("iterations", 20)), fraction=float(em.get("fraction", 1.0)), seed=int(seed),
-              tol=float(em.get("tol", 1e-6)), burn_in=int(step.get("burn_in", 3)), decay=float(step.get("decay", 0.6)),
-              prior_weight=float(em.get("prior_weight", 0.0)),
-              learn_rotation_prior=bool(em.get("learn_rotation_prior", False)), checkpoint=checkpoint,
-              backend=str(em.get("backend", "auto")), dtype=str(em.get("dtype", "float64")),
-              method=str(em.get("method", "auto")),
-              memory_mb=float(em.get("memory_mb", 1024)), threads=int(em.get("threads", 1)),
+    res = run(list(micrographs), b, sigma=sigma, settings=settings, x0=x0, seed=int(seed), checkpoint=checkpoint,
               show_progress=show_progress)
     log.info("approx_em: %d patches, σ = %.4g, init = %s, %d iterations, loglik/patch %s",
              res.n_patches, sigma, "lsq" if x0 is not None else "random", res.iterations,
@@ -106,12 +103,19 @@ def reconstruct(micrographs: Sequence[str | os.PathLike], infos: Sequence[str | 
     return res, b, pixel
 
 
-def write_outputs(res: EMResult, basis: Any, pixel_size: float, *, npz: str | os.PathLike,
+def write_outputs(res: EMResult, basis: Any, pixel_size: float, settings: EmSettings, *, npz: str | os.PathLike,
                   mrc: str | os.PathLike, trace: str | os.PathLike) -> None:
-    """em.npz (coef, rho, pi, loglik, L, ell_max), em.mrc (basis.evaluate(coef)), em_trace.json."""
+    """em.npz (the common :class:`~cryomtd.estimate.Estimate` format; extra: rho, pi, objective,
+    L, ell_max, voxel_size), em.mrc (basis.evaluate(coef)), em_trace.json."""
+    from cryomtd.estimate import Estimate
     from cryomtd.volume import write_mrc
 
-    save_npz(npz, coef=res.coef, rho=res.rho, pi=res.pi, loglik=np.asarray(res.loglik), L=int(basis.L),
-             ell_max=int(basis.ell_max), voxel_size=float(pixel_size))
+    label = "log-likelihood per patch"
+    if settings.fraction < 1:
+        label += f" (over each iteration's {settings.fraction:.0%} subset of patches)"
+    Estimate("em", coef=res.coef, gamma=res.gamma, trace=np.asarray(res.loglik), trace_label=label,
+             wall_time_s=res.wall_time_s, settings=to_block(settings),
+             extra={"rho": res.rho, "pi": res.pi, "objective": np.asarray(res.objective), "L": np.int64(basis.L),
+                    "ell_max": np.int64(basis.ell_max), "voxel_size": np.float64(pixel_size)}).save(npz)
     write_mrc(mrc, basis.evaluate(res.coef), voxel_size=pixel_size)
     write_json(trace, res.trace())
