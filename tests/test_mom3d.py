@@ -372,6 +372,9 @@ def test_invariant_map_cache_roundtrip(tmp_path, basis7):
     m1 = InvariantMomentModel(basis7, 3, cache_dir=tmp_path)
     files = list(tmp_path.iterdir())
     assert len(files) == 1 and files[0].suffix == ".npy" and "L7_l2_W3" in files[0].name
+    from cryomtd.io import current_umask  # shared like any output: the umask's permissions, not mkstemp's 0600
+
+    assert files[0].stat().st_mode & 0o777 == 0o666 & ~current_umask()
     m2 = InvariantMomentModel(basis7, 3, cache_dir=tmp_path)
     assert torch.equal(m1.map3, m2.map3)
     np.save(files[0], np.zeros((2, 2)))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "current_umask", "save_npz", "read_npz", "write_json", "read_json", "log_to", "InputError"]
+__all__ = ["atomic_path", "current_umask", "save_npz", "save_npy", "read_npz", "write_json", "read_json", "log_to", "InputError"]
 
 
 class InputError(ValueError):
@@ -75,6 +75,12 @@ def save_npz(path: str | os.PathLike, **arrays: Any) -> None:
     """``np.savez`` written atomically (uncompressed: statistics are small and dense)."""
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """``np.save`` of one array, written atomically to exactly ``path`` (no suffix appended)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def read_npz(path: str | os.PathLike, required: Iterable[str] = (), what: str = ".npz file") -> dict[str, np.ndarray]:

@@ -34,7 +34,6 @@ import hashlib
 import itertools
 import logging
 import os
-import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from cryomtd.io import save_npy
 from cryomtd.mom3d.model import MomentModel, _patches
 from cryomtd.mom3d.quadrature import euler_quadrature
 
@@ -172,19 +172,8 @@ class InvariantMomentModel(MomentModel):
             return
         self.map3t = self._third_moment_map(orbit_lags, max_chunk_elements)  # (n_invariants, n_orb)
         log.info("invariant map: %d orbits x %d invariants, %.1f s", *self.map3.shape, time.perf_counter() - t0)
-        if path is not None:  # atomic: concurrent restarts may write the same file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npy")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, self.map3t.numpy())
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the cache is shared like any output
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)  # e.g. disk full: leave no half-written file
-                raise
+        if path is not None:  # atomic (concurrent restarts may write the same file), umask permissions
+            save_npy(path, self.map3t.numpy())
 
     @property
     def map3(self) -> torch.Tensor:
