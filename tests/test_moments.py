@@ -272,11 +272,13 @@ def test_backend_resolution():
     avail = available_backends()
     auto = resolve_backend("auto").name
     assert auto == ("torch-cuda" if "torch-cuda" in avail else "cupy" if "cupy" in avail else "numpy")
-    with pytest.raises(ValueError, match="unknown backend"):
-        resolve_backend("fortran")
-    if "torch-cuda" not in avail and "cupy" not in avail:
-        with pytest.raises(RuntimeError):
-            resolve_backend("cuda")
+    for name in ("fortran", "cuda"):
+        with pytest.raises(ValueError, match=f"moments.backend: unknown backend '{name}'"):
+            resolve_backend(name)
+    for name in ("torch-cuda", "cupy"):
+        if name not in avail:
+            with pytest.raises(RuntimeError, match=f"moments.backend: backend '{name}' requested"):
+                resolve_backend(name)
 
 
 @pytest.mark.skipif("torch-cpu" not in available_backends(), reason="torch not installed")

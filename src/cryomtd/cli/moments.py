@@ -34,6 +34,8 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cryomtd moments`` and ``cryomtd merge-moments``."""
+    from cryomtd.backend import NAMES as BACKEND_NAMES
+
     d = _defaults()
     nd = d.get("noise", {})
     p = sub.add_parser("moments", help="autocorrelations a1, a2, a3 of one micrograph (rule autocorrelate)",
@@ -43,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", "-W", type=int, required=True, help="W (lags up to W−1; usually the particle box L)")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--backend", default=d.get("backend", "auto"),
-                   choices=["auto", "numpy", "torch-cpu", "torch-cuda", "cupy", "cuda"], help="(default %(default)s)")
+                   choices=list(BACKEND_NAMES), help="(default %(default)s)")
     p.add_argument("--dtype", default=d.get("dtype", "float64"), choices=["float64", "float32"],
                    help="(default %(default)s)")
     p.add_argument("--band-pixels", type=int, default=d.get("band_pixels"),

@@ -2,8 +2,9 @@
 
 The E- and M-step kernels are written once against the small namespace below
 (real 2-D FFTs over the last two axes, batched matmul, einsum, log-sum-exp);
-the backend is chosen once at the edge (``backend="auto"`` picks CUDA when torch
-sees a GPU, else numpy). Log-likelihoods and their log-sum-exp are always float64;
+the backend is chosen once at the edge with the names of :mod:`cryomtd.backend`
+(``backend="auto"`` picks ``torch-cuda`` when torch sees a GPU, else ``numpy``;
+``cupy`` is not supported here). Log-likelihoods and their log-sum-exp are always float64;
 ``dtype`` only sets the precision of the FFT cross-correlations.
 """
 
@@ -16,14 +17,21 @@ import numpy as np
 import scipy.fft
 import scipy.special
 
-__all__ = ["Backend", "get_backend"]
+from cryomtd.backend import resolve
+from cryomtd.io import InputError
+
+__all__ = ["Backend", "SUPPORTED", "get_backend"]
+
+#: The backend names EM runs on (:data:`cryomtd.backend.CONCRETE` without ``cupy``).
+SUPPORTED = ("numpy", "torch-cpu", "torch-cuda")
 
 
 @dataclass(frozen=True)
 class Backend:
     """A numpy or torch array namespace with the few operations EM needs.
 
-    ``name`` is ``"numpy"`` or ``"torch"``; ``device`` is ``"cpu"`` or ``"cuda"``;
+    ``name`` is the library, ``"numpy"`` or ``"torch"``; ``device`` is ``"cpu"`` or ``"cuda"``
+    (:attr:`label` is the backend name of :mod:`cryomtd.backend`);
     ``dtype`` (``"float64"`` or ``"float32"``) is the precision of the FFT products.
     """
 
@@ -31,6 +39,11 @@ class Backend:
     device: str = "cpu"
     dtype: str = "float64"
     workers: int = 1
+
+    @property
+    def label(self) -> str:
+        """``"numpy"``, ``"torch-cpu"`` or ``"torch-cuda"``."""
+        return "numpy" if self.name == "numpy" else f"torch-{self.device}"
 
     # ---- conversion -------------------------------------------------------------
     def asarray(self, a: Any, dtype: str | None = None) -> Any:
@@ -108,29 +121,18 @@ class Backend:
             torch.cuda.synchronize()
 
 
-def get_backend(backend: str = "auto", dtype: str = "float64", workers: int = 1) -> Backend:
-    """Resolve ``"auto" | "numpy" | "torch" | "torch-cpu" | "cuda"`` to a :class:`Backend`.
+def get_backend(backend: str = "auto", dtype: str = "float64", workers: int = 1,
+                what: str = "em.advanced.backend") -> Backend:
+    """Resolve a backend name of :data:`cryomtd.backend.NAMES` to a :class:`Backend`.
 
-    ``"auto"`` gives torch on CUDA when a GPU is visible, else numpy. ``"cuda"`` without a
-    GPU raises ``RuntimeError``.
+    ``"auto"`` gives ``torch-cuda`` when PyTorch sees a GPU, else ``numpy``; ``torch-cpu`` and
+    ``torch-cuda`` are PyTorch on that device. ``cupy`` is not supported by EM. Errors
+    (:class:`~cryomtd.io.InputError`) name the setting ``what``; ``torch-cuda`` without a GPU
+    raises :class:`cryomtd.backend.BackendUnavailable` (also a ``RuntimeError``).
     """
     if dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    if backend == "numpy":
+        raise InputError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    name = resolve(backend, what, supported=SUPPORTED)
+    if name == "numpy":
         return Backend("numpy", "cpu", dtype, workers)
-    if backend in ("auto", "torch", "torch-cpu", "cuda"):
-        try:
-            import torch
-        except ImportError:
-            if backend == "auto":
-                return Backend("numpy", "cpu", dtype, workers)
-            raise
-        has_gpu = torch.cuda.is_available()
-        if backend == "auto":
-            return Backend("torch", "cuda", dtype, workers) if has_gpu else Backend("numpy", "cpu", dtype, workers)
-        if backend == "cuda" or (backend == "torch" and has_gpu):
-            if not has_gpu:
-                raise RuntimeError("backend 'cuda' requested but torch sees no CUDA device")
-            return Backend("torch", "cuda", dtype, workers)
-        return Backend("torch", "cpu", dtype, workers)
-    raise ValueError(f"unknown backend {backend!r}; expected auto, numpy, torch, torch-cpu or cuda")
+    return Backend("torch", "cuda" if name == "torch-cuda" else "cpu", dtype, workers)

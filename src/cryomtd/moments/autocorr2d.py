@@ -178,8 +178,8 @@ def autocorrelations_2d(image: np.ndarray, W: int, *, backend: str | Backend = "
     image : (M1, M2) real array (rows = y, columns = x); any array-like including a
         memory map (read tile by tile). Zero outside its support.
     W : window; lags ℓ with |ℓy|, |ℓx| ≤ W−1 (D = 2W−1 per axis).
-    backend : ``"auto"`` (CUDA if present, else numpy), ``"numpy"``, ``"torch-cpu"``,
-        ``"torch-cuda"``, ``"cupy"``, ``"cuda"`` or a :class:`Backend`.
+    backend : a name of :data:`cryomtd.backend.NAMES`: ``"auto"`` (CUDA if present, else
+        numpy), ``"numpy"``, ``"torch-cpu"``, ``"torch-cuda"``, ``"cupy"``; or a :class:`Backend`.
     dtype : ``"float64"`` (default; backends and methods agree to ~1e-13 relative) or
         ``"float32"`` (float32 products per row / band, float64 accumulation).
     band_pixels : base pixels per band (default :func:`default_band_pixels`).

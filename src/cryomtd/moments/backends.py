@@ -5,7 +5,7 @@ this module holds the little that differs per library: moving arrays to and from
 the device, the gather that builds the window vectors (``gather`` method), products
 (elementwise) into preallocated buffers, and which
 backend ``"auto"`` picks (CUDA when a device is present: PyTorch-CUDA, then CuPy;
-otherwise numpy).
+otherwise numpy; the names and their resolution are those of :mod:`cryomtd.backend`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from cryomtd import backend as _names
+
 __all__ = ["Backend", "BACKENDS", "resolve_backend", "available_backends", "is_cuda_backend"]
 
-BACKENDS = ("numpy", "torch-cpu", "torch-cuda", "cupy")
+BACKENDS = _names.CONCRETE
 
 
 def is_cuda_backend(name: str) -> bool:
     """True for the backends that need a CUDA device (``torch-cuda``, ``cupy``)."""
-    return name in ("torch-cuda", "cupy", "cuda")
+    return _names.needs_gpu(name)
 
 
 @dataclass(frozen=True)
@@ -97,72 +99,25 @@ class Backend:
             self.module.cuda.Device().synchronize()
 
 
-def _torch():
-    import torch
-
-    return torch
-
-
-def _cuda_torch_ok() -> bool:
-    try:
-        return bool(_torch().cuda.is_available())
-    except ImportError:
-        return False
-
-
-def _cupy_ok() -> bool:
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # ImportError or a CUDA runtime error: no usable device
-        return False
-
-
 def available_backends() -> list[str]:
     """The backends usable on this machine, in ``BACKENDS`` order."""
-    out = ["numpy"]
-    try:
-        _torch()
-        out.append("torch-cpu")
-    except ImportError:
-        pass
-    if _cuda_torch_ok():
-        out.append("torch-cuda")
-    if _cupy_ok():
-        out.append("cupy")
-    return out
+    return _names.available()
 
 
-def resolve_backend(name: str = "auto") -> Backend:
-    """A ``Backend`` for ``name`` in ``("auto", "cuda", *BACKENDS)``.
+def resolve_backend(name: str = "auto", what: str = "moments.backend") -> Backend:
+    """A ``Backend`` for ``name`` in :data:`cryomtd.backend.NAMES` (``auto`` or one of ``BACKENDS``).
 
-    ``auto`` → ``torch-cuda`` or ``cupy`` when a CUDA device is usable, else ``numpy``;
-    ``cuda`` → the first CUDA backend, an error without one.
+    ``auto`` → ``torch-cuda`` or ``cupy`` when a CUDA device is usable, else ``numpy``.
+    Errors (:class:`~cryomtd.io.InputError`) name the setting ``what``; a backend this
+    machine cannot run raises :class:`cryomtd.backend.BackendUnavailable` (also a ``RuntimeError``).
     """
-    if name in ("auto", "cuda"):
-        if _cuda_torch_ok():
-            name = "torch-cuda"
-        elif _cupy_ok():
-            name = "cupy"
-        elif name == "cuda":
-            raise RuntimeError("backend 'cuda' requested but neither torch.cuda nor cupy sees a CUDA device")
-        else:
-            name = "numpy"
+    name = _names.resolve(name, what)
     if name == "numpy":
         return Backend("numpy", np)
-    if name == "torch-cpu":
-        torch = _torch()
-        return Backend(name, torch, torch.device("cpu"))
-    if name == "torch-cuda":
-        if not _cuda_torch_ok():
-            raise RuntimeError("backend 'torch-cuda' requested but torch.cuda.is_available() is False")
-        torch = _torch()
-        return Backend(name, torch, torch.device("cuda"))
     if name == "cupy":
-        if not _cupy_ok():
-            raise RuntimeError("backend 'cupy' requested but CuPy is not installed or sees no CUDA device")
         import cupy
 
         return Backend(name, cupy)
-    raise ValueError(f"unknown backend {name!r}; expected one of auto, cuda, {', '.join(BACKENDS)}")
+    import torch
+
+    return Backend(name, torch, torch.device("cuda" if name == "torch-cuda" else "cpu"))
