@@ -132,7 +132,7 @@ def so3_quadrature(degree: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact quadrature on SO(3) (normalised Haar measure) for band-limit ``degree``.
 
     Integrates exactly every polynomial of degree ≤ ``degree`` in the entries of R —
-    equivalently every Wigner-D entry D^ℓ_{mn}(R) with ℓ ≤ degree (DESIGN §6). Nodes:
+    equivalently every Wigner-D entry D^ℓ_{mn}(R) with ℓ ≤ degree (docs/design.md §5). Nodes:
     rot and psi uniform with n_a = degree + 1 points each, cos(tilt) at
     n_b = ⌈(degree + 1)/2⌉ Gauss–Legendre nodes. Returns (R (n, 3, 3), weights (n,))
     with n = n_a²·n_b, weights positive and summing to 1; order rot-major, then tilt,

@@ -1,6 +1,6 @@
 """Micrograph simulation: particles at Haar-random rotations, placed at a target density, plus noise.
 
-Model (DESIGN §5, docs/simulation.md). A micrograph of ``size × size`` pixels holds n
+Model (docs/design.md §6, docs/simulation.md). A micrograph of ``size × size`` pixels holds n
 projections P_ω x (L × L boxes, pixel = voxel) whose top-left corners t = (t_y, t_x) lie
 in [0, size − L]²; the particle centre is t + L//2. The density is
 

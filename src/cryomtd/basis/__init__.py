@@ -1,4 +1,4 @@
-"""Bases for 3-D volumes: the real spherical-Bessel basis (DESIGN §5), see docs/basis.md."""
+"""Bases for 3-D volumes: the real spherical-Bessel basis (docs/design.md §5), see docs/basis.md."""
 
 from cryomtd.basis.harmonics import real_sph_harm, real_sph_harm_blocks
 from cryomtd.basis.spherical_bessel import SphericalBessel, default_ell_max

@@ -1,4 +1,4 @@
-"""3-D approximate expectation-maximisation directly from micrographs (DESIGN §7).
+"""3-D approximate expectation-maximisation directly from micrographs (docs/design.md §10).
 
 Micrographs are cut into non-overlapping L×L patches; each patch is explained by a
 projection of the volume (spherical-Bessel coefficients) at a rotation of a grid,

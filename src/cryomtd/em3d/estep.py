@@ -1,4 +1,4 @@
-"""E-step of approximate EM: log-likelihoods of patches × rotations × shifts (DESIGN §7).
+"""E-step of approximate EM: log-likelihoods of patches × rotations × shifts (docs/design.md §10).
 
 Model of patch y (L×L): y = C R_s Z p_ω + ε, ε ~ N(0, σ² I), with Z the zero-padding of
 the L×L projection to 2L×2L (projection in the top-left corner), R_s the circular shift

@@ -1,6 +1,6 @@
 """The linear projection model of approximate EM: coefficients → rotated → projected.
 
-A projection at rotation ω is p_ω = Ψ D_ω c (DESIGN §5): ``Ψ`` (L², size) maps basis
+A projection at rotation ω is p_ω = Ψ D_ω c (docs/design.md §5): ``Ψ`` (L², size) maps basis
 coefficients to the L×L image (row-major ``[y, x]``) at the identity rotation, and D_ω
 is block-diagonal: for every degree ℓ and radial index s the 2ℓ+1 coefficients
 ``c[ℓ, s, :]`` are multiplied by the real Wigner matrix D^ℓ(ω). The coefficient layout

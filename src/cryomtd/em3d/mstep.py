@@ -1,4 +1,4 @@
-"""M-step of approximate EM: weighted normal equations in the basis coefficients (DESIGN §7).
+"""M-step of approximate EM: weighted normal equations in the basis coefficients (docs/design.md §10).
 
 Maximising Σ_i Σ_{ω,s} w_{iωs} log N(y_i; C R_s Z Ψ D_ω c, σ²I) − (λ/2)‖c‖² over c gives
 

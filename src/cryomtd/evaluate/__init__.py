@@ -1,5 +1,5 @@
 """Evaluation of 3-D estimates: alignment over O(3), Fourier shell correlation, resolution,
-metrics files and figures (issue 5; user guide in docs/evaluation.md).
+metrics files and figures (user guide: docs/evaluation.md; design: docs/design.md §11).
 
 * :func:`fsc`, :func:`resolution` (``cryomtd.evaluate.fsc``)
 * :func:`align` → :class:`Alignment` (``cryomtd.evaluate.align``)

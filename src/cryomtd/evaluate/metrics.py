@@ -102,7 +102,7 @@ def gamma_from_micrographs(infos: Iterable[Mapping[str, Any]]) -> float:
 
 
 def gamma_from_shift_prior(rho: np.ndarray, L: int) -> float:
-    """Density γ implied by the approximate-EM shift prior ρ (2L, 2L) (``em.npz``, DESIGN §7).
+    """Density γ implied by the approximate-EM shift prior ρ (2L, 2L) (``em.npz``, docs/design.md §11).
 
     Shifts with s_y = L or s_x = L leave the L×L crop empty (cryomtd.em3d). A particle at a
     uniform position overlaps on average ((2L−1)/L)² patches of the L×L tiling, so with at most

@@ -1,4 +1,4 @@
-"""3-D autocorrelation analysis: the volume from micrograph moments by least squares (DESIGN §6).
+"""3-D autocorrelation analysis: the volume from micrograph moments by least squares (docs/design.md §9).
 
 Public API (stable):
 

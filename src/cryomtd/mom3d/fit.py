@@ -1,4 +1,4 @@
-"""Least-squares fit of (coefficients, γ) to micrograph moments (DESIGN §6).
+"""Least-squares fit of (coefficients, γ) to micrograph moments (docs/design.md §9).
 
 Cost (all orders relative, so the result does not depend on the units of the data):
 
@@ -8,7 +8,7 @@ Cost (all orders relative, so the result does not depend on the units of the dat
             + λ ‖c‖² / n        (n = number of fitted coefficients: size, or k with ``symmetry``)
 
 S2 and S3 hold the non-redundant lags of :mod:`cryomtd.moments.lags` (the 2- and
-6-fold symmetries of DESIGN §4: each distinct entry counts once). Noise: with
+6-fold symmetries of docs/design.md §8: each distinct entry counts once). Noise: with
 ``sigma`` given the model includes the bias terms (σ² δ(ℓ) in a2, σ² a1 on ℓ1=0, ℓ2=0,
 ℓ1=ℓ2 in a3); with ``sigma=None`` the biased entries are excluded from S2 and S3.
 Optimisation on the pymanopt manifold Euclidean(size) × Positive(1) (γ > 0) with
@@ -74,7 +74,7 @@ def crop_moments(moments: Any, W: int) -> tuple[float, np.ndarray, np.ndarray]:
 
 
 def _masks(W: int, exclude_biased: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices into dense a2 (K²) and a3 (K⁴) of the non-redundant lags (E2's index map),
+    """Flat indices into dense a2 (K²) and a3 (K⁴) of the non-redundant lags (:mod:`cryomtd.moments.lags`),
     without the noise-biased ones (ℓ = 0; ℓ1 = 0, ℓ2 = 0, ℓ1 = ℓ2) when ``exclude_biased``."""
     from cryomtd.moments import a2_nonredundant_lags, a3_nonredundant_lags
 

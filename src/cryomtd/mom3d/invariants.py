@@ -1,4 +1,4 @@
-"""The third moment through bispectrum invariants: a precomputed linear map (DESIGN §6).
+"""The third moment through bispectrum invariants: a precomputed linear map (docs/design.md §9).
 
 Averaged over SO(3), the third moment of the rotated coefficients c′ = D(ω) c is
 

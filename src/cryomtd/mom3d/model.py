@@ -1,4 +1,4 @@
-"""Expected micrograph autocorrelations of a volume in the spherical-Bessel basis (DESIGN §6).
+"""Expected micrograph autocorrelations of a volume in the spherical-Bessel basis (docs/design.md §9).
 
 Model (same layout and normalisation as :func:`cryomtd.moments.autocorrelations_2d`).
 For a well-separated micrograph of density γ (particle boxes L×L), noise variance σ²,
@@ -30,7 +30,7 @@ Fast path (all torch, differentiable, float64):
   B_ℓ(s,s′)/(2ℓ+1) ⊗ I, with the power spectrum B_ℓ(s,s′) = Σ_m c_{ℓ,s,m} c_{ℓ,s′,m},
   so a2 = M2 · vec(B) with a map M2 precomputed once (no rotations per evaluation);
 * the third moment of each projection is a Gram product over window vectors,
-  Σ_r p[r] v_r v_rᵀ with v_r = (p[r+ℓ])_ℓ (DESIGN §4), batched over rotations: one
+  Σ_r p[r] v_r v_rᵀ with v_r = (p[r+ℓ])_ℓ (docs/design.md §8), batched over rotations: one
   matrix product of size (2W−1)² × (#rot·L²) × (2W−1)² per evaluation, with an analytic
   backward (:class:`_WeightedGram`: one more product of the same size and a col2im
   fold; no window vectors are kept between forward and backward).

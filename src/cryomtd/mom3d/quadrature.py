@@ -1,4 +1,4 @@
-"""Exact SO(3) quadrature on a structured ZYZ Euler grid (DESIGN §6).
+"""Exact SO(3) quadrature on a structured ZYZ Euler grid (docs/design.md §9).
 
 The expected moments are SO(3) averages of polynomials of degree ≤ 3·ell_max in the
 Wigner-D entries of the rotation. On RELION ZYZ angles R = Rz(psi)·Ry(tilt)·Rz(rot)

@@ -1,4 +1,4 @@
-"""Micrograph autocorrelations up to third order (DESIGN §4, issue 3).
+"""Micrograph autocorrelations up to third order (docs/design.md §8).
 
 ``autocorrelations_2d(image, W)`` → :class:`Moments2D` (sums + pixel count; dense
 views ``a1``, ``a2`` (2W−1, 2W−1), ``a3`` (2W−1)⁴); ``merge`` combines results exactly;

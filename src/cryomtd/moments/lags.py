@@ -1,6 +1,6 @@
 """The lag index maps of the 2-D autocorrelations: one place for the symmetry bookkeeping.
 
-Layout (DESIGN §4, issue 3). For a window ``W`` the lags are ℓ = (ℓy, ℓx) with
+Layout (docs/design.md §8). For a window ``W`` the lags are ℓ = (ℓy, ℓx) with
 |ℓy|, |ℓx| ≤ W−1; ``D = 2W−1`` values per axis, dense index ``ℓ + W − 1``. The flat
 lag index is ``f(ℓ) = (ℓy + W − 1)·D + (ℓx + W − 1)`` (row-major over (ℓy, ℓx)), so
 the dense ``a2`` is ``(D, D)`` and the dense ``a3`` is ``(D, D, D, D)`` indexed
@@ -21,7 +21,7 @@ runs over all r ∈ ℤ²):
   subtract the smallest; two dense entries are equal iff their canonical
   triples are. K3 ≈ 0.31·D⁴ (W=6: 4 621 of 14 641; W=11: 60 941 of 194 481).
 
-Computed set of the engine's ``gather`` method (DESIGN §4 Gram G[ℓ1, ℓ2] =
+Computed set of the engine's ``gather`` method (docs/design.md §8 Gram G[ℓ1, ℓ2] =
 Σ_r I[r] I[r+ℓ1] I[r+ℓ2]; the ``rows`` method, the CPU default, forms a smaller set
 described and checked in ``cryomtd.moments.autocorr2d._row_plan``; the stored
 representatives below are the same for both, only the Gram entry a value is read from differs).

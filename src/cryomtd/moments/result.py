@@ -45,7 +45,7 @@ FORMAT_VERSION = 1
 class Moments2D:
     """Autocorrelation sums up to third order over a window of lags |ℓ|∞ ≤ W−1.
 
-    Dense views (``a1``, ``a2``, ``a3``) follow issue 3: ``a2[ℓy+W−1, ℓx+W−1] =
+    Dense views (``a1``, ``a2``, ``a3``): ``a2[ℓy+W−1, ℓx+W−1] =
     (1/P) Σ_r I[r] I[r+ℓ]`` and ``a3[ℓ1y+W−1, ℓ1x+W−1, ℓ2y+W−1, ℓ2x+W−1] =
     (1/P) Σ_r I[r] I[r+ℓ1] I[r+ℓ2]``, rows = y, columns = x, I zero outside the image.
     """
@@ -155,7 +155,7 @@ class Moments2D:
         return replace(self, window=window, s2=self.s2[i2], s3=self.s3[i3], t=t, meta=dict(self.meta))
 
     def debiased(self, sigma2: float | None = None) -> "Moments2D":
-        """A copy with the white-noise bias removed (DESIGN §4), for zero-mean noise of variance σ².
+        """A copy with the white-noise bias removed (docs/design.md §8), for zero-mean noise of variance σ².
 
         With I = s + ε, E[a2[ℓ]] = a2_s[ℓ] + σ² δ_ℓ0 and the a³ entries whose point
         triple {0, ℓ1, ℓ2} has a double point gain σ² times a first-order sum:

@@ -1,4 +1,4 @@
-"""1-D multi-target detection (DESIGN §3): simulation, streamed moments, least squares, EM.
+"""1-D multi-target detection (docs/design.md §7): simulation, streamed moments, least squares, EM.
 
 >>> from cryomtd.mtd1d import make_signal, simulate_segment, Placement, autocorrelations, fit_lsq, fit_em
 """

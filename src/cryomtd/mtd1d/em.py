@@ -1,4 +1,4 @@
-"""Approximate expectation-maximisation for 1-D MTD (DESIGN §3).
+"""Approximate expectation-maximisation for 1-D MTD (docs/design.md §7).
 
 The measurement is cut into ⌊n/L⌋ non-overlapping patches y_i ∈ ℝ^L, treated as
 independent. Patch model: y_i = C R_s Z x + ε_i, with Z zero-padding x to length 2L, R_s

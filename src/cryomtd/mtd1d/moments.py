@@ -1,6 +1,6 @@
 """First three autocorrelations of a 1-D measurement, streamed in chunks, and their model.
 
-Estimators (DESIGN §3), with y zero outside [0, n) and 0 ≤ ℓ, ℓ1, ℓ2 ≤ L−1::
+Estimators (docs/design.md §7), with y zero outside [0, n) and 0 ≤ ℓ, ℓ1, ℓ2 ≤ L−1::
 
     a1 = (1/n) Σ_i y[i]
     a2[ℓ] = (1/n) Σ_i y[i] y[i+ℓ]

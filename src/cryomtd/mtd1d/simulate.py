@@ -12,7 +12,7 @@ of mean ``L/γ − L − min_gap``, so the density of copies tends to γ. Copies
 cross the end of the segment are dropped (segments are independent measurements).
 
 * well separated (``min_gap = L − 1``, the default): no two copies are closer than
-  L − 1 zeros, the condition under which the moment model of DESIGN §3 is exact;
+  L − 1 zeros, the condition under which the moment model of docs/design.md §7 is exact;
 * arbitrary spacing (any ``min_gap ≥ 0``): dense packing allowed; the pair-separation
   function then enters the moments (Lan et al. 2020) and the 1-D LS model here does not
   model it.
