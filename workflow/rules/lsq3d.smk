@@ -1,4 +1,4 @@
-# 3-D method of moments (issue 6; DESIGN §6): exact model moments for clean-moment
+# 3-D method of moments (docs/design.md §9): exact model moments for clean-moment
 # experiments, one least-squares job per restart, best restart kept. Library:
 # cryomtd.mom3d (stage functions in cryomtd.mom3d.stage); guide: docs/mom3d.md.
 

@@ -1,4 +1,4 @@
-# Micrograph simulation (issue 4; DESIGN §5): one job per micrograph k, seeded by
+# Micrograph simulation (docs/design.md §6): one job per micrograph k, seeded by
 # rng(seed, "micrograph", k). Library: cryomtd.simulate; guide: docs/simulation.md.
 
 

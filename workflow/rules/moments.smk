@@ -1,4 +1,4 @@
-# Micrograph autocorrelations (issue 3; DESIGN §4): one autocorrelate job per micrograph,
+# Micrograph autocorrelations (docs/design.md §8): one autocorrelate job per micrograph,
 # then an exact merge. Library: cryomtd.moments; guide: docs/moments.md. The config
 # plumbing (window default = volume L, resources) lives in cryomtd.moments.stage.
 from cryomtd.moments.stage import workflow_options, workflow_resources

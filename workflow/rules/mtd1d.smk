@@ -1,4 +1,4 @@
-# 1-D multi-target detection (DESIGN §3, docs/mtd1d.md): segments → merge → LS restarts →
+# 1-D multi-target detection (docs/design.md §7, docs/mtd1d.md): segments → merge → LS restarts →
 # pick → EM → evaluate. Every parameter a rule's output depends on is a `params:` entry, so
 # changing one experiment's config reruns only that experiment's affected jobs.
 

@@ -1,4 +1,4 @@
-# Ground-truth volume of a 3-D experiment (issue 4; DESIGN §5). Library: cryomtd.volume;
+# Ground-truth volume of a 3-D experiment (docs/design.md §6). Library: cryomtd.volume;
 # guide: docs/simulation.md.
 from cryomtd.volume import resolve_source
 
