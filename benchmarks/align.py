@@ -1,4 +1,4 @@
-"""Benchmark of 3-D alignment (issue 5, item 3): time to align a hidden rotation at 21³ and 32³.
+"""Benchmark of 3-D alignment: time to align a hidden rotation at 21³ and 32³.
 
 For each box size L, in one process:
 

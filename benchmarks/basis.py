@@ -1,4 +1,4 @@
-"""Benchmark of the spherical-Bessel basis and rotations (issue 4, items 2–3).
+"""Benchmark of the spherical-Bessel basis and rotations.
 
 For each (L, ell_max), measured in one process:
 

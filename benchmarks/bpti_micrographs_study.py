@@ -1,4 +1,4 @@
-"""BPTI-from-micrographs study (issue 6 item 5): table, figure, references and cost projection.
+"""BPTI-from-micrographs study: table, figure, references and cost projection.
 
 Run the study first (configs/bpti_micrographs.yaml; never inside the repository):
 

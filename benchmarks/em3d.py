@@ -1,4 +1,4 @@
-"""Benchmark of the approximate-EM E-step (issue 7) and its scaling.
+"""Benchmark of the approximate-EM E-step and its scaling.
 
 For each backend × method (fft, matmul): E-step throughput in patch·rotation·shift
 evaluations per second (log-likelihoods, float64 log-sum-exp, responsibilities and the

@@ -1,4 +1,4 @@
-"""The published approximate-EM setting (issue 7 item 7), scaled to what a small machine runs.
+"""The published approximate-EM setting, scaled to what a small machine runs.
 
 Simulates micrographs of a volume at 11³ (Shepp–Logan or BPTI, prepared as in the workflow,
 expanded with ell_max = 10), γ = 0.4 with non-overlapping placement, SNR 1, with the

@@ -1,4 +1,4 @@
-"""Benchmark of the 3-D moment model (issue 6): one model (+ gradient) evaluation, fast vs plain.
+"""Benchmark of the 3-D moment model: one model (+ gradient) evaluation, fast vs plain.
 
 For each case (L, ell_max, W), in one process:
 
@@ -14,7 +14,7 @@ For each case (L, ell_max, W), in one process:
   (``torch.func.jacfwd``, one JVP per column) of the same box vector, with their ratio and
   maximum difference;
 * the plain reference (:func:`cryomtd.mom3d.reference.expected_moments_reference`):
-  project at every rotation of E3's ``so3_quadrature(3·ell_max)`` and form each
+  project at every rotation of ``rotations.so3_quadrature(3·ell_max)`` and form each
   projection's autocorrelations by a product-sum per lag pair; its time, the ratio
   reference/fast and the maximum relative difference of a3 (must be ~1e-15).
 

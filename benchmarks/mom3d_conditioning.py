@@ -1,4 +1,4 @@
-"""Conditioning of the 3-D moment fit at a known volume (issue 6, docs/mom3d.md).
+"""Conditioning of the 3-D moment fit at a known volume (docs/mom3d.md).
 
 For a truth (``truth.npz`` of the workflow: ``coef``, ``L``) truncated to ℓ ≤ ell_max and
 each window W: the singular values σ of the weighted residual Jacobian of the fit cost at

@@ -1,4 +1,4 @@
-"""Benchmark of the 2-D autocorrelation engine (issue 3).
+"""Benchmark of the 2-D autocorrelation engine.
 
 For each window W, each available backend and each engine method (``--methods``;
 default: the backend's default, ``rows`` on CPU, ``gather`` on a GPU): megapixels/s of

@@ -291,7 +291,7 @@ def test_bad_inputs_raise_input_error(tmp_path):
 # ----------------------------------------------------------------------------- with the real basis
 @pytest.mark.slow
 def test_recovers_volume_at_high_snr():
-    """Micrographs from E4's placement/pasting with projections by E3's basis at rotations of the
+    """Micrographs from cryomtd.simulate's placement/pasting with projections by the basis at rotations of the
     EM grid (so the grid is exact), well-separated particles (at most one per patch: the patch
     model is then exact), SNR 20. Started from the truth low-passed to ℓ ≤ 1 (the role the
     method-of-moments estimate plays in the workflow), EM must reach FSC ≥ 0.9 up to half

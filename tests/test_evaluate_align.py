@@ -62,7 +62,7 @@ def test_align_recovers_hidden_rotation_and_reflection(seed, reflected):
     R = rotations.random(1, seed + 10)[0]
     hidden = transform_volume(truth, R, reflected)  # hidden(p) = truth(±Rᵀp)
     al = align(hidden, truth)
-    # tolerance 0.15 (issue 5): interpolation (cubic spline, applied twice) limits the error,
+    # tolerance 0.15: interpolation (cubic spline, applied twice) limits the error,
     # a wrong rotation gives ~1.
     rel = np.linalg.norm(al.volume - truth) / np.linalg.norm(truth)
     assert rel < 0.15

@@ -1,9 +1,9 @@
 """Tests of the exact 3-D moment model and the least-squares fit (cryomtd.mom3d).
 
-Independent references: the brute-force quadrature (E3's ``so3_quadrature`` + a
+Independent references: the brute-force quadrature (``rotations.so3_quadrature`` + a
 per-lag-pair product-sum autocorrelation of every projection, written in
 ``mom3d.reference`` without symmetries, invariants or Gram products), Monte-Carlo
-averages over Haar rotations, E2's engine on E4's simulated micrographs, central finite
+averages over Haar rotations, cryomtd.moments on simulated micrographs, central finite
 differences, and recovery of a known volume.
 """
 
@@ -63,7 +63,7 @@ def test_quadrature_weights_and_exactness():
 @pytest.mark.parametrize("L,ell_max,W,sigma", [(7, 2, 3, 0.0), (7, 2, 4, 0.3), (8, 1, 3, 0.5)])
 def test_model_equals_bruteforce_quadrature(L, ell_max, W, sigma):
     # Fast path (quarter in-plane grid for odd L, invariant a2 map, Gram a3) vs brute force over
-    # E3's so3_quadrature(3*ell_max): both exact, so they agree to rounding (1e-12 relative).
+    # rotations.so3_quadrature(3*ell_max): both exact, so they agree to rounding (1e-12 relative).
     b = SphericalBessel(L, ell_max)
     c = _coef(b, 1)
     fast = expected_moments(b, c, 0.13, W, sigma=sigma)
@@ -150,8 +150,8 @@ def test_model_vs_monte_carlo(basis7):
 
 @pytest.mark.slow
 def test_model_vs_simulated_micrograph(basis7):
-    # E4's simulator (noise-free, well separated, projections b.project(coef, R)) and E2's
-    # engine: the micrograph moments converge to the model at the density reached.
+    # cryomtd.simulate (noise-free, well separated, projections b.project(coef, R)) and the
+    # moments engine: the micrograph moments converge to the model at the density reached.
     from cryomtd.moments import autocorrelations_2d
     from cryomtd.simulate import micrograph
 
@@ -206,7 +206,7 @@ def test_noise_bias_terms(basis7):
 
 
 def _align_error(basis, est, truth):
-    """Relative coefficient error after the best rotation/reflection (E5's align_coefficients)."""
+    """Relative coefficient error after the best rotation/reflection (evaluate.align_coefficients)."""
     from cryomtd.evaluate.align import align_coefficients, reflect_coefficients
 
     R, reflected, _ = align_coefficients(est, truth, basis)
@@ -330,7 +330,7 @@ def test_invariant_tensor_is_rotation_invariant():
 @pytest.mark.parametrize("L,ell_max,W,sigma", [(7, 2, 3, 0.0), (8, 2, 4, 0.3), (9, 3, 4, 0.0)])
 def test_invariant_model_equals_bruteforce_quadrature(L, ell_max, W, sigma):
     # the bispectrum-invariant map (no rotations per evaluation) against the plain reference:
-    # every projection of E3's so3_quadrature and a product-sum per lag pair; odd and even L
+    # every projection of rotations.so3_quadrature and a product-sum per lag pair; odd and even L
     from cryomtd.mom3d.invariants import InvariantMomentModel, d4_orbits
     from cryomtd.moments import a3_nonredundant_lags
 

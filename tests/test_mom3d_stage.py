@@ -35,7 +35,7 @@ def test_fit_basis_is_a_prefix_of_the_experiment_basis():
 
 
 def test_exact_moments_file_round_trips_the_model(truth_npz, tmp_path):
-    # moments.npz (E2's format) holds the model moments of the truncated truth, every dense entry
+    # moments.npz (the Moments2D format) holds the model moments of the truncated truth, every dense entry
     path, _, coef = truth_npz
     out = tmp_path / "moments.npz"
     exact_moments_file(path, out, gamma=0.2, window=3, fit_ell_max=1)

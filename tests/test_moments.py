@@ -1,6 +1,6 @@
 """Tests of the 2-D autocorrelation engine and the Moments2D container.
 
-Every accuracy check compares with the definition of issue 3 evaluated directly in
+Every accuracy check compares with the definition (docs/design.md §8) evaluated directly in
 the test: zero-padded shifted copies of the image, one product-sum per lag (pair).
 """
 
@@ -195,7 +195,7 @@ def test_memmap_input(tmp_path):
 
 @pytest.mark.skipif("torch-cpu" not in available_backends(), reason="torch not installed")
 def test_torch_cpu_equals_numpy():
-    """float64 backends agree to 1e-10 (issue 3); differences come only from summation order."""
+    """float64 backends agree to 1e-10; differences come only from summation order."""
     img = random_image((33, 29), seed=9)
     a = autocorrelations_2d(img, 5, backend="numpy")
     for method in ("rows", "gather"):

@@ -11,7 +11,7 @@ from cryomtd.mtd1d.lsq import lsq_cost_terms
 
 
 def exact_moments(x: np.ndarray, gamma: float, sigma: float) -> Moments1D:
-    """Independent definition: explicit sums over x (zero outside) plus the DESIGN §3 bias."""
+    """Independent definition: explicit sums over x (zero outside) plus the noise bias of docs/design.md §7."""
     L = x.size
     xp = np.concatenate([x, np.zeros(L)])
     a1 = gamma * x.sum() / L

@@ -1,4 +1,4 @@
-"""Streamed 1-D moments against brute-force sums; exact merging; the DESIGN §3 bias formulas."""
+"""Streamed 1-D moments against brute-force sums; exact merging; the noise-bias formulas of docs/design.md §7."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_bias_on_pure_noise_monte_carlo():
 
 
 def test_bias_on_signal_plus_noise_monte_carlo():
-    """a(y) − a(clean) → σ²δ[ℓ] and σ² a1 (δ[ℓ1] + δ[ℓ2] + δ[ℓ1−ℓ2]) (DESIGN §3)."""
+    """a(y) − a(clean) → σ²δ[ℓ] and σ² a1 (δ[ℓ1] + δ[ℓ2] + δ[ℓ1−ℓ2]) (docs/design.md §7)."""
     L, sigma, n = 5, 1.0, 4_000_000
     x = make_signal("step", L)
     clean, copies = simulate_segment(x, n, Placement(0.25, L - 1), 0.0, seed=1, index=0)

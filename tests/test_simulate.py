@@ -56,7 +56,7 @@ def test_unreachable_gamma_is_reported():
 
 
 def test_nonoverlapping_reaches_gamma_04():
-    """The issue's requirement: γ = 0.4 with centres ≥ L apart (random, not a lattice)."""
+    """The published EM density: γ = 0.4 with centres ≥ L apart (random, not a lattice)."""
     L, size = 11, 1024
     n = round(0.4 * size**2 / L**2)
     corners = S.place_particles(size, L, n, L, np.random.default_rng(5))
