@@ -67,3 +67,25 @@ def test_cli_align_and_summary(tmp_path, capsys):
     assert main(["summary", str(tmp_path / "x" / "metrics.json"), "--out", str(tmp_path / "s.csv")]) == 0
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert rows == [{"experiment": "x", "kind": "cryo3d", "estimator": "lsq", "relative_error": "0.3"}]
+
+
+def test_cli_evaluate_a_results_folder(tmp_path, capsys):
+    """`cryomtd evaluate results/<exp>` on a folder in the results layout (the estimate is the truth)."""
+    from cryomtd.basis import SphericalBessel
+    from cryomtd.estimate import Estimate
+    from cryomtd.io import save_npz
+    from cryomtd.layout import Layout
+
+    layout = Layout(str(tmp_path), "exp")
+    b = SphericalBessel(9, 2)
+    coef = b.expand(blobs(9))
+    save_npz(layout.truth_npz, coef=coef, L=9, ell_max=2, voxel_size=1.5)
+    write(tmp_path / "exp" / "truth.mrc", b.evaluate(coef))
+    Estimate("lsq", coef, 0.1, [1.0, 0.1], "least-squares cost", 1.0).save(layout.estimate("lsq"))
+    write(tmp_path / "exp" / "lsq.mrc", b.evaluate(coef))
+    assert main(["evaluate", layout.root, "--gamma", "0.1", "--grid-step", "45"]) == 0
+    assert "lsq: relative error" in capsys.readouterr().out
+    m = json.loads((tmp_path / "exp" / "metrics.json").read_text())
+    assert set(m["estimators"]) == {"lsq"} and m["estimators"]["lsq"]["relative_error"] < 1e-3
+    assert (tmp_path / "exp" / "figures" / "convergence.png").exists()
+    assert (tmp_path / "exp" / "aligned" / "lsq.mrc").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -11,9 +12,19 @@ import pytest
 
 from cryomtd import rotations
 from cryomtd.basis import SphericalBessel
-from cryomtd.evaluate import (EvaluationSettings, evaluate_experiment, gamma_from_micrographs, summary_rows,
-                              write_evaluation, write_summary)
+from cryomtd.estimate import Estimate
+from cryomtd.evaluate import (
+    EvaluationAdvanced,
+    EvaluationSettings,
+    evaluate_experiment,
+    gamma_from_micrographs,
+    summary_rows,
+    write_evaluation,
+    write_summary,
+)
+from cryomtd.evaluate.figures import FIGURES
 from cryomtd.io import InputError, save_npz, write_json
+from cryomtd.layout import Layout
 from cryomtd.seeding import rng
 
 
@@ -46,6 +57,7 @@ def test_summary_reads_both_layouts(tmp_path):
 
 
 def _write_mrc(path, vol, voxel_size):
+    path.parent.mkdir(parents=True, exist_ok=True)
     with mrcfile.new(path, overwrite=True) as m:
         m.set_data(np.asarray(vol, dtype=np.float32))
         m.voxel_size = voxel_size
@@ -53,8 +65,12 @@ def _write_mrc(path, vol, voxel_size):
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    """truth in the basis; lsq = reflected + rotated truth with 5 % coefficient noise; em = rotated truth."""
-    d = tmp_path_factory.mktemp("exp")
+    """truth in the basis; lsq = reflected + rotated truth with 5 % coefficient noise; em = rotated truth.
+
+    The estimates are written in the common estimate format (cryomtd.estimate), em without a
+    γ but with its shift prior ρ (uniform: every shift equally likely)."""
+    root = tmp_path_factory.mktemp("results")
+    layout = Layout(str(root), "synthetic")
     L, ell_max, vs = 11, 4, 2.0
     b = SphericalBessel(L, ell_max)
     g = rng(7, "test-metrics")
@@ -64,33 +80,33 @@ def experiment(tmp_path_factory):
               for a, px, py, pz in [(1.0, 2, 0, 0), (0.7, 0, 2.5, 1), (0.5, -1, -1, 2.5), (0.8, -2, 1, -1)])
     coef = b.expand(raw)
     truth = b.evaluate(coef)
-    save_npz(d / "truth.npz", coef=coef, L=L, ell_max=ell_max, voxel_size=vs)
-    _write_mrc(d / "truth.mrc", truth, vs)
+    save_npz(layout.truth_npz, coef=coef, L=L, ell_max=ell_max, voxel_size=vs)
+    _write_mrc(Path(layout.truth_mrc), truth, vs)
     R1, R2 = rotations.random(2, 8)
     parity = np.where(b.ell % 2 == 1, -1.0, 1.0)
     c_lsq = b.rotate(parity * coef, R1)
     c_lsq = c_lsq + 0.05 * np.linalg.norm(c_lsq) / np.sqrt(b.size) * g.standard_normal(b.size)
-    save_npz(d / "lsq.npz", coef=c_lsq, gamma=0.11, cost=1e-3, cost_trace=np.geomspace(1, 1e-3, 20), wall_time_s=3.0)
-    _write_mrc(d / "lsq.mrc", b.evaluate(c_lsq), vs)
+    Estimate("lsq", c_lsq, 0.11, np.geomspace(1, 1e-3, 20), "least-squares cost", 3.0, {"restarts": 2},
+             {"cost": 1e-3, "stage_ends": np.array([8, 14, 20])}).save(layout.estimate("lsq"))
+    _write_mrc(Path(layout.estimate_mrc("lsq")), b.evaluate(c_lsq), vs)
     c_em = b.rotate(coef, R2)
-    save_npz(d / "em.npz", coef=c_em, rho=np.ones(4) / 4)
-    _write_mrc(d / "em.mrc", b.evaluate(c_em), vs)
-    write_json(d / "em_trace.json", {"loglik": [-10.0, -5.0, -4.0], "wall_time_s": 7.5})
+    rho = np.full((2 * L, 2 * L), 1.0)
+    Estimate("em", c_em, float("nan"), np.array([-10.0, -5.0, -4.0]), "log-likelihood per patch", 7.5,
+             {"fraction": 0.25}, {"rho": rho}).save(layout.estimate("em"))
+    _write_mrc(Path(layout.estimate_mrc("em")), b.evaluate(c_em), vs)
     for k in range(2):
-        write_json(d / "micrographs" / f"{k}.json", {"n_particles": 50, "size": 110, "L": L, "sigma": 1.0})
-    files = {"lsq": {"npz": d / "lsq.npz", "mrc": d / "lsq.mrc"},
-             "em": {"npz": d / "em.npz", "mrc": d / "em.mrc", "trace": d / "em_trace.json"}}
-    res = evaluate_experiment("synthetic", truth_npz=d / "truth.npz", truth_mrc=d / "truth.mrc", estimates=files,
-                              micrograph_infos=sorted((d / "micrographs").glob("*.json")),
-                              settings=EvaluationSettings(grid_step=30.0))
-    return d, res, truth, b, coef
+        write_json(layout.micrograph_info(k), {"n_particles": 50, "size": 110, "L": L, "sigma": 1.0})
+    ev = evaluate_experiment(layout, micrograph_infos=[layout.micrograph_info(k) for k in range(2)],
+                             settings=EvaluationSettings(advanced=EvaluationAdvanced(grid_step=30.0)))
+    return layout, ev, truth, b, coef, rho
 
 
 @pytest.mark.slow
 def test_evaluate_experiment_metrics(experiment):
-    d, (metrics, aligned, truth, traces), truth0, b, coef = experiment
+    _, ev, truth0, *_ = experiment
+    metrics, aligned = ev.metrics, ev.aligned
     gamma_true = 100 * 121 / (2 * 110**2)
-    assert metrics["gamma_true"] == pytest.approx(gamma_true)
+    assert metrics["experiment"] == "synthetic" and metrics["gamma_true"] == pytest.approx(gamma_true)
     lsq, em = metrics["estimators"]["lsq"], metrics["estimators"]["em"]
     assert lsq["reflected"] and not em["reflected"]
     # em is an exact rotation (error: BFGS tolerance); lsq carries 5 % coefficient noise
@@ -101,32 +117,73 @@ def test_evaluate_experiment_metrics(experiment):
     assert np.all(np.asarray(em["fsc"]) > 0.999)
     assert em["resolution_0.5_bound"] and em["resolution_0.5"] == pytest.approx(11 * 2.0 / 5)
     assert lsq["gamma_relative_error"] == pytest.approx(abs(0.11 - gamma_true) / gamma_true)
-    assert em["gamma"] is None and em["wall_time_s"] == 7.5 and em["iterations"] == 3
-    assert lsq["wall_time_s"] == 3.0 and lsq["iterations"] == 20
-    assert traces["em"]["label"] == "log-likelihood"
+    # em: NaN γ in the estimate → the γ of its shift prior (uniform ρ: 1 − (4L−1)/(2L)² non-empty)
+    L = 11
+    assert em["gamma"] == pytest.approx((1 - (4 * L - 1) / (2 * L) ** 2) * L**2 / (2 * L - 1) ** 2)
+    assert em["wall_time_s"] == 7.5 and em["iterations"] == 3 and "final_cost" not in em
+    assert lsq["wall_time_s"] == 3.0 and lsq["iterations"] == 20 and lsq["final_cost"] == 1e-3
+    assert ev.traces["em"].label == "log-likelihood per patch" and "subset" in ev.traces["em"].note
+    assert ev.traces["lsq"].stage_ends == (8, 14, 20) and ev.traces["lsq"].note == ""
 
 
 @pytest.mark.slow
 def test_write_evaluation_files(experiment, tmp_path):
-    d, (metrics, aligned, truth, traces), *_ = experiment
-    figs = {f: tmp_path / "figures" / f"{f}.png" for f in ("fsc", "slices", "projections", "mip", "convergence")}
-    write_evaluation(metrics, aligned, truth, traces, metrics_path=tmp_path / "metrics.json",
-                     aligned_paths={k: tmp_path / "aligned" / f"{k}.mrc" for k in aligned}, figure_paths=figs)
-    for p in figs.values():
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with mrcfile.open(tmp_path / "aligned" / "lsq.mrc") as m:
+    _, ev, *_ = experiment
+    out = Layout(str(tmp_path), "copy")
+    write_evaluation(ev, out)
+    for f in FIGURES:
+        assert Path(out.figure(f)).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with mrcfile.open(out.aligned_mrc("lsq")) as m:
         assert float(m.voxel_size.x) == pytest.approx(2.0)
-        np.testing.assert_allclose(m.data, aligned["lsq"], atol=1e-5 * np.abs(aligned["lsq"]).max())
-    back = json.loads((tmp_path / "metrics.json").read_text())
+        np.testing.assert_allclose(m.data, ev.aligned["lsq"], atol=1e-5 * np.abs(ev.aligned["lsq"]).max())
+    back = json.loads(Path(out.metrics).read_text())
     assert set(back["estimators"]) == {"lsq", "em"} and len(back["frequencies"]) == 11 // 2 + 1
 
 
+@pytest.mark.slow
+def test_fsc_figure_of_an_evaluation_names_the_criterion(experiment):
+    from cryomtd.evaluate.outputs import make_figure
+
+    _, ev, *_ = experiment
+    fig = make_figure(ev, "fsc")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    # em equals the truth: FSC above 0.5 to the last shell, the value is a bound (2.5 · 2 Å · 11/5)
+    assert any(t.startswith("em: above 0.5 to the last shell (4.4 Å)") for t in legend), legend
+    assert any(t.startswith("lsq:") and ("at FSC 0.5" in t or "last shell" in t) for t in legend), legend
+
+
 def test_bad_inputs_name_the_file(tmp_path):
-    (tmp_path / "truth.npz").write_bytes(b"not a zip")
+    layout = Layout(str(tmp_path), "x")
+    Path(layout.root).mkdir()
+    Path(layout.truth_npz).write_bytes(b"not a zip")
     with pytest.raises(InputError, match="truth.npz"):
-        evaluate_experiment("x", truth_npz=tmp_path / "truth.npz", truth_mrc=tmp_path / "truth.mrc", estimates={})
-    with pytest.raises(InputError, match="unknown keys"):
+        evaluate_experiment(layout, [])
+    with pytest.raises(InputError, match="unknown key grid"):
         EvaluationSettings.from_config({"grid": 3})
+
+
+def test_estimate_in_the_old_layout_is_rejected_naming_the_file(tmp_path):
+    """An estimate file without the common format's keys is an error naming the file and the key."""
+    layout = Layout(str(tmp_path), "x")
+    b = SphericalBessel(7, 2)
+    coef = rng(2, "test-metrics").standard_normal(b.size)
+    save_npz(layout.truth_npz, coef=coef, L=7, ell_max=2)
+    _write_mrc(Path(layout.truth_mrc), b.evaluate(coef), 1.0)
+    save_npz(layout.estimate("lsq"), coef=coef, gamma=0.1, cost_trace=np.ones(3))
+    _write_mrc(Path(layout.estimate_mrc("lsq")), b.evaluate(coef), 1.0)
+    with pytest.raises(InputError, match=r"lsq\.npz.*(estimator|trace)"):
+        evaluate_experiment(layout)
+
+
+def test_estimate_gamma_and_trace_without_extras():
+    """γ: the estimate's own when finite; NaN without ρ stays None. No trace → no panel."""
+    from cryomtd.evaluate.metrics import estimate_gamma, estimate_trace
+
+    e = Estimate("x", np.zeros(3), 0.2, np.array([]), "", float("nan"))
+    assert estimate_gamma(e, 5) == 0.2 and estimate_trace(e) is None
+    e = Estimate("em", np.zeros(3), float("nan"), np.array([1.0, 2.0]), "log-likelihood per patch", 1.0,
+                 {"fraction": 1.0}, {"rho": np.ones((4, 4))})  # ρ of the wrong shape for L=5: ignored
+    assert estimate_gamma(e, 5) is None and estimate_trace(e).note == ""
 
 
 def test_gamma_from_shift_prior_matches_tiling_count():
@@ -163,7 +220,8 @@ def test_stage_inputs_follow_enabled_flags():
     cfg = {"micrographs": {"n_micrographs": 2}, "lsq": {"enabled": True}, "em": {}}
     d = evaluate_inputs(cfg, "e", "res", from_micrographs=True)
     assert d["micrographs"] == ["res/e/micrographs/0.json", "res/e/micrographs/1.json"]
-    assert {"lsq_npz", "lsq_mrc", "em_npz", "em_mrc", "em_trace"} <= set(d)
+    assert d["em_npz"] == "res/e/em.npz" and d["lsq_mrc"] == "res/e/lsq.mrc" and d["truth_npz"] == "res/e/truth.npz"
+    assert {"lsq_npz", "lsq_mrc", "em_npz", "em_mrc"} <= set(d)
     d = evaluate_inputs({"lsq": {"enabled": False}}, "e", "res", from_micrographs=False)  # exact moments
     assert d["micrographs"] == [] and not any(k.startswith(("lsq", "em")) for k in d)
 

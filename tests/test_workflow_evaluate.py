@@ -15,6 +15,7 @@ import pytest
 
 from cryomtd import rotations
 from cryomtd.basis import SphericalBessel
+from cryomtd.estimate import Estimate
 from cryomtd.io import save_npz, write_json
 
 CONFIG = """\
@@ -25,7 +26,7 @@ experiments:
     volume: {source: phantom, L: 11}
     micrographs: {n_micrographs: 2}
     basis: {ell_max: 4}
-    evaluate: {grid_step: 30}
+    evaluate: {advanced: {grid_step: 30}}
   synexact:
     kind: cryo3d
     seed: 6
@@ -33,7 +34,7 @@ experiments:
     micrographs: {gamma: 0.12}
     basis: {ell_max: 4}
     moments: {source: exact}
-    evaluate: {grid_step: 30}
+    evaluate: {advanced: {grid_step: 30}}
 """
 
 
@@ -56,13 +57,14 @@ def make_inputs(d: Path, L: int = 11, ell_max: int = 4, vs: float = 1.5, em: boo
     _mrc(d / "truth.mrc", b.evaluate(coef), vs)
     R1, R2 = rotations.random(2, seed)
     c_lsq = b.rotate(np.where(b.ell % 2 == 1, -1.0, 1.0) * coef, R1)
-    save_npz(d / "lsq.npz", coef=c_lsq, gamma=0.1, cost=1e-4, cost_trace=np.geomspace(1, 1e-4, 12), wall_time_s=2.0)
+    Estimate("lsq", c_lsq, 0.1, np.geomspace(1, 1e-4, 12), "least-squares cost", 2.0, {},
+             {"cost": 1e-4}).save(d / "lsq.npz")
     _mrc(d / "lsq.mrc", b.evaluate(c_lsq), vs)
     if em:
         c_em = b.rotate(coef, R2)
-        save_npz(d / "em.npz", coef=c_em, rho=np.full((2 * L, 2 * L), 1 / (2 * L) ** 2))
+        Estimate("em", c_em, float("nan"), np.array([-3.0, -2.0, -1.5]), "log-likelihood per patch", 4.0,
+                 {"fraction": 1.0}, {"rho": np.full((2 * L, 2 * L), 1 / (2 * L) ** 2)}).save(d / "em.npz")
         _mrc(d / "em.mrc", b.evaluate(c_em), vs)
-        write_json(d / "em_trace.json", {"loglik": [-3.0, -2.0, -1.5], "wall_time_s": 4.0})
         for k in range(2):
             write_json(d / "micrographs" / f"{k}.json", {"n_particles": 40, "size": 200, "L": L})
 
@@ -86,6 +88,8 @@ def test_evaluate_rule_and_report(repo_root, tmp_path):
     assert set(m["estimators"]) == {"lsq", "em"}
     assert m["gamma_true"] == pytest.approx(80 * 121 / (2 * 200**2))  # from micrographs/{k}.json
     assert m["estimators"]["lsq"]["reflected"] and not m["estimators"]["em"]["reflected"]
+    assert m["estimators"]["em"]["wall_time_s"] == 4.0 and m["estimators"]["em"]["iterations"] == 3
+    assert m["estimators"]["em"]["gamma"] is not None  # from the shift prior ρ (the estimate's γ is NaN)
     assert max(e["relative_error"] for e in m["estimators"].values()) < 1e-3  # exact rotations
     mx = json.loads((tmp_path / "results/synexact/metrics.json").read_text())
     assert set(mx["estimators"]) == {"lsq"} and mx["gamma_true"] == 0.12  # exact moments: γ from config, no EM

@@ -3,17 +3,18 @@
 from cryomtd.evaluate.stage import FIGURES as EVAL_FIGURES
 from cryomtd.evaluate.stage import FIGURE_LABELS as EVAL_FIGURE_LABELS
 from cryomtd.evaluate.stage import evaluate_inputs
+from cryomtd.layout import summary_csv
 
 
 rule evaluate:
     input:
         unpack(lambda wc: evaluate_inputs(exp_config(wc), wc.exp, RESULTS, wc.exp in EXP3D_MICRO)),
     output:
-        metrics=f"{RESULTS}/{{exp}}/metrics.json",
-        aligned=directory(f"{RESULTS}/{{exp}}/aligned"),
+        metrics=PATHS.metrics,
+        aligned=directory(PATHS.aligned_dir),
         **{
             name: report(
-                f"{RESULTS}/{{exp}}/figures/{name}.png",
+                PATHS.figure(name),
                 caption=f"../report/{name}.rst",
                 category="3-D experiments",
                 subcategory="{exp}",
@@ -22,9 +23,9 @@ rule evaluate:
             for name in EVAL_FIGURES
         },
     log:
-        f"{RESULTS}/{{exp}}/logs/evaluate/evaluate.log",
+        PATHS.log("evaluate"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/evaluate/evaluate.tsv"
+        PATHS.benchmark("evaluate")
     wildcard_constraints:
         exp=name_regex(EXP3D),
     params:
@@ -43,10 +44,10 @@ rule evaluate:
 
 rule summary:
     input:
-        expand(f"{RESULTS}/{{exp}}/metrics.json", exp=EXP1D + EXP3D),
+        [Layout(RESULTS, e).metrics for e in EXP1D + EXP3D],
     output:
         report(
-            f"{RESULTS}/summary.csv",
+            summary_csv(RESULTS),
             caption="../report/summary.rst",
             category="Summary",
             labels={"table": "all experiments"},
@@ -65,5 +66,5 @@ rule summary:
         "../../scripts/summary.py"
 
 
-ALL_TARGETS.extend(expand(f"{RESULTS}/{{exp}}/metrics.json", exp=EXP3D))
-ALL_TARGETS.append(f"{RESULTS}/summary.csv")
+ALL_TARGETS.extend(Layout(RESULTS, e).metrics for e in EXP3D)
+ALL_TARGETS.append(summary_csv(RESULTS))

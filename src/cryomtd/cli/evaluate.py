@@ -62,28 +62,25 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from cryomtd.evaluate import EvaluationSettings, evaluate_experiment, write_evaluation
-    from cryomtd.evaluate.figures import FIGURES
+    from cryomtd.evaluate import (
+        EvaluationSettings,
+        evaluate_experiment,
+        write_evaluation,
+    )
+    from cryomtd.layout import ESTIMATORS, Layout
 
-    d = Path(args.results)
-    estimates = {}
-    for name in ("lsq", "em"):
-        if (d / f"{name}.npz").exists() and name not in args.skip:
-            trace = d / f"{name}_trace.json"
-            estimates[name] = {"npz": d / f"{name}.npz", "mrc": d / f"{name}.mrc",
-                               "trace": trace if trace.exists() else None}
+    d = Path(args.results).resolve()
+    layout = Layout(str(d.parent), d.name)
+    estimators = [n for n in ESTIMATORS if Path(layout.estimate(n)).exists() and n not in args.skip]
     infos = sorted((d / "micrographs").glob("*.json")) if (d / "micrographs").is_dir() else []
-    settings = EvaluationSettings(grid_step=args.grid_step, reflections=not args.no_reflections,
-                                  shift=not args.no_shift)
-    metrics, aligned, truth, traces = evaluate_experiment(
-        d.resolve().name, truth_npz=d / "truth.npz", truth_mrc=d / "truth.mrc", estimates=estimates,
-        micrograph_infos=infos, gamma_true=args.gamma, settings=settings)
-    write_evaluation(metrics, aligned, truth, traces, metrics_path=d / "metrics.json",
-                     aligned_paths={n: d / "aligned" / f"{n}.mrc" for n in estimates},
-                     figure_paths={f: d / "figures" / f"{f}.png" for f in FIGURES})
-    for n, m in metrics["estimators"].items():
-        print(f"{n}: relative error {m['relative_error']:.4f}, FSC-0.5 {m['resolution_0.5']:.3f}, "
-              f"FSC-0.143 {m['resolution_0.143']:.3f}")
+    advanced = {} if args.grid_step is None else {"grid_step": args.grid_step}
+    settings = EvaluationSettings.from_config({"reflections": not args.no_reflections, "shift": not args.no_shift,
+                                               "advanced": advanced}, "cryomtd evaluate")
+    ev = evaluate_experiment(layout, estimators, micrograph_infos=infos, gamma_true=args.gamma, settings=settings)
+    write_evaluation(ev, layout)
+    for n, m in ev.metrics["estimators"].items():
+        print(f"{n}: relative error {m['relative_error']:.4f}, resolution {m['resolution_0.5']:.3f} at FSC 0.5 "
+              f"(criterion against the truth; half-map criterion 0.143: {m['resolution_0.143']:.3f})")
     return 0
 
 
@@ -100,11 +97,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     from cryomtd.config import schema_defaults
 
     d = schema_defaults("evaluate")
+    adv = schema_defaults("evaluate", "advanced")
     p = sub.add_parser("fsc", help="Fourier shell correlation of two MRC volumes and its resolutions")
     p.add_argument("a", help="first volume (MRC)")
     p.add_argument("b", help="second volume (MRC), same box")
     p.add_argument("--voxel-size", type=float, default=None, help="Å per voxel (default: from the header of A)")
-    p.add_argument("--thresholds", type=float, nargs="+", default=d.get("thresholds"))
+    p.add_argument("--thresholds", type=float, nargs="+", default=d.get("thresholds"),
+                   help="FSC values whose crossing is reported (default %(default)s; 0.5 is the criterion "
+                        "against a known truth, 0.143 the half-map criterion)")
     p.add_argument("--json", help="also write the curve and resolutions to this JSON file")
     p.set_defaults(func=_cmd_fsc)
 
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("reference", help="volume to align to (MRC), same box")
     p.add_argument("--out", required=True, help="aligned estimate (MRC, voxel size of the reference)")
     p.add_argument("--ell-max", type=int, default=None, help="basis degree for the search (default: the basis default)")
-    p.add_argument("--grid-step", type=float, default=d.get("grid_step"),
+    p.add_argument("--grid-step", type=float, default=adv.get("grid_step"),
                    help="coarse rotation grid step in degrees (default %(default)s)")
     p.add_argument("--no-reflections", action="store_true", help="search rotations only")
     p.add_argument("--no-refine", action="store_true", help="keep the best grid rotation")
@@ -123,7 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a 3-D experiment folder (truth, lsq, em) like the workflow rule")
     p.add_argument("results", help="results/<experiment> folder with truth.npz, truth.mrc, lsq.*/em.*")
     p.add_argument("--gamma", type=float, default=None, help="true γ when there are no micrographs/*.json")
-    p.add_argument("--grid-step", type=float, default=d.get("grid_step"), help="(default %(default)s)")
+    p.add_argument("--grid-step", type=float, default=adv.get("grid_step"),
+                   help="coarse rotation grid step in degrees (evaluate.advanced.grid_step; default %(default)s)")
     p.add_argument("--no-reflections", action="store_true")
     p.add_argument("--no-shift", action="store_true", help="rotation/reflection only (no translation fit)")
     p.add_argument("--skip", nargs="*", default=[], choices=["lsq", "em"], help="estimators to leave out")

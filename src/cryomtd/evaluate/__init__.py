@@ -1,18 +1,57 @@
 """Evaluation of 3-D estimates: alignment over O(3), Fourier shell correlation, resolution,
-metrics files and figures (user guide: docs/evaluation.md; design: docs/design.md §11).
+metrics files and figures (user guide in docs/evaluation.md).
 
 * :func:`fsc`, :func:`resolution` (``cryomtd.evaluate.fsc``)
 * :func:`align` → :class:`Alignment` (``cryomtd.evaluate.align``)
-* :func:`evaluate_experiment`, :func:`write_summary` (``cryomtd.evaluate.metrics``)
+* :class:`EvaluationSettings` (``cryomtd.evaluate.settings``: the ``evaluate`` config block)
+* :func:`evaluate_experiment` → :class:`Evaluation`, :func:`write_summary` (``cryomtd.evaluate.metrics``)
 * figures (``cryomtd.evaluate.figures``), and :func:`write_evaluation` tying them to files.
 """
 
-from cryomtd.evaluate.align import Alignment, align, align_coefficients, relative_error, transform_volume
+from cryomtd.evaluate.align import (
+                                      Alignment,
+                                      align,
+                                      align_coefficients,
+                                      relative_error,
+                                      transform_volume,
+)
 from cryomtd.evaluate.fsc import crossing_shell, fsc, resolution, shell_frequencies
-from cryomtd.evaluate.metrics import (EvaluationSettings, evaluate_experiment, gamma_from_micrographs,
-                                      summary_rows, write_summary)
+from cryomtd.evaluate.metrics import (
+                                      Evaluation,
+                                      Truth,
+                                      evaluate_experiment,
+                                      gamma_from_micrographs,
+                                      load_truth,
+                                      measure_estimate,
+                                      read_estimate,
+                                      summary_rows,
+                                      true_gamma,
+                                      write_summary,
+)
 from cryomtd.evaluate.outputs import write_evaluation
+from cryomtd.evaluate.settings import EvaluationAdvanced, EvaluationSettings
 
-__all__ = ["Alignment", "align", "align_coefficients", "relative_error", "transform_volume", "crossing_shell",
-           "fsc", "resolution", "shell_frequencies", "EvaluationSettings", "evaluate_experiment",
-           "gamma_from_micrographs", "summary_rows", "write_summary", "write_evaluation"]
+__all__ = [
+                                      "Alignment",
+                                      "Evaluation",
+                                      "EvaluationAdvanced",
+                                      "EvaluationSettings",
+                                      "Truth",
+                                      "align",
+                                      "align_coefficients",
+                                      "crossing_shell",
+                                      "evaluate_experiment",
+                                      "fsc",
+                                      "gamma_from_micrographs",
+                                      "load_truth",
+                                      "measure_estimate",
+                                      "read_estimate",
+                                      "relative_error",
+                                      "resolution",
+                                      "shell_frequencies",
+                                      "summary_rows",
+                                      "transform_volume",
+                                      "true_gamma",
+                                      "write_evaluation",
+                                      "write_summary",
+]

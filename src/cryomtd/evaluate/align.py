@@ -51,8 +51,15 @@ from scipy.spatial.transform import Rotation
 if TYPE_CHECKING:
     from cryomtd.basis import SphericalBessel
 
-__all__ = ["Alignment", "align", "align_coefficients", "coefficient_correlations", "reflect_coefficients",
-           "transform_volume", "relative_error"]
+__all__ = [
+    "Alignment",
+    "align",
+    "align_coefficients",
+    "coefficient_correlations",
+    "reflect_coefficients",
+    "relative_error",
+    "transform_volume",
+]
 
 
 @dataclass(frozen=True)

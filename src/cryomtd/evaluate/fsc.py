@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-__all__ = ["fsc", "shell_index", "shell_frequencies", "resolution"]
+__all__ = ["fsc", "resolution", "shell_frequencies", "shell_index"]
 
 
 def shell_index(L: int) -> np.ndarray:

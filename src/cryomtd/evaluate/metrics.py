@@ -1,5 +1,13 @@
 """Per-experiment metrics (``metrics.json``) and the cross-experiment ``summary.csv``.
 
+One experiment is evaluated in four steps, one function each: :func:`load_truth`
+(truth.npz + truth.mrc), :func:`true_gamma` (γ from micrographs/{k}.json), per
+estimator :func:`read_estimate` (``<estimator>.npz`` in the common format of
+:mod:`cryomtd.estimate`, and ``<estimator>.mrc``) and :func:`measure_estimate` (align
+to the truth, FSC, errors); :func:`evaluate_experiment` runs them for the files of a
+:class:`~cryomtd.layout.Layout`, and :func:`cryomtd.evaluate.write_evaluation` writes the
+figures, the aligned volumes and metrics.json.
+
 ``metrics.json`` of a cryo3d experiment (all lengths in voxels, resolutions in Å when the
 voxel size is known, else voxels)::
 
@@ -13,8 +21,12 @@ voxel size is known, else voxels)::
                 "relative_error_coef": float | null, # same over basis coefficients
                 "correlation": float, "reflected": bool, "rotation": 3×3, "shift": [x, y, z],
                 "gamma": float | null, "gamma_relative_error": float | null,
-                "wall_time_s": float | null, "iterations": int | null},
+                "wall_time_s": float | null, "iterations": int | null,
+                "final_cost": float},                # least-squares estimates only
         "em": {...}}}
+
+0.5 is the resolution criterion for an FSC against a known truth; 0.143 is the half-map
+criterion (two independent half reconstructions), reported for comparison.
 
 ``summary.csv`` has one row per (experiment, estimator): ``experiment, kind, estimator``
 followed by every scalar field of the experiment and of the estimator (lists dropped,
@@ -37,58 +49,103 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cryomtd.estimate import Estimate
 from cryomtd.evaluate.align import align, relative_error
+from cryomtd.evaluate.figures import ConvergenceTrace
 from cryomtd.evaluate.fsc import crossing_shell, fsc, resolution, shell_frequencies
+from cryomtd.evaluate.settings import EvaluationAdvanced, EvaluationSettings
 from cryomtd.io import InputError, atomic_path, read_json, read_npz
+from cryomtd.layout import ESTIMATORS, Layout
 from cryomtd.volume import read_mrc
 
 if TYPE_CHECKING:
     from cryomtd.basis import SphericalBessel
 
-__all__ = ["EvaluationSettings", "estimator_metrics", "gamma_from_micrographs", "gamma_from_shift_prior", "evaluate_experiment",
-           "summary_rows", "write_summary", "ESTIMATORS"]
+__all__ = [
+    "ESTIMATORS",
+    "Evaluation",
+    "EvaluationAdvanced",
+    "EvaluationSettings",
+    "Truth",
+    "embed_coefficients",
+    "estimate_gamma",
+    "estimate_trace",
+    "estimator_metrics",
+    "evaluate_experiment",
+    "gamma_from_micrographs",
+    "gamma_from_shift_prior",
+    "load_truth",
+    "measure_estimate",
+    "read_estimate",
+    "summary_rows",
+    "true_gamma",
+    "write_summary",
+]
 
 log = logging.getLogger("cryomtd.evaluate")
-ESTIMATORS = ("lsq", "em")
 
 
 @dataclass(frozen=True)
-class EvaluationSettings:
-    """The ``evaluate`` config block (defaults are written in workflow/schemas/evaluate.schema.yaml)."""
+class Truth:
+    """The ground truth of a cryo3d experiment: ``volume`` (L, L, L) ``[z, y, x]``, its
+    coefficients ``coef`` (basis.size,) in ``basis`` = SphericalBessel(L, ell_max), and the
+    ``voxel_size`` in Å (1.0 when truth.npz does not record one)."""
 
-    grid_step: float = 15.0
-    ell_search: int = 6
-    ell_refine: int | None = 12
-    n_candidates: int = 4
-    refine: bool = True
-    reflections: bool = True
-    shift: bool = True
-    output: str = "basis"
-    thresholds: Sequence[float] = field(default=(0.5, 0.143))
+    volume: np.ndarray
+    coef: np.ndarray
+    basis: SphericalBessel
+    voxel_size: float
 
-    @classmethod
-    def from_config(cls, block: Mapping[str, Any] | None) -> "EvaluationSettings":
-        block = dict(block or {})
-        unknown = set(block) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError(f"config evaluate: unknown keys {sorted(unknown)}")
-        if "thresholds" in block:
-            block["thresholds"] = tuple(float(t) for t in block["thresholds"])
-        return cls(**block)
+    @property
+    def L(self) -> int:
+        return int(self.volume.shape[0])
 
 
-def _num(x: Any) -> float | None:
-    """A scalar (or the first entry of a 1-element array) as float; None stays None."""
+@dataclass
+class Evaluation:
+    """One evaluated experiment: ``metrics`` (the metrics.json dict), ``truth``, the aligned
+    volumes and the convergence traces by estimator (those that record one)."""
+
+    metrics: dict[str, Any]
+    truth: Truth
+    aligned: dict[str, np.ndarray] = field(default_factory=dict)
+    traces: dict[str, ConvergenceTrace] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.metrics.get("experiment", ""))
+
+
+def _finite_or_none(x: Any) -> float | None:
     if x is None:
         return None
-    return float(np.asarray(x).reshape(-1)[0]) if np.ndim(x) else float(x)
+    v = float(np.asarray(x, dtype=np.float64).reshape(-1)[0])
+    return v if math.isfinite(v) else None
+
+
+def load_truth(truth_npz: str | os.PathLike, truth_mrc: str | os.PathLike) -> Truth:
+    """truth.npz (``coef``; ``L``, ``ell_max``, ``voxel_size`` when present) and truth.mrc."""
+    from cryomtd.basis import SphericalBessel
+
+    t = read_npz(truth_npz, ("coef",), what="truth file")
+    volume = read_mrc(truth_mrc)[0]
+    L = int(t["L"]) if "L" in t else volume.shape[0]
+    if volume.shape != (L, L, L):
+        raise InputError(f"{truth_mrc}: shape {volume.shape} differs from L={L} in {truth_npz}")
+    basis = SphericalBessel(L, int(t["ell_max"]) if "ell_max" in t else None)
+    coef = np.asarray(t["coef"], dtype=np.float64).ravel()
+    if coef.size != basis.size:
+        raise InputError(f"{truth_npz}: 'coef' has {coef.size} entries, SphericalBessel(L={L}, "
+                         f"ell_max={basis.ell_max}) has {basis.size}")
+    voxel_size = float(t["voxel_size"]) if "voxel_size" in t else 1.0
+    return Truth(volume=volume, coef=coef, basis=basis, voxel_size=voxel_size)
 
 
 def gamma_from_micrographs(infos: Iterable[Mapping[str, Any]]) -> float:
     """True density γ = Σ n_particles · L² / Σ pixels over micrographs ``{k}.json``.
 
     Each info needs ``n_particles``, ``size`` (side length, or [height, width]) and ``L`` (the
-    particle box; :func:`evaluate_experiment` fills it from truth.npz when a file lacks it).
+    particle box; :func:`true_gamma` fills it from the truth when a file lacks it).
     """
     num = den = 0.0
     for info in infos:
@@ -101,8 +158,23 @@ def gamma_from_micrographs(infos: Iterable[Mapping[str, Any]]) -> float:
     return num / den
 
 
+def true_gamma(micrograph_infos: Sequence[str | os.PathLike], L: int, gamma_true: float | None = None) -> float | None:
+    """γ truth from the micrographs' JSON files (:func:`gamma_from_micrographs`), else ``gamma_true``."""
+    if not micrograph_infos:
+        return gamma_true
+    infos = []
+    for p in micrograph_infos:
+        info = dict(read_json(p))
+        info.setdefault("L", L)
+        for key in ("n_particles", "size"):
+            if key not in info:
+                raise InputError(f"{p}: expected field '{key}'")
+        infos.append(info)
+    return gamma_from_micrographs(infos)
+
+
 def gamma_from_shift_prior(rho: np.ndarray, L: int) -> float:
-    """Density γ implied by the approximate-EM shift prior ρ (2L, 2L) (``em.npz``, docs/design.md §11).
+    """Density γ implied by the approximate-EM shift prior ρ (2L, 2L).
 
     Shifts with s_y = L or s_x = L leave the L×L crop empty (cryomtd.em3d). A particle at a
     uniform position overlaps on average ((2L−1)/L)² patches of the L×L tiling, so with at most
@@ -119,16 +191,63 @@ def gamma_from_shift_prior(rho: np.ndarray, L: int) -> float:
     return float((1.0 - rho[empty].sum()) * L**2 / (2 * L - 1) ** 2)
 
 
+def read_estimate(npz: str | os.PathLike, mrc: str | os.PathLike, truth: Truth,
+                  name: str = "estimate") -> tuple[Estimate, np.ndarray]:
+    """An estimator's result: ``<name>.npz`` (:meth:`cryomtd.estimate.Estimate.load`) and its
+    volume ``<name>.mrc`` (same box as the truth)."""
+    est = Estimate.load(npz, what=f"{name} estimate file")
+    volume = read_mrc(mrc)[0]
+    if volume.shape != truth.volume.shape:
+        raise InputError(f"{mrc}: shape {volume.shape} differs from the truth {truth.volume.shape}")
+    return est, volume
+
+
+def estimate_gamma(est: Estimate, L: int) -> float | None:
+    """The estimate's γ; when it gives none (NaN) but records the EM shift prior ``rho``
+    (2L, 2L), the γ that prior implies (:func:`gamma_from_shift_prior`); else None."""
+    gamma = _finite_or_none(est.gamma)
+    rho = est.extra.get("rho")
+    if gamma is None and rho is not None and np.shape(rho) == (2 * L, 2 * L):
+        gamma = gamma_from_shift_prior(rho, L)
+    return gamma
+
+
+def estimate_trace(est: Estimate) -> ConvergenceTrace | None:
+    """The estimate's per-iteration trace for the convergence figure (None when it records none).
+
+    Stage boundaries come from ``extra["stage_ends"]`` (number of trace entries at the end of
+    each stage) and ``extra["stage_labels"]`` when the estimator records them. When the
+    settings say ``fraction`` < 1 (stochastic EM) the note says each value is evaluated on
+    that iteration's random subset of patches.
+    """
+    values = np.asarray(est.trace, dtype=np.float64).ravel()
+    if values.size == 0:
+        return None
+    ends = tuple(int(e) for e in np.asarray(est.extra.get("stage_ends", []), dtype=np.int64).ravel())
+    labels = tuple(str(s) for s in np.asarray(est.extra.get("stage_labels", []), dtype=str).ravel())
+    note = ""
+    fraction = est.settings.get("fraction") if isinstance(est.settings, Mapping) else None
+    if fraction is not None and float(fraction) < 1.0:
+        note = (f"stochastic EM: each value is evaluated over that iteration's random subset "
+                f"of patches ({100 * float(fraction):g} %), so it fluctuates")
+    return ConvergenceTrace(label=est.trace_label, values=values, stage_ends=ends, stage_labels=labels, note=note)
+
+
 def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis: SphericalBessel | None = None,
                       truth_coef: np.ndarray | None = None, est_coef: np.ndarray | None = None,
-                      voxel_size: float = 1.0, settings: EvaluationSettings = EvaluationSettings(),
+                      voxel_size: float = 1.0, settings: EvaluationSettings | None = None,
                       ) -> tuple[dict[str, Any], np.ndarray]:
-    """Align ``estimate`` (L, L, L) to ``truth`` and measure it. Returns (metrics dict, aligned volume)."""
+    """Align ``estimate`` (L, L, L) to ``truth`` and measure it. Returns (metrics dict, aligned volume).
+
+    ``settings`` None: the defaults (:class:`EvaluationSettings`)."""
+    settings = settings or EvaluationSettings()
     L = truth.shape[0]
+    adv = settings.advanced
     coef_ok = basis is not None and est_coef is not None and np.size(est_coef) == basis.size
-    al = align(estimate, truth, reflections=settings.reflections, basis=basis, grid_step=settings.grid_step,
-               ell_search=settings.ell_search, ell_refine=settings.ell_refine, refine=settings.refine, n_candidates=settings.n_candidates, shift=settings.shift,
-               output=settings.output if coef_ok else "interpolate",
+    al = align(estimate, truth, reflections=settings.reflections, basis=basis, grid_step=adv.grid_step,
+               ell_search=adv.ell_search, ell_refine=adv.ell_refine, refine=adv.refine,
+               n_candidates=adv.n_candidates, shift=settings.shift,
+               output=adv.output if coef_ok else "interpolate",
                est_coef=est_coef if coef_ok else None,
                ref_coef=truth_coef if (truth_coef is not None and basis is not None
                                        and np.size(truth_coef) == basis.size) else None)
@@ -167,87 +286,64 @@ def embed_coefficients(coef: np.ndarray, basis: SphericalBessel) -> np.ndarray |
     return out
 
 
-def evaluate_experiment(name: str, *, truth_npz: str | os.PathLike, truth_mrc: str | os.PathLike,
-                        estimates: Mapping[str, Mapping[str, str | os.PathLike]],
+def measure_estimate(truth: Truth, est: Estimate, volume: np.ndarray, *, gamma_true: float | None = None,
+                     settings: EvaluationSettings | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics of one estimate against the truth (its ``estimators.<name>`` entry of
+    metrics.json) and the aligned volume: alignment, FSC and resolutions, errors, γ, wall time,
+    iterations and, for a cost trace, the final cost."""
+    settings = settings or EvaluationSettings()
+    m, aligned = estimator_metrics(truth.volume, volume, basis=truth.basis, truth_coef=truth.coef,
+                                   est_coef=embed_coefficients(est.coef, truth.basis),
+                                   voxel_size=truth.voxel_size, settings=settings)
+    gamma = estimate_gamma(est, truth.L)
+    m["gamma"] = gamma
+    m["gamma_relative_error"] = (abs(gamma - gamma_true) / gamma_true
+                                 if gamma is not None and gamma_true else None)
+    m["wall_time_s"] = _finite_or_none(est.wall_time_s)
+    trace = np.asarray(est.trace, dtype=np.float64).ravel()
+    iterations = est.extra.get("iterations")
+    m["iterations"] = int(np.asarray(iterations).reshape(-1)[0]) if iterations is not None else (
+        int(trace.size) if trace.size else None)
+    if "cost" in est.extra:
+        m["final_cost"] = _finite_or_none(est.extra["cost"])
+    elif "cost" in est.trace_label and trace.size:
+        m["final_cost"] = float(trace[-1])
+    return m, aligned
+
+
+def evaluate_experiment(layout: Layout, estimators: Sequence[str] | None = None, *,
                         micrograph_infos: Sequence[str | os.PathLike] = (), gamma_true: float | None = None,
-                        settings: EvaluationSettings = EvaluationSettings(),
-                        ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
-    """Evaluate every estimator of one cryo3d experiment.
+                        settings: EvaluationSettings | None = None) -> Evaluation:
+    """Evaluate the estimators of one cryo3d experiment, files named by ``layout``.
 
-    ``estimates`` maps an estimator name (``lsq``, ``em``) to its files: ``npz`` (with ``coef``;
-    ``gamma``, ``cost_trace``, ``wall_time_s`` when present), ``mrc`` and optionally ``trace``
-    (em_trace.json: ``loglik`` list, ``wall_time_s``). γ truth comes from ``micrograph_infos``
-    (micrographs/{k}.json) or ``gamma_true``.
-
-    Returns (metrics dict for metrics.json, aligned volumes by estimator, truth volume,
-    convergence traces by estimator).
+    Reads ``layout.truth_npz``/``truth_mrc`` and, for each name in ``estimators`` (default:
+    those of :data:`~cryomtd.layout.ESTIMATORS` whose ``<name>.npz`` exists),
+    ``layout.estimate(name)`` and ``layout.estimate_mrc(name)``. γ truth comes from
+    ``micrograph_infos`` (micrographs/{k}.json) or ``gamma_true``. Nothing is written
+    (:func:`cryomtd.evaluate.write_evaluation` does that). ``settings`` None: the defaults.
     """
-    t = read_npz(truth_npz)
-    if "coef" not in t:
-        raise InputError(f"{truth_npz}: expected array 'coef' (truth coefficients)")
-    truth = read_mrc(truth_mrc)[0]
-    L = int(t["L"]) if "L" in t else truth.shape[0]
-    if truth.shape[0] != L:
-        raise InputError(f"{truth_mrc}: box {truth.shape[0]} differs from L={L} in {truth_npz}")
-    ell_max = int(t["ell_max"]) if "ell_max" in t else None
-    voxel_size = float(t["voxel_size"]) if "voxel_size" in t else 1.0
-    from cryomtd.basis import SphericalBessel
-
-    basis = SphericalBessel(L, ell_max)
-    truth_coef = np.asarray(t["coef"], dtype=np.float64)
-    if micrograph_infos:
-        infos = []
-        for p in micrograph_infos:
-            info = dict(read_json(p))
-            info.setdefault("L", L)
-            for key in ("n_particles", "size"):
-                if key not in info:
-                    raise InputError(f"{p}: expected field '{key}'")
-            infos.append(info)
-        gamma_true = gamma_from_micrographs(infos)
+    settings = settings or EvaluationSettings()
+    truth = load_truth(layout.truth_npz, layout.truth_mrc)
+    if estimators is None:
+        estimators = [n for n in ESTIMATORS if os.path.exists(layout.estimate(n))]
+    gamma = true_gamma(micrograph_infos, truth.L, gamma_true)
     metrics: dict[str, Any] = {
-        "experiment": name, "kind": "cryo3d", "L": L, "ell_max": basis.ell_max, "voxel_size": voxel_size,
-        "gamma_true": gamma_true, "thresholds": list(settings.thresholds),
-        "frequencies": shell_frequencies(L, voxel_size), "estimators": {},
+        "experiment": str(layout.exp), "kind": "cryo3d", "L": truth.L, "ell_max": truth.basis.ell_max,
+        "voxel_size": truth.voxel_size, "gamma_true": gamma, "thresholds": list(settings.thresholds),
+        "frequencies": shell_frequencies(truth.L, truth.voxel_size), "estimators": {},
     }
-    aligned: dict[str, np.ndarray] = {}
-    traces: dict[str, Any] = {}
-    for est_name, files in estimates.items():
-        z = read_npz(files["npz"])
-        if "coef" not in z:
-            raise InputError(f"{files['npz']}: expected array 'coef'")
-        vol = read_mrc(files["mrc"])[0]
-        if vol.shape != truth.shape:
-            raise InputError(f"{files['mrc']}: shape {vol.shape} differs from the truth {truth.shape}")
-        log.info("aligning %s of %s (L=%d, ell_max=%d)", est_name, name, L, basis.ell_max)
-        m, vol_al = estimator_metrics(truth, vol, basis=basis, truth_coef=truth_coef,
-                                      est_coef=embed_coefficients(z["coef"], basis),
-                                      voxel_size=voxel_size, settings=settings)
-        gamma = _num(z.get("gamma"))
-        if gamma is None and "rho" in z and np.shape(z["rho"]) == (2 * L, 2 * L):
-            gamma = gamma_from_shift_prior(z["rho"], L)
-        m["gamma"] = gamma
-        m["gamma_relative_error"] = (abs(gamma - gamma_true) / gamma_true
-                                     if gamma is not None and gamma_true else None)
-        m["wall_time_s"] = _num(z.get("wall_time_s"))
-        trace = None
-        if "cost_trace" in z:
-            trace = {"label": "least-squares cost", "values": np.asarray(z["cost_trace"], float).ravel()}
-            m["final_cost"] = _num(z.get("cost", trace["values"][-1] if trace["values"].size else None))
-        if files.get("trace"):
-            tj = read_json(files["trace"])
-            if "loglik" in tj:
-                trace = {"label": "log-likelihood", "values": np.asarray(tj["loglik"], float).ravel()}
-            if tj.get("wall_time_s") is not None:
-                m["wall_time_s"] = float(tj["wall_time_s"])
-        m["iterations"] = int(trace["values"].size) if trace is not None else None
+    out = Evaluation(metrics=metrics, truth=truth)
+    for name in estimators:
+        est, volume = read_estimate(layout.estimate(name), layout.estimate_mrc(name), truth, name)
+        log.info("aligning %s of %s (L=%d, ell_max=%d)", name, layout.exp, truth.L, truth.basis.ell_max)
+        m, out.aligned[name] = measure_estimate(truth, est, volume, gamma_true=gamma, settings=settings)
+        metrics["estimators"][name] = m
+        trace = estimate_trace(est)
         if trace is not None:
-            traces[est_name] = trace
-        metrics["estimators"][est_name] = m
-        aligned[est_name] = vol_al
-        log.info("%s: relative error %.4f, FSC-0.5 %.3g, FSC-0.143 %.3g", est_name, m["relative_error"],
-                 m.get("resolution_0.5", math.nan), m.get("resolution_0.143", math.nan))
-    return metrics, aligned, truth, traces
+            out.traces[name] = trace
+        log.info("%s: relative error %.4f, resolution at FSC 0.5 %.3g (FSC 0.143: %.3g)", name,
+                 m["relative_error"], m.get("resolution_0.5", math.nan), m.get("resolution_0.143", math.nan))
+    return out
 
 
 def _scalars(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

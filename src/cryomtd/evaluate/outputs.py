@@ -1,46 +1,68 @@
-"""Write one experiment's evaluation to files: metrics.json, aligned/{name}.mrc, figures/*.png."""
+"""Write one experiment's evaluation to files: figures/*.png, aligned/{name}.mrc, metrics.json.
+
+Paths come from :class:`cryomtd.layout.Layout`; :func:`write_evaluation` writes everything
+and metrics.json last, so its presence means the evaluation is complete.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cryomtd.evaluate import figures as F
+from cryomtd.evaluate.metrics import Evaluation
 from cryomtd.io import write_json
+from cryomtd.layout import Layout
 from cryomtd.volume import write_mrc
 
-__all__ = ["write_evaluation"]
+__all__ = ["make_figure", "write_aligned", "write_evaluation", "write_figures", "write_metrics"]
 
 
-def write_evaluation(metrics: Mapping[str, Any], aligned: Mapping[str, np.ndarray], truth: np.ndarray,
-                     traces: Mapping[str, Any], *, metrics_path: str | os.PathLike,
-                     aligned_paths: Mapping[str, str | os.PathLike],
-                     figure_paths: Mapping[str, str | os.PathLike]) -> None:
-    """Write the outputs of :func:`cryomtd.evaluate.evaluate_experiment`.
+def make_figure(ev: Evaluation, name: str) -> F.plt.Figure:
+    """Figure ``name`` (one of :data:`cryomtd.evaluate.figures.FIGURES`) of an evaluation."""
+    m = ev.metrics
+    exp, vs = ev.name, float(m.get("voxel_size", 1.0))
+    if name == "fsc":
+        ests = m["estimators"]
+        curves = {k: np.asarray(v["fsc"]) for k, v in ests.items()}
+        key = f"resolution_{F.CRITERION:g}"
+        res = {k: (float(v[key]), bool(v.get(f"{key}_bound", False))) for k, v in ests.items() if key in v}
+        return F.plot_fsc(curves, np.asarray(m["frequencies"]), m.get("thresholds", (F.CRITERION, F.HALF_MAP)),
+                          voxel_size=vs, resolutions=res, title=f"{exp}: FSC against the truth")
+    if name in ("slices", "projections", "mip"):
+        vols = {"truth": ev.truth.volume, **ev.aligned}
+        what = {"slices": "central slices", "projections": "projections", "mip": "max-intensity projections"}[name]
+        return F.plot_volume_panels(vols, name, voxel_size=vs,
+                                    title=f"{exp}: {what} of the truth and the aligned estimates")
+    if name == "convergence":
+        return F.plot_convergence(ev.traces, title=f"{exp}: convergence")
+    raise ValueError(f"unknown figure {name!r}; expected one of {F.FIGURES}")
 
-    ``figure_paths`` maps figure names of ``cryomtd.evaluate.figures.FIGURES`` to PNG paths
-    (a subset is fine). The metrics file is written last, so its presence means all is done.
-    """
-    name = metrics.get("experiment", "")
-    vs = float(metrics.get("voxel_size", 1.0))
-    for est, path in aligned_paths.items():
-        write_mrc(path, aligned[est], vs)
-    vols = {"truth": truth, **{k: aligned[k] for k in aligned}}
-    for fig_name, path in figure_paths.items():
-        if fig_name == "fsc":
-            curves = {k: np.asarray(v["fsc"]) for k, v in metrics["estimators"].items()}
-            fig = F.plot_fsc(curves, np.asarray(metrics["frequencies"]), metrics.get("thresholds", (0.5, 0.143)),
-                             voxel_size=vs, title=f"{name}: FSC against the truth")
-        elif fig_name in ("slices", "projections", "mip"):
-            fig = F.plot_volume_panels(vols, fig_name, title=f"{name}: truth vs aligned estimates")
-        elif fig_name == "convergence":
-            fig = F.plot_convergence(traces, title=f"{name}: convergence")
-        else:
-            raise ValueError(f"unknown figure {fig_name!r}; expected one of {F.FIGURES}")
+
+def write_figures(ev: Evaluation, layout: Layout, figures: Sequence[str] = F.FIGURES) -> None:
+    """``layout.figure(name)`` (PNG) for each name in ``figures``."""
+    for name in figures:
+        path = layout.figure(name)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        F.save_figure(fig, path)
-    write_json(metrics_path, metrics)
+        F.save_figure(make_figure(ev, name), path)
+
+
+def write_aligned(ev: Evaluation, layout: Layout) -> None:
+    """``layout.aligned_mrc(name)`` for each estimator: float32, the truth's voxel size in the header."""
+    Path(layout.aligned_dir).mkdir(parents=True, exist_ok=True)
+    for name, vol in ev.aligned.items():
+        write_mrc(layout.aligned_mrc(name), vol, ev.truth.voxel_size)
+
+
+def write_metrics(ev: Evaluation, layout: Layout) -> None:
+    """``layout.metrics`` (metrics.json, atomically)."""
+    write_json(layout.metrics, ev.metrics)
+
+
+def write_evaluation(ev: Evaluation, layout: Layout, figures: Sequence[str] = F.FIGURES) -> None:
+    """Aligned volumes, figures, then metrics.json (last: its presence means all is done)."""
+    write_aligned(ev, layout)
+    write_figures(ev, layout, figures)
+    write_metrics(ev, layout)

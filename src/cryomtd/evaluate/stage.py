@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cryomtd.layout import ESTIMATORS, Layout
+
 __all__ = ["FIGURES", "FIGURE_LABELS", "estimator_enabled", "evaluate_inputs"]
 
 FIGURES = ("fsc", "slices", "projections", "mip", "convergence")
@@ -26,19 +28,20 @@ def estimator_enabled(exp_cfg: Mapping[str, Any], name: str) -> bool:
 
 
 def evaluate_inputs(exp_cfg: Mapping[str, Any], exp: str, results: str, from_micrographs: bool) -> dict[str, Any]:
-    """Named inputs of rule ``evaluate`` for experiment ``exp`` (paths under ``results``).
+    """Named inputs of rule ``evaluate`` for experiment ``exp`` (paths of ``Layout(results, exp)``).
 
-    truth.npz/truth.mrc always; lsq.npz/lsq.mrc when ``lsq.enabled``; em.npz/em.mrc/em_trace.json
-    when ``em.enabled`` and the experiment has micrographs (approximate EM works on micrographs,
-    so an exact-moments experiment has no EM estimate); micrographs/{k}.json (γ truth) then too.
+    truth.npz/truth.mrc always; ``<name>.npz``/``<name>.mrc`` (the common estimate format)
+    for lsq when ``lsq.enabled`` and for em when ``em.enabled`` and the experiment has
+    micrographs (approximate EM works on micrographs, so an exact-moments experiment has no
+    EM estimate); micrographs/{k}.json (γ truth) then too.
     """
-    base = f"{results}/{exp}"
-    d: dict[str, Any] = {"truth_npz": f"{base}/truth.npz", "truth_mrc": f"{base}/truth.mrc", "micrographs": []}
+    paths = Layout(results, exp)
+    d: dict[str, Any] = {"truth_npz": paths.truth_npz, "truth_mrc": paths.truth_mrc, "micrographs": []}
     if from_micrographs:
         n = int(exp_cfg["micrographs"]["n_micrographs"])
-        d["micrographs"] = [f"{base}/micrographs/{k}.json" for k in range(n)]
-    if estimator_enabled(exp_cfg, "lsq"):
-        d.update(lsq_npz=f"{base}/lsq.npz", lsq_mrc=f"{base}/lsq.mrc")
-    if estimator_enabled(exp_cfg, "em") and from_micrographs:  # EM needs micrographs (exact moments: lsq only)
-        d.update(em_npz=f"{base}/em.npz", em_mrc=f"{base}/em.mrc", em_trace=f"{base}/em_trace.json")
+        d["micrographs"] = [paths.micrograph_info(k) for k in range(n)]
+    for name in ESTIMATORS:
+        if not estimator_enabled(exp_cfg, name) or (name == "em" and not from_micrographs):
+            continue
+        d.update({f"{name}_npz": paths.estimate(name), f"{name}_mrc": paths.estimate_mrc(name)})
     return d

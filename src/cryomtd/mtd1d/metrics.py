@@ -1,4 +1,4 @@
-"""1-D evaluation: relative errors and figures (truth vs estimates, EM log-likelihood)."""
+"""1-D evaluation: relative errors and figures (truth vs estimates with their residuals, EM log-likelihood)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import numpy as np
 
 from cryomtd.io import atomic_path
 
-__all__ = ["relative_error", "shift_zero_fill", "align_shift", "plot_overlay", "plot_loglik"]
+__all__ = [
+    "align_shift",
+    "loglik_figure",
+    "overlay_figure",
+    "plot_loglik",
+    "plot_overlay",
+    "relative_error",
+    "shift_zero_fill",
+]
 
 
 def shift_zero_fill(x: np.ndarray, d: int) -> np.ndarray:
@@ -46,36 +54,63 @@ def relative_error(estimate: np.ndarray | float, truth: np.ndarray | float, *, a
     return float(min(errs) / np.linalg.norm(t))
 
 
-def plot_overlay(path: str | os.PathLike, truth: np.ndarray, estimates: dict[str, np.ndarray],
-                 title: str = "") -> None:
-    """PNG overlaying the true signal and the estimates (one line each), written atomically."""
+_STYLES = ({"color": "C0", "marker": "o", "ls": "--"}, {"color": "C3", "marker": "s", "ls": "-"},
+           {"color": "C2", "marker": "^", "ls": ":"})
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    k = np.arange(np.asarray(truth).size)
-    ax.plot(k, truth, "k-", lw=2.5, label="truth")
-    for (name, est), style in zip(estimates.items(), ["C0o--", "C3s-", "C2^:"]):
-        ax.plot(k, est, style, ms=4, label=name)
-    ax.set_xlabel("sample")
-    ax.set_ylabel("x")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
+    return plt
+
+
+def _save(fig, path: str | os.PathLike, dpi: int = 100) -> None:
+    plt = _pyplot()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
 
 
-def plot_loglik(path: str | os.PathLike, loglik: list[float], title: str = "") -> None:
-    """PNG of the EM log-likelihood (per patch) against the iteration, written atomically."""
-    import matplotlib
+def overlay_figure(truth: np.ndarray, estimates: dict[str, np.ndarray], title: str = ""):
+    """Figure of the true signal and the estimates (top) and of each estimate − truth (bottom).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    The estimates are drawn as given (callers pass them at the shift
+    :func:`relative_error` uses, :func:`align_shift`). The residual panel separates
+    curves that coincide with the truth in the top panel. Returns the matplotlib Figure.
+    """
+    plt = _pyplot()
+    truth = np.asarray(truth, dtype=np.float64)
+    fig, (ax, res) = plt.subplots(2, 1, figsize=(6.2, 5.0), sharex=True, gridspec_kw={"height_ratios": (3, 2)})
+    k = np.arange(truth.size)
+    ax.plot(k, truth, "k-", lw=2.5, label="truth")
+    res.axhline(0.0, color="k", lw=1.0)
+    for (name, est), style in zip(estimates.items(), _STYLES * (1 + len(estimates) // len(_STYLES))):
+        est = np.asarray(est, dtype=np.float64)
+        ax.plot(k, est, ms=4, label=name, **style)
+        res.plot(k, est - truth, ms=3.5, label=name, **style)
+    ax.set_ylabel("x")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    res.set_xlabel("sample")
+    res.xaxis.get_major_locator().set_params(integer=True)
+    res.set_ylabel("estimate − truth")
+    res.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
 
+
+def plot_overlay(path: str | os.PathLike, truth: np.ndarray, estimates: dict[str, np.ndarray],
+                 title: str = "") -> None:
+    """PNG of :func:`overlay_figure`, written atomically."""
+    _save(overlay_figure(truth, estimates, title), path)
+
+
+def loglik_figure(loglik: list[float], title: str = ""):
+    """Figure of the EM log-likelihood (per patch) against the iteration. Returns the matplotlib Figure."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(np.arange(1, len(loglik) + 1), loglik, "C3.-")
     ax.ticklabel_format(axis="y", useOffset=False)
@@ -84,6 +119,9 @@ def plot_loglik(path: str | os.PathLike, loglik: list[float], title: str = "") -
     ax.set_ylabel("log-likelihood per patch (nats)")
     ax.set_title(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    return fig
+
+
+def plot_loglik(path: str | os.PathLike, loglik: list[float], title: str = "") -> None:
+    """PNG of :func:`loglik_figure`, written atomically."""
+    _save(loglik_figure(loglik, title), path)
