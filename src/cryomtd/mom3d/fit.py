@@ -210,9 +210,8 @@ class ArmijoLineSearcher:
 
     pymanopt's default ``AdaptiveLineSearcher`` remembers 2·α of the last search as the next
     first trial; after a rejected step (α = 0, no decrease within its 10 halvings) that
-    memory is 0, so every later search tries only the step 0 and CG never moves again
-    (it froze whole marching stages: BPTI ℓ ≤ 3, TRPV1 ℓ ≤ 3 and ℓ ≤ 5, cost constant for
-    hundreds of evaluations). This is the same search (Armijo constant 0.5, halving, the
+    memory is 0, so every later search tries only the step 0 and CG never moves again.
+    This is the same search (Armijo constant 0.5, halving, the
     same pace rule for the next first trial) except that after a rejection the next search
     starts afresh from 1/‖d‖, and up to ``max_iterations`` halvings are tried.
     """
@@ -328,8 +327,7 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *, max_iter
     8× fewer rows, the same steps), and when the invariant map has more than
     ``single_jacobian_above`` entries (2²⁴, 128 MB; None: never) the Jacobian contracts its
     float32 copy. The residual, hence the cost and the converged point, stays float64; the
-    Jacobian's ≈ 1e-7 relative error only perturbs the steps (TRPV1 C4 restart: the same cost
-    trace to 7 digits, final cost 1.9e-18 either way) and halves the Jacobian's time.
+    Jacobian's ≈ 1e-7 relative error only perturbs the steps and halves the Jacobian's time.
     Returns (coef, γ, cost, cost trace, Jacobian evaluations).
     """
     from scipy.optimize import least_squares

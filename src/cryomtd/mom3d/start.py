@@ -1,12 +1,10 @@
 """Starting points of the least-squares fit (``lsq.init``): random, or a soft ball plus random detail.
 
-The moment cost has many local minima, and a random start rarely reaches the truth's
-basin (TRPV1, C4: none of 14 random starts, docs/mom3d.md). The decisive part is the
-ℓ = 0 block (the spherically averaged density, 60 % of TRPV1's energy): with that block
-fixed at the truth, 2 of 3 random starts of the other blocks reached the truth, while with
-the random ℓ = 0 start every run ended elsewhere. The standard ab-initio start of the
-field, a featureless sphere, puts the ℓ = 0 block close (coefficient error 0.21 for TRPV1
-against ≥ 1 at random), and its radius can be read off the data:
+The moment cost has many local minima; which basin a restart reaches is decided mostly by
+the ℓ = 0 block (the spherically averaged density, the bulk of a compact molecule's
+energy). The standard ab-initio start of the field, a featureless sphere, puts that block
+close to the truth, and its radius can be read off the data (measurements: docs/mom3d.md,
+benchmarks/RESULTS.md):
 
 * :func:`ball_radius` — the radius R of the soft ball 1/(1 + exp((r − R)/edge)) whose
   model second moment a2 best matches the data's a2 (up to one scale factor, the unknown
