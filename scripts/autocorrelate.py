@@ -1,9 +1,12 @@
 """Rule `autocorrelate`: micrographs/{k}.mrc → moments/{k}.npz (cryomtd.moments)."""
 
 from cryomtd.io import log_to
+from cryomtd.moments.settings import MomentsSettings
 from cryomtd.moments.stage import autocorrelate_file
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with log_to(snakemake.log[0]):
-    autocorrelate_file(snakemake.input.mrc, snakemake.output[0], show_progress=False, **snakemake.params.opts)
+    settings = MomentsSettings.from_config(snakemake.params.moments,
+                                           where=f"experiments.{snakemake.wildcards.exp}.moments")
+    autocorrelate_file(snakemake.input.mrc, snakemake.output[0], settings, L=snakemake.params.L, show_progress=False)

@@ -1,16 +1,16 @@
 """Rule `prepare_volume`: volume source → truth_raw.mrc, truth.mrc (in the basis), truth.npz."""
 
+from cryomtd.basis import BasisSettings
 from cryomtd.io import log_to
-from cryomtd.volume import prepare_volume
+from cryomtd.volume import VolumeSettings
 
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with log_to(snakemake.log[0]):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
-    vol = dict(par.volume)
-    source = inp.source[0] if len(inp.source) else vol["source"]
-    prepared = prepare_volume(
-        source, vol["L"], voxel_size=vol["voxel_size"], resolution=vol["resolution"], n_blobs=vol["n_blobs"],
-        variant=vol["variant"], normalize=vol["normalize"], ell_max=par.ell_max, seed=par.seed,
-    )
+    exp = f"experiments.{snakemake.wildcards.exp}"
+    volume = VolumeSettings.from_config(par.volume, where=f"{exp}.volume")
+    basis = BasisSettings.from_config(par.basis, where=f"{exp}.basis")
+    source = inp.source[0] if len(inp.source) else None  # a file source, resolved by the rule
+    prepared = volume.prepare(source=source, ell_max=basis.ell_max, seed=par.seed)
     prepared.save(out.raw, out.truth, out.npz)

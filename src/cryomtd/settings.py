@@ -16,6 +16,7 @@ back into plain JSON-ready data (result files record the settings that produced 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -49,13 +50,21 @@ def from_block(cls: type[T], block: Mapping[str, Any] | None, where: str) -> T:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in block.items():
-        hint = hints[key]
+        hint = _optional_of(hints[key]) if value is not None else hints[key]
         if dataclasses.is_dataclass(hint):
             value = from_block(hint, value, f"{where}.{key}")
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _optional_of(hint: Any) -> Any:
+    """``X`` for ``X | None`` (an optional nested block), else ``hint``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint
 
 
 def to_block(settings: Any) -> dict[str, Any]:

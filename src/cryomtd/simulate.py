@@ -29,6 +29,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,8 @@ from cryomtd.progress import progress
 from cryomtd.seeding import rng as seeded_rng
 
 __all__ = [
+    "CtfSettings",
+    "MicrographSettings",
     "Micrograph",
     "micrograph",
     "min_distance",
@@ -455,6 +458,46 @@ def read_particles(path: str | os.PathLike) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- the simulate_micrograph stage
+@dataclass(frozen=True)
+class CtfSettings:
+    """``micrographs.ctf``: defocus Å (under-focus positive; a (lo, hi) pair is drawn per micrograph),
+    voltage kV, spherical aberration mm, amplitude contrast, B-factor Å²."""
+
+    defocus: float | tuple[float, float]
+    voltage: float = 300.0
+    cs: float = 2.7
+    amplitude_contrast: float = 0.1
+    b_factor: float = 0.0
+
+
+@dataclass(frozen=True)
+class MicrographSettings:
+    """The ``micrographs`` block (schema ``workflow/schemas/micrographs.schema.yaml``): how many
+    micrographs, their side (pixels), the density γ, the SNR (None = no noise), the particle
+    spacing and an optional CTF."""
+
+    n_micrographs: int = 4
+    size: int = 512
+    gamma: float = 0.1
+    snr: float | None = 1.0
+    spacing: str | int = "separated"
+    ctf: CtfSettings | None = None
+
+    @classmethod
+    def from_config(cls, block: Any, where: str = "micrographs") -> "MicrographSettings":
+        from cryomtd.settings import from_block
+
+        return from_block(cls, block, where)
+
+    def simulate(self, truth_path: str | os.PathLike, index: int, *, seed: int, micrograph_name: str = "") -> "Micrograph":
+        """Micrograph ``index`` (:func:`simulate_from_truth`) with these settings."""
+        from cryomtd.settings import to_block
+
+        return simulate_from_truth(truth_path, index, seed=seed, size=self.size, gamma=self.gamma, snr=self.snr,
+                                   spacing=self.spacing, ctf=None if self.ctf is None else to_block(self.ctf),
+                                   micrograph_name=micrograph_name)
+
+
 def ctf_for_micrograph(ctf: dict | None, g: np.random.Generator) -> CTF | None:
     """A :class:`CTF` from the ``micrographs.ctf`` config block; a ``defocus`` [lo, hi] is drawn uniformly from ``g``."""
     if ctf is None:

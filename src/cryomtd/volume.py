@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mrcfile
 import numpy as np
@@ -24,6 +25,7 @@ from cryomtd.io import InputError, atomic_path, read_npz
 from cryomtd.seeding import rng as seeded_rng
 
 __all__ = [
+    "VolumeSettings",
     "read_mrc",
     "write_mrc",
     "read_image_mrc",
@@ -431,6 +433,32 @@ def auto_voxel_size(path: str | os.PathLike, L: int) -> float:
     com = np.average(pos, axis=0, weights=w)
     r_max = float(np.max(np.linalg.norm(pos - com, axis=1)))
     return 2 * r_max / (L - 1)
+
+
+@dataclass(frozen=True)
+class VolumeSettings:
+    """The ``volume`` block (schema ``workflow/schemas/volume.schema.yaml``): source, box L, voxel
+    size (Å; None = per source), resolution (Å; structures), phantom options, normalisation."""
+
+    source: str = "shepp_logan"
+    L: int = 11
+    voxel_size: float | None = None
+    resolution: float | None = None
+    n_blobs: int = 8
+    variant: str = "modified"
+    normalize: str = "l2"
+
+    @classmethod
+    def from_config(cls, block: Any, where: str = "volume") -> "VolumeSettings":
+        from cryomtd.settings import from_block
+
+        return from_block(cls, block, where)
+
+    def prepare(self, *, source: str | None = None, ell_max: int | None = None, seed: int = 0) -> "PreparedVolume":
+        """:func:`prepare_volume` with these settings (``source``: the resolved path, default ``self.source``)."""
+        return prepare_volume(source or self.source, self.L, voxel_size=self.voxel_size, resolution=self.resolution,
+                              n_blobs=self.n_blobs, variant=self.variant, normalize=self.normalize, ell_max=ell_max,
+                              seed=seed)
 
 
 @dataclass(frozen=True)

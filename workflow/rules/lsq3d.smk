@@ -7,18 +7,18 @@ EXP3D_LSQ = [e for e in EXP3D if exp_config(e).get("lsq", {}).get("enabled", Tru
 
 rule exact_moments:
     input:
-        f"{RESULTS}/{{exp}}/truth.npz",
+        PATHS.truth_npz,
     output:
-        f"{RESULTS}/{{exp}}/moments.npz",
+        PATHS.moments,
     log:
-        f"{RESULTS}/{{exp}}/logs/exact_moments/exact_moments.log",
+        PATHS.log("exact_moments"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/exact_moments/exact_moments.tsv"
+        PATHS.benchmark("exact_moments")
     wildcard_constraints:
         exp=name_regex(EXP3D_EXACT),
     params:
         gamma=lambda wc: exp_config(wc)["micrographs"]["gamma"],
-        window=lambda wc: exp_config(wc)["moments"].get("window") or exp_config(wc)["lsq"]["window"],
+        window=lambda wc: exp_config(wc)["moments"]["window"],
         fit_ell_max=lambda wc: exp_config(wc)["lsq"]["ell_max"],
     threads: 2
     resources:
@@ -32,23 +32,23 @@ rule exact_moments:
 
 rule recover_lsq:
     input:
-        f"{RESULTS}/{{exp}}/moments.npz",
+        PATHS.moments,
     output:
-        f"{RESULTS}/{{exp}}/lsq/restart_{{r}}.npz",
+        PATHS.lsq_restart("{r}"),
     log:
-        f"{RESULTS}/{{exp}}/logs/recover_lsq/restart_{{r}}.log",
+        PATHS.log("recover_lsq", "restart_{r}"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/recover_lsq/restart_{{r}}.tsv"
+        PATHS.benchmark("recover_lsq", "restart_{r}")
     wildcard_constraints:
         exp=name_regex(EXP3D_LSQ),
         r=r"\d+",
     params:
-        lsq=lambda wc: {k: v for k, v in exp_config(wc)["lsq"].items() if k not in ("enabled", "restarts")},
+        lsq=lambda wc: exp_config(wc)["lsq"],
         L=lambda wc: exp_config(wc)["volume"]["L"],
         ell_max=lambda wc: exp_config(wc)["basis"]["ell_max"],
         seed=lambda wc: exp_config(wc)["seed"],
         exact=lambda wc: wc.exp in EXP3D_EXACT,
-    threads: lambda wc: exp_config(wc)["lsq"]["threads"]
+    threads: lambda wc: exp_config(wc)["lsq"]["advanced"]["threads"]
     resources:
         mem_mb=4000,
         runtime=60,
@@ -62,23 +62,23 @@ rule refine_lsq:
     # the lsq.refine_top lowest-cost restarts, each continued by lsq.refine_iterations
     # Gauss-Newton evaluations (rank k = the k-th lowest cost; docs/mom3d.md)
     input:
-        moments=f"{RESULTS}/{{exp}}/moments.npz",
+        moments=PATHS.moments,
         restarts=lsq3d_restart_files,
     output:
-        f"{RESULTS}/{{exp}}/lsq/refine_{{k}}.npz",
+        PATHS.lsq_refine("{k}"),
     log:
-        f"{RESULTS}/{{exp}}/logs/refine_lsq/refine_{{k}}.log",
+        PATHS.log("refine_lsq", "refine_{k}"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/refine_lsq/refine_{{k}}.tsv"
+        PATHS.benchmark("refine_lsq", "refine_{k}")
     wildcard_constraints:
         exp=name_regex(EXP3D_LSQ),
         k=r"\d+",
     params:
-        lsq=lambda wc: {k: v for k, v in exp_config(wc)["lsq"].items() if k not in ("enabled", "restarts")},
+        lsq=lambda wc: exp_config(wc)["lsq"],
         L=lambda wc: exp_config(wc)["volume"]["L"],
         ell_max=lambda wc: exp_config(wc)["basis"]["ell_max"],
         exact=lambda wc: wc.exp in EXP3D_EXACT,
-    threads: lambda wc: exp_config(wc)["lsq"]["threads"]
+    threads: lambda wc: exp_config(wc)["lsq"]["advanced"]["threads"]
     resources:
         mem_mb=4000,
         runtime=60,
@@ -90,18 +90,20 @@ rule refine_lsq:
 
 rule pick_best_restart:
     input:
-        restarts=lambda wc: lsq3d_restart_files(wc) + [f"{RESULTS}/{wc.exp}/lsq/refine_{k}.npz"
+        restarts=lambda wc: lsq3d_restart_files(wc) + [Layout(RESULTS, wc.exp).lsq_refine(k)
                                                       for k in range(exp_config(wc)["lsq"]["refine_top"])],
-        truth=f"{RESULTS}/{{exp}}/truth.npz",
+        truth=PATHS.truth_npz,
     output:
-        npz=f"{RESULTS}/{{exp}}/lsq.npz",
-        mrc=f"{RESULTS}/{{exp}}/lsq.mrc",
+        npz=PATHS.estimate("lsq"),
+        mrc=PATHS.estimate_mrc("lsq"),
     log:
-        f"{RESULTS}/{{exp}}/logs/pick_best_restart/pick_best_restart.log",
+        PATHS.log("pick_best_restart"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/pick_best_restart/pick_best_restart.tsv"
+        PATHS.benchmark("pick_best_restart")
     wildcard_constraints:
         exp=name_regex(EXP3D_LSQ),
+    params:
+        lsq=lambda wc: exp_config(wc)["lsq"],
     threads: 1
     resources:
         mem_mb=2000,
@@ -112,4 +114,4 @@ rule pick_best_restart:
         "../../scripts/pick_best_restart.py"
 
 
-ALL_TARGETS.extend(f"{RESULTS}/{e}/lsq.mrc" for e in EXP3D_LSQ)
+ALL_TARGETS.extend(Layout(RESULTS, e).estimate_mrc("lsq") for e in EXP3D_LSQ)

@@ -4,22 +4,22 @@
 
 rule simulate_micrograph:
     input:
-        truth=f"{RESULTS}/{{exp}}/truth.npz",
+        truth=PATHS.truth_npz,
     output:
-        mrc=f"{RESULTS}/{{exp}}/micrographs/{{k}}.mrc",
-        star=f"{RESULTS}/{{exp}}/particles/{{k}}.star",
-        info=f"{RESULTS}/{{exp}}/micrographs/{{k}}.json",
+        mrc=PATHS.micrograph("{k}"),
+        star=PATHS.particles("{k}"),
+        info=PATHS.micrograph_info("{k}"),
     log:
-        f"{RESULTS}/{{exp}}/logs/simulate_micrograph/{{k}}.log",
+        PATHS.log("simulate_micrograph", "{k}"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/simulate_micrograph/{{k}}.tsv"
+        PATHS.benchmark("simulate_micrograph", "{k}")
     wildcard_constraints:
         exp=name_regex(EXP3D_MICRO),
         k=r"\d+",
     params:
         micrographs=lambda wc: exp_config(wc)["micrographs"],
         seed=lambda wc: exp_config(wc)["seed"],
-        name=lambda wc: f"{RESULTS}/{wc.exp}/micrographs/{wc.k}.mrc",
+        name=lambda wc: Layout(RESULTS, wc.exp).micrograph(wc.k),
     threads: 1
     resources:
         mem_mb=lambda wc: 1000 + exp_config(wc)["micrographs"]["size"] ** 2 * 8 * 6 // 2**20,
@@ -31,8 +31,8 @@ rule simulate_micrograph:
 
 
 ALL_TARGETS.extend(
-    f"{RESULTS}/{e}/{sub}/{k}.{ext}"
+    path
     for e in EXP3D_MICRO
     for k in range(exp_config(e)["micrographs"]["n_micrographs"])
-    for sub, ext in (("micrographs", "mrc"), ("particles", "star"), ("micrographs", "json"))
+    for path in (Layout(RESULTS, e).micrograph(k), Layout(RESULTS, e).particles(k), Layout(RESULTS, e).micrograph_info(k))
 )

@@ -1,23 +1,24 @@
 # Micrograph autocorrelations (docs/design.md §8): one autocorrelate job per micrograph,
-# then an exact merge. Library: cryomtd.moments; guide: docs/moments.md. The config
-# plumbing (window default = volume L, resources) lives in cryomtd.moments.stage.
-from cryomtd.moments.stage import workflow_options, workflow_resources
+# then an exact merge. Library: cryomtd.moments; guide: docs/moments.md. Job resources
+# (from the window and the micrograph size) come from cryomtd.moments.stage.
+from cryomtd.moments.stage import workflow_resources
 
 
 rule autocorrelate:
     input:
-        mrc=f"{RESULTS}/{{exp}}/micrographs/{{k}}.mrc",
+        mrc=PATHS.micrograph("{k}"),
     output:
-        f"{RESULTS}/{{exp}}/moments/{{k}}.npz",
+        PATHS.micrograph_moments("{k}"),
     log:
-        f"{RESULTS}/{{exp}}/logs/autocorrelate/{{k}}.log",
+        PATHS.log("autocorrelate", "{k}"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/autocorrelate/{{k}}.tsv"
+        PATHS.benchmark("autocorrelate", "{k}")
     wildcard_constraints:
         exp=name_regex(EXP3D_MICRO),
         k=r"\d+",
     params:
-        opts=lambda wc: workflow_options(exp_config(wc)),
+        moments=lambda wc: exp_config(wc)["moments"],
+        L=lambda wc: exp_config(wc)["volume"]["L"],
     threads: 1
     resources:
         mem_mb=lambda wc: workflow_resources(exp_config(wc))["mem_mb"],
@@ -31,13 +32,14 @@ rule autocorrelate:
 
 rule merge_moments:
     input:
-        lambda wc: [f"{RESULTS}/{wc.exp}/moments/{k}.npz" for k in range(exp_config(wc)["micrographs"]["n_micrographs"])],
+        lambda wc: [Layout(RESULTS, wc.exp).micrograph_moments(k)
+                    for k in range(exp_config(wc)["micrographs"]["n_micrographs"])],
     output:
-        f"{RESULTS}/{{exp}}/moments.npz",
+        PATHS.moments,
     log:
-        f"{RESULTS}/{{exp}}/logs/merge_moments/merge.log",
+        PATHS.log("merge_moments", "merge"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/merge_moments/merge.tsv"
+        PATHS.benchmark("merge_moments", "merge")
     wildcard_constraints:
         exp=name_regex(EXP3D_MICRO),
     threads: 1
@@ -50,4 +52,4 @@ rule merge_moments:
         "../../scripts/merge_moments.py"
 
 
-ALL_TARGETS.extend(f"{RESULTS}/{e}/moments.npz" for e in EXP3D_MICRO)
+ALL_TARGETS.extend(Layout(RESULTS, e).moments for e in EXP3D_MICRO)

@@ -7,18 +7,18 @@ rule prepare_volume:
     input:
         source=lambda wc: resolve_source(exp_config(wc)["volume"]["source"], workflow.basedir),
     output:
-        raw=f"{RESULTS}/{{exp}}/truth_raw.mrc",
-        truth=f"{RESULTS}/{{exp}}/truth.mrc",
-        npz=f"{RESULTS}/{{exp}}/truth.npz",
+        raw=PATHS.truth_raw_mrc,
+        truth=PATHS.truth_mrc,
+        npz=PATHS.truth_npz,
     log:
-        f"{RESULTS}/{{exp}}/logs/prepare_volume/prepare_volume.log",
+        PATHS.log("prepare_volume"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/prepare_volume/prepare_volume.tsv"
+        PATHS.benchmark("prepare_volume")
     wildcard_constraints:
         exp=name_regex(EXP3D),
     params:
         volume=lambda wc: exp_config(wc)["volume"],
-        ell_max=lambda wc: exp_config(wc).get("basis", {}).get("ell_max"),
+        basis=lambda wc: exp_config(wc)["basis"],
         seed=lambda wc: exp_config(wc)["seed"],
     threads: 1
     resources:
@@ -30,4 +30,4 @@ rule prepare_volume:
         "../../scripts/prepare_volume.py"
 
 
-ALL_TARGETS.extend(expand(f"{RESULTS}/{{exp}}/truth.mrc", exp=EXP3D))
+ALL_TARGETS.extend(Layout(RESULTS, e).truth_mrc for e in EXP3D)

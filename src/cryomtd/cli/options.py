@@ -56,8 +56,9 @@ def _scalar_type(hint: Any) -> Any:
 
 
 def add_settings_options(parser: argparse.ArgumentParser, cls: type, *, schema: str | None = None,
-                         skip: tuple[str, ...] = ()) -> None:
-    """One ``--option`` per leaf field of the settings dataclass ``cls`` (names in ``skip`` left out)."""
+                         skip: tuple[str, ...] = (), rename: dict[str, str] | None = None) -> None:
+    """One ``--option`` per leaf field of the settings dataclass ``cls`` (fields in ``skip`` left
+    out; ``rename`` maps a field name to another option name where it would clash)."""
     group = parser.add_argument_group(f"{cls.__name__} (config block defaults)")
     for path, f, hint in _leaves(cls):
         if path[-1] in skip:
@@ -78,7 +79,7 @@ def add_settings_options(parser: argparse.ArgumentParser, cls: type, *, schema: 
             kw["metavar"] = path[-1].upper()
             if t in (int, float, str):
                 kw["type"] = t
-        group.add_argument("--" + path[-1].replace("_", "-"), **kw)
+        group.add_argument("--" + (rename or {}).get(path[-1], path[-1]).replace("_", "-"), **kw)
 
 
 def settings_from_options(cls: type[T], args: argparse.Namespace, where: str) -> T:

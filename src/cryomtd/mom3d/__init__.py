@@ -5,14 +5,16 @@ Public API (stable):
 * :func:`expected_moments` ``(basis, coef, gamma, W, *, sigma=0.0)`` → :class:`ModelMoments`
   with ``.a1``, ``.a2``, ``.a3`` in the layout and normalisation of
   :func:`cryomtd.moments.autocorrelations_2d` (exact SO(3) average);
-* :func:`fit` ``(moments, basis, *, sigma=None, restarts=8, seed=0, ...)`` →
-  :class:`FitResult` with ``.coef``, ``.gamma``, ``.cost``, ``.cost_trace``, ``.iterations``;
+* :func:`fit` ``(moments, basis, settings=None, *, sigma=0.0, seed=0, **overrides)`` →
+  :class:`FitResult` with ``.coef``, ``.gamma``, ``.cost``, ``.cost_trace``, ``.iterations``
+  (settings: :class:`LsqSettings`, default = the workflow's ``lsq`` block);
 * :class:`MomentModel`: the precomputed model (torch, differentiable) behind both.
 """
 
 from cryomtd.mom3d.fit import FitResult, cost_terms, fit, fit_restart
 from cryomtd.mom3d.model import ModelMoments, MomentModel, expected_moments
+from cryomtd.mom3d.settings import LsqAdvanced, LsqSettings
 from cryomtd.mom3d.quadrature import euler_quadrature
 
 __all__ = ["expected_moments", "fit", "fit_restart", "FitResult", "ModelMoments", "MomentModel",
-           "cost_terms", "euler_quadrature"]
+           "cost_terms", "euler_quadrature", "LsqSettings", "LsqAdvanced"]

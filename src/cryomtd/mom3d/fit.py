@@ -38,10 +38,12 @@ import torch
 from cryomtd.basis.symmetry import parse_symmetry
 from cryomtd.mom3d.model import MomentModel
 from cryomtd.mom3d.start import INIT_KINDS, random_start, start_point
+from cryomtd.mom3d.settings import LsqSettings
 from cryomtd.mom3d.symmetric import SymmetricModel
+from cryomtd.settings import override
 
-__all__ = ["FitResult", "fit", "fit_restart", "refine_restart", "crop_moments", "cost_terms", "gauss_newton_polish",
-           "make_model"]
+__all__ = ["FitResult", "fit", "fit_restart", "refine_restart", "rank_by_cost", "crop_moments", "cost_terms",
+           "gauss_newton_polish", "make_model"]
 
 log = logging.getLogger("cryomtd.mom3d")
 
@@ -49,7 +51,8 @@ log = logging.getLogger("cryomtd.mom3d")
 @dataclass
 class FitResult:
     """One fit: ``coef`` (size,), ``gamma``, final ``cost``, ``cost_trace`` per iteration,
-    (best cost after each cost evaluation), ``iterations``, ``wall_time_s``; ``restart_costs`` lists every restart's cost (best kept)."""
+    (best cost after each cost evaluation), ``iterations``, ``wall_time_s``; ``restart_costs`` lists every restart's cost (best kept);
+    ``stage_ends``: the length of ``cost_trace`` at the end of each stage (marching degree, polish, refinement)."""
 
     coef: np.ndarray
     gamma: float
@@ -59,6 +62,7 @@ class FitResult:
     wall_time_s: float
     restart: int = 0
     restart_costs: list[float] = field(default_factory=list)
+    stage_ends: list[int] = field(default_factory=list)
 
 
 def crop_moments(moments: Any, W: int) -> tuple[float, np.ndarray, np.ndarray]:
@@ -426,132 +430,144 @@ def _stage_model(L: int, ell_max: int, W: int, kind: str = "invariants", cache_d
     return make_model(SphericalBessel(L, ell_max), W, kind, cache_dir)
 
 
-def fit_restart(moments: Any, basis: Any, *, rng: np.random.Generator, sigma: float | None = 0.0,
-                window: int | None = None, optimizer: str = "trust-regions", max_iterations: int = 200,
-                max_inner: int | None = None,
-                min_gradient_norm: float = 1e-10, weights: Sequence[float] = (1.0, 1.0, 1.0),
-                prior_weight: float = 0.0, marching: bool = False, gamma0: float = 0.1, a2_first: bool = False,
-                model: MomentModel | None = None, restart: int = 0, polish: int = 0,
-                model_kind: str = "invariants", cache_dir: str | None = None,
-                symmetry: str = "C1", init: str = "random", init_radius: float | None = None,
-                init_spread: float = 0.3) -> FitResult:
-    """One restart from a random point drawn from ``rng``; see :func:`fit`.
+def _fit_stage(cost: _Cost, cost2: _Cost | None, sub: Any, c0: np.ndarray, gamma: float, settings: LsqSettings,
+               min_gradient_norm: float) -> tuple[np.ndarray, float, float, list[float], int]:
+    """One marching stage: the a1 + a2 warm start (``cost2``, when given), then the full cost."""
+    adv = settings.advanced
+    opt = dict(optimizer=adv.optimizer, max_iterations=settings.max_iterations, min_gradient_norm=min_gradient_norm,
+               max_inner=adv.max_inner)
+    iters = 0
+    if cost2 is not None:  # cheap warm start: a1 + a2 only (no rotations: the a2 map works on invariants)
+        c0, gamma, _, _, it = _optimise(cost2, sub, c0, gamma, **opt)
+        iters += it
+    coef, gamma, f, trace, it = _optimise(cost, sub, c0, gamma, **opt)
+    return coef, gamma, f, trace, iters + it
 
-    ``marching``: fit ℓ ≤ 1, then ℓ ≤ 2, … up to the basis' ℓmax, each stage with the
-    model of its own degree (a quadrature of degree 3ℓ: the early stages are cheap) and
-    started from the previous stage's coefficients plus small random new ones.
-    ``polish`` > 0: finish with at most that many cost evaluations of
-    :func:`gauss_newton_polish` (exact-Jacobian least squares). ``optimizer="gauss-newton"``
-    runs every stage that way. ``model_kind``: "invariants" (default) or "quadrature", see
-    :func:`make_model`; ``cache_dir``: where the invariant maps are kept. ``symmetry``: a
-    point group (``"C4"``, ``"D2"``, … :mod:`cryomtd.basis.symmetry`) the volume is known to
-    have; the fit then runs over the symmetric volumes only (:class:`SymmetricModel`), and
-    ``coef`` is returned in the full basis. ``init``: the start of the first stage, "random"
-    or "ball" (a soft ball of radius ``init_radius`` px, None: fitted to the data's a2, plus
-    random ℓ ≥ 1 detail of relative norm ``init_spread``; :mod:`cryomtd.mom3d.start`)."""
+
+def fit_restart(moments: Any, basis: Any, settings: LsqSettings | None = None, *, rng: np.random.Generator,
+                sigma: float | None = 0.0, window: int | None = None, model: MomentModel | None = None,
+                restart: int = 0, min_gradient_norm: float = 1e-10, **overrides: Any) -> FitResult:
+    """One restart of the fit with the ``lsq`` settings (default: the workflow's), its start drawn from ``rng``.
+
+    ``overrides`` change single settings by name (``max_iterations=50``, ``optimizer="trust-regions"``;
+    :func:`cryomtd.settings.override`). ``window``: fit window W (default: the moments' own).
+    Marching: fit ℓ ≤ 1, then ℓ ≤ 2, … up to the basis' ℓmax, each stage with the model of its
+    own degree, started from the previous stage's coefficients plus small random new ones;
+    ``a2_first`` starts each stage with a fit of a1 and a2 only. ``polish`` > 0 finishes with at
+    most that many cost evaluations of :func:`gauss_newton_polish`. With ``symmetry`` (a point
+    group, :mod:`cryomtd.basis.symmetry`) the fit runs over the symmetric volumes only
+    (:class:`SymmetricModel`) and ``coef`` is returned in the full basis. ``init``: the start,
+    "random" or "ball" (:mod:`cryomtd.mom3d.start`)."""
     t0 = time.perf_counter()
-    symmetry = parse_symmetry(symmetry)
-    if init not in INIT_KINDS:
-        raise ValueError(f"lsq.init must be one of {INIT_KINDS}, got {init!r}")
+    s = override(settings or LsqSettings(), "lsq", **overrides)
+    adv = s.advanced
+    symmetry = parse_symmetry(s.symmetry)
+    if adv.init not in INIT_KINDS:
+        raise ValueError(f"lsq.advanced.init must be one of {INIT_KINDS}, got {adv.init!r}")
     W = int(window or getattr(moments, "window", basis.L))
-    model = model if model is not None and model.W == W else make_model(basis, W, model_kind, cache_dir)
-    model_kind = model.kind
+    model = model if model is not None and model.W == W else make_model(basis, W, adv.model, adv.cache_dir)
     data = crop_moments(moments, W)
-    stages = list(range(1, model.ell_max + 1)) if marching and model.ell_max > 1 else [model.ell_max]
+    stages = list(range(1, model.ell_max + 1)) if adv.marching and model.ell_max > 1 else [model.ell_max]
     coef: np.ndarray | None = None
-    gamma = float(gamma0)
+    gamma = float(adv.gamma_init)
     trace: list[float] = []
+    ends: list[int] = []
     iters = 0
     f = float("nan")
     for lmax in stages:
-        sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model_kind, cache_dir)
+        sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model.kind, adv.cache_dir)
         if symmetry != "C1":
             sub = SymmetricModel(sub, symmetry)
-        cost = _Cost(sub, data, sigma=sigma, weights=weights, prior_weight=prior_weight)
+        cost = _Cost(sub, data, sigma=sigma, weights=adv.weights, prior_weight=s.prior_weight)
         if coef is None:
-            c0 = start_point(init, sub, cost, rng, gamma, radius=init_radius, spread=init_spread)
+            c0 = start_point(adv.init, sub, cost, rng, gamma, radius=adv.init_radius, spread=adv.init_spread)
         else:  # marching: keep the fitted low frequencies, small random high ones
             c0 = np.r_[coef, 1e-2 * random_start(sub, cost, rng, gamma)[coef.size:]]
-        if a2_first:  # cheap warm start: a1 + a2 only (no rotations: the a2 map works on invariants)
-            cost2 = _Cost(sub, data, sigma=sigma, weights=(weights[0], weights[1], 0.0), prior_weight=prior_weight)
-            c0, gamma, _, tr, it = _optimise(cost2, sub, c0, gamma, optimizer=optimizer,
-                                             max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
-                                             max_inner=max_inner)
-            iters += it
-        coef, gamma, f, tr, it = _optimise(cost, sub, c0, gamma, optimizer=optimizer,
-                                           max_iterations=max_iterations, min_gradient_norm=min_gradient_norm,
-                                           max_inner=max_inner)
+        cost2 = (_Cost(sub, data, sigma=sigma, weights=(adv.weights[0], adv.weights[1], 0.0),
+                       prior_weight=s.prior_weight) if adv.a2_first else None)
+        coef, gamma, f, tr, it = _fit_stage(cost, cost2, sub, c0, gamma, s, min_gradient_norm)
         trace += tr
         iters += it
+        ends.append(len(trace))
         log.info("restart %d: ell<=%d cost %.3e after %d iterations (%.1f s)", restart, lmax, f, it,
                  time.perf_counter() - t0)
     assert coef is not None
-    if polish:
-        coef, gamma, f, tr, it = gauss_newton_polish(cost, coef, gamma, max_iterations=int(polish))
+    if adv.polish:
+        coef, gamma, f, tr, it = gauss_newton_polish(cost, coef, gamma, max_iterations=int(adv.polish))
         trace += tr
         iters += it
+        ends.append(len(trace))
     if symmetry != "C1":
         coef = sub.full(torch.as_tensor(coef)).numpy()
     return FitResult(coef=coef, gamma=gamma, cost=f, cost_trace=np.asarray(trace), iterations=iters,
-                     wall_time_s=time.perf_counter() - t0, restart=restart, restart_costs=[f])
+                     wall_time_s=time.perf_counter() - t0, restart=restart, restart_costs=[f], stage_ends=ends)
 
 
-def refine_restart(moments: Any, basis: Any, coef: np.ndarray, gamma: float, *, sigma: float | None = 0.0,
-                   window: int | None = None, max_iterations: int = 200, weights: Sequence[float] = (1.0, 1.0, 1.0),
-                   prior_weight: float = 0.0, symmetry: str = "C1", model: MomentModel | None = None,
-                   model_kind: str = "invariants", cache_dir: str | None = None, restart: int = 0) -> FitResult:
-    """Continue a fit from (``coef`` (basis.size,), ``gamma``) by at most ``max_iterations`` cost
+def refine_restart(moments: Any, basis: Any, coef: np.ndarray, gamma: float, settings: LsqSettings | None = None, *,
+                   sigma: float | None = 0.0, window: int | None = None, model: MomentModel | None = None,
+                   restart: int = 0, **overrides: Any) -> FitResult:
+    """Continue a fit from (``coef`` (basis.size,), ``gamma``) by at most ``refine_iterations`` cost
     evaluations of :func:`gauss_newton_polish` on the same cost as :func:`fit_restart` (same
     window, noise, weights, prior and ``symmetry``; a symmetric fit continues from the
-    symmetric part Qᵀc, which is c itself for a restart of that fit).
-
-    Used to give the most promising restarts more iterations (``lsq.refine_top``): from
-    the TRPV1 ball starts, the restarts that end nearest the truth are those whose cost is
-    still falling slowly after 100–200 evaluations (docs/mom3d.md)."""
+    symmetric part Qᵀc, which is c itself for a restart of that fit). ``lsq.refine_top``
+    gives the most promising restarts these extra iterations."""
     t0 = time.perf_counter()
-    symmetry = parse_symmetry(symmetry)
+    s = override(settings or LsqSettings(), "lsq", **overrides)
+    symmetry = parse_symmetry(s.symmetry)
     W = int(window or getattr(moments, "window", basis.L))
-    model = model if model is not None and model.W == W else make_model(basis, W, model_kind, cache_dir)
+    model = model if model is not None and model.W == W else make_model(basis, W, s.advanced.model,
+                                                                         s.advanced.cache_dir)
     coef = np.asarray(coef, dtype=np.float64)
     if coef.shape != (basis.size,):
         raise ValueError(f"coef has shape {coef.shape}, expected ({basis.size},)")
     sub: Any = model if symmetry == "C1" else SymmetricModel(model, symmetry)
     x0 = coef if symmetry == "C1" else sub.Q.numpy().T @ coef
-    cost = _Cost(sub, crop_moments(moments, W), sigma=sigma, weights=weights, prior_weight=prior_weight)
-    x, gamma, f, trace, it = gauss_newton_polish(cost, x0, float(gamma), max_iterations=int(max_iterations))
+    cost = _Cost(sub, crop_moments(moments, W), sigma=sigma, weights=s.advanced.weights, prior_weight=s.prior_weight)
+    x, gamma, f, trace, it = gauss_newton_polish(cost, x0, float(gamma), max_iterations=int(s.refine_iterations))
     if symmetry != "C1":
         x = sub.full(torch.as_tensor(x)).numpy()
     log.info("refine restart %d: cost %.3e after %d Jacobians (%.1f s)", restart, f, it, time.perf_counter() - t0)
     return FitResult(coef=x, gamma=gamma, cost=f, cost_trace=np.asarray(trace), iterations=it,
-                     wall_time_s=time.perf_counter() - t0, restart=restart, restart_costs=[f])
+                     wall_time_s=time.perf_counter() - t0, restart=restart, restart_costs=[f], stage_ends=[len(trace)])
 
 
-def fit(moments: Any, basis: Any, *, sigma: float | None = 0.0, restarts: int = 8, seed: int = 0,
-        **kwargs: Any) -> FitResult:
-    """Fit (coefficients, γ) to ``moments`` by least squares with ``restarts`` random restarts.
+def rank_by_cost(costs: Sequence[float]) -> np.ndarray:
+    """Indices of ``costs`` from the lowest (non-finite costs last; ties in the given order)."""
+    c = np.asarray(costs, dtype=np.float64)
+    return np.argsort(np.where(np.isfinite(c), c, np.inf), kind="stable")
 
-    ``moments``: a :class:`cryomtd.moments.Moments2D` (or anything with ``.window``,
-    ``.a1``, ``.a2``, ``.a3`` in its layout); ``basis``: :class:`cryomtd.basis.SphericalBessel`;
-    ``sigma``: noise standard deviation (0 for clean moments; None excludes the biased
-    entries); restart r draws its start from ``cryomtd.seeding.rng(seed, "lsq3d", r)``.
-    Other keywords: see :func:`fit_restart` (window, optimizer, max_iterations, weights,
-    prior_weight, marching, gamma0, symmetry, init, init_radius, init_spread). Returns the
-    restart of lowest cost.
+
+def fit(moments: Any, basis: Any, settings: LsqSettings | None = None, *, sigma: float | None = 0.0, seed: int = 0,
+        window: int | None = None, **overrides: Any) -> FitResult:
+    """Fit (coefficients, γ) to ``moments`` by least squares: the workflow's lsq stage in one call.
+
+    ``moments``: a :class:`cryomtd.moments.Moments2D` (or anything with ``.window``, ``.a1``,
+    ``.a2``, ``.a3`` in its layout); ``basis``: :class:`cryomtd.basis.SphericalBessel`;
+    ``settings``: the ``lsq`` block (default: the workflow's), ``overrides`` single settings by
+    name (``restarts=3``, ``symmetry="C4"``); ``sigma``: noise standard deviation (0 for clean
+    moments; None excludes the biased entries). Restart r starts from
+    ``cryomtd.seeding.rng(seed, "lsq3d", r)``; the ``refine_top`` lowest-cost restarts are
+    continued (:func:`refine_restart`); returns the lowest cost, with every restart's cost in
+    ``restart_costs``.
     """
     from cryomtd.progress import progress
     from cryomtd.seeding import rng
 
-    W = int(kwargs.pop("window", None) or getattr(moments, "window", basis.L))
-    model = kwargs.pop("model", None) or make_model(basis, W, kwargs.get("model_kind", "invariants"),
-                                                    kwargs.get("cache_dir"))
-    best: FitResult | None = None
-    costs = []
-    for r in progress(range(restarts), desc="restarts"):
-        res = fit_restart(moments, basis, rng=rng(seed, "lsq3d", r), sigma=sigma, window=W, model=model,
-                          restart=r, **kwargs)
-        costs.append(res.cost)
-        if best is None or res.cost < best.cost:
-            best = res
-    assert best is not None
+    s = override(settings or LsqSettings(), "lsq", **overrides)
+    W = int(window or getattr(moments, "window", basis.L))
+    model = make_model(basis, W, s.advanced.model, s.advanced.cache_dir)
+    runs = [fit_restart(moments, basis, s, rng=rng(seed, "lsq3d", r), sigma=sigma, window=W, model=model, restart=r)
+            for r in progress(range(s.restarts), desc="restarts")]
+    costs = [r.cost for r in runs]
+    for k in rank_by_cost(costs)[:s.refine_top]:
+        src = runs[k]
+        more = refine_restart(moments, basis, src.coef, src.gamma, s, sigma=sigma, window=W, model=model,
+                              restart=src.restart)
+        more.cost_trace = np.r_[src.cost_trace, more.cost_trace]
+        more.stage_ends = src.stage_ends + [len(more.cost_trace)]
+        more.iterations += src.iterations
+        more.wall_time_s += src.wall_time_s
+        runs.append(more)
+    best = runs[int(rank_by_cost([r.cost for r in runs])[0])]
     best.restart_costs = costs
     return best

@@ -1,14 +1,9 @@
-"""File-level stages of the 3-D method of moments (rules exact_moments, recover_lsq, pick_best_restart).
+"""File-level stages of the 3-D method of moments (rules exact_moments, recover_lsq, refine_lsq, pick_best_restart).
 
 Each function reads files, calls the library and writes its outputs atomically; the
-rule scripts only forward ``snakemake`` inputs and params here, and the CLI
-(``cryomtd recover-lsq``) calls the same functions.
-
-Config block ``lsq`` (schema ``workflow/schemas/lsq3d.schema.yaml``, defaults there):
-restarts, ell_max (fit degree; null = the experiment basis), window (null =
-(L−1)//2+1), model, optimizer, max_iterations, weights, prior_weight, marching, a2_first,
-polish, noise, gamma_init, threads, cache_dir, symmetry, init, init_radius, init_spread,
-refine_top, refine_iterations (rule refine_lsq).
+rule scripts and the CLI (``cryomtd recover-lsq``) call the same functions with the
+same :class:`~cryomtd.mom3d.settings.LsqSettings`. The fit window is the window the
+moments were computed at (``moments.window``).
 """
 
 from __future__ import annotations
@@ -16,22 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from cryomtd.io import InputError, read_npz, save_npz
+from cryomtd.mom3d.settings import LsqSettings
+from cryomtd.moments.settings import default_window
 
 __all__ = ["default_window", "fit_basis", "exact_moments_file", "recover_restart_file", "refine_restart_file",
-           "pick_best_file",
-           "noise_sigma", "load_npz"]
+           "pick_best_file", "noise_sigma", "load_npz"]
 
 log = logging.getLogger("cryomtd.mom3d")
-
-
-def default_window(L: int) -> int:
-    """The window the talk uses: lags up to (L−1)/2 around the centre, W = (L−1)//2 + 1."""
-    return (int(L) - 1) // 2 + 1
 
 
 def load_npz(path: str | os.PathLike, keys: Sequence[str], what: str = ".npz file") -> dict[str, np.ndarray]:
@@ -99,9 +90,9 @@ def noise_sigma(moments: Any, mode: str) -> float | None:
     return None
 
 
-def _fit_setup(moments_npz: str | os.PathLike, *, L: int, ell_max: int | None, lsq: Mapping[str, Any],
-               exact: bool) -> tuple[Any, Any, Any, int, float | None, str]:
-    """(moments, experiment basis, fit basis, W, σ, symmetry) of one fit job, checked against the config."""
+def _fit_setup(moments_npz: str | os.PathLike, *, L: int, ell_max: int | None, settings: LsqSettings,
+               exact: bool) -> tuple[Any, Any, Any, int, float | None]:
+    """(moments, experiment basis, fit basis, W, σ) of one fit job, checked against the config."""
     from cryomtd.basis.symmetry import parse_symmetry
     from cryomtd.moments import Moments2D
 
@@ -109,13 +100,11 @@ def _fit_setup(moments_npz: str | os.PathLike, *, L: int, ell_max: int | None, l
         moments = Moments2D.load(moments_npz)
     except FileNotFoundError:
         raise InputError(f"{moments_npz}: file not found") from None
-    symmetry = parse_symmetry(lsq.get("symmetry") or "C1", "lsq.symmetry")
-    full, basis = fit_basis(L, ell_max, lsq.get("ell_max"))
-    W = int(lsq.get("window") or default_window(L))
-    W = min(W, int(moments.window))
-    sigma = 0.0 if exact else noise_sigma(moments, lsq.get("noise", "auto"))
-    _threads(lsq.get("threads"))
-    return moments, full, basis, W, sigma, symmetry
+    parse_symmetry(settings.symmetry, "lsq.symmetry")
+    full, basis = fit_basis(L, ell_max, settings.ell_max)
+    sigma = 0.0 if exact else noise_sigma(moments, settings.advanced.noise)
+    _threads(settings.advanced.threads)
+    return moments, full, basis, int(moments.window), sigma
 
 
 def _save_fit(out: str | os.PathLike, res: Any, full: Any, basis: Any, *, W: int, sigma: float | None, L: int,
@@ -123,73 +112,61 @@ def _save_fit(out: str | os.PathLike, res: Any, full: Any, basis: Any, *, W: int
     coef = np.zeros(full.size)
     coef[:basis.size] = res.coef
     save_npz(out, coef=coef, gamma=np.float64(res.gamma), cost=np.float64(res.cost), cost_trace=res.cost_trace,
-             iterations=np.int64(res.iterations), wall_time_s=np.float64(res.wall_time_s),
-             restart=np.int64(restart), ell_max_fit=np.int64(basis.ell_max), window=np.int64(W),
-             sigma=np.float64(np.nan if sigma is None else sigma), L=np.int64(L), ell_max=np.int64(full.ell_max),
-             **extra)
+             stage_ends=np.asarray(res.stage_ends, dtype=np.int64), iterations=np.int64(res.iterations),
+             wall_time_s=np.float64(res.wall_time_s), restart=np.int64(restart), ell_max_fit=np.int64(basis.ell_max),
+             window=np.int64(W), sigma=np.float64(np.nan if sigma is None else sigma), L=np.int64(L),
+             ell_max=np.int64(full.ell_max), **extra)
 
 
 def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike, *, L: int, ell_max: int | None,
-                         lsq: Mapping[str, Any], seed: int, restart: int, exact: bool = False) -> None:
+                         settings: LsqSettings | None = None, seed: int, restart: int, exact: bool = False) -> None:
     """moments.npz → lsq/restart_{r}.npz (coef in the experiment basis, gamma, cost, cost_trace,
-    iterations, wall_time_s, ell_max_fit, window, sigma). ``exact``: the moments are noise-free."""
+    stage_ends, iterations, wall_time_s, ell_max_fit, window, sigma). ``exact``: the moments are noise-free."""
     from cryomtd.mom3d.fit import fit_restart
-    from cryomtd.mom3d.start import INIT_KINDS
     from cryomtd.seeding import rng
 
-    init = str(lsq.get("init") or "random")
-    if init not in INIT_KINDS:
-        raise InputError(f"lsq.init: expected one of {', '.join(INIT_KINDS)}, got {init!r}")
-    moments, full, basis, W, sigma, symmetry = _fit_setup(moments_npz, L=L, ell_max=ell_max, lsq=lsq, exact=exact)
+    settings = settings or LsqSettings()
+    moments, full, basis, W, sigma = _fit_setup(moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact)
     log.info("restart %d: L=%d fit ell_max=%d (size %d) W=%d sigma=%s optimizer=%s symmetry=%s init=%s",
-             restart, L, basis.ell_max, basis.size, W, sigma, lsq.get("optimizer"), symmetry, init)
-    res = fit_restart(moments, basis, rng=rng(int(seed), "lsq3d", int(restart)), sigma=sigma, window=W,
-                      optimizer=lsq.get("optimizer", "trust-regions"),
-                      max_iterations=int(lsq.get("max_iterations", 100)), max_inner=lsq.get("max_inner"),
-                      weights=tuple(lsq.get("weights", (1.0, 1.0, 1.0))),
-                      prior_weight=float(lsq.get("prior_weight", 0.0)), marching=bool(lsq.get("marching", False)),
-                      gamma0=float(lsq.get("gamma_init", 0.1)), a2_first=bool(lsq.get("a2_first", False)),
-                      restart=int(restart), polish=int(lsq.get("polish") or 0),
-                      model_kind=str(lsq.get("model", "invariants")), cache_dir=lsq.get("cache_dir"),
-                      symmetry=symmetry, init=init, init_radius=lsq.get("init_radius"),
-                      init_spread=float(lsq.get("init_spread", 0.3)))
+             restart, L, basis.ell_max, basis.size, W, sigma, settings.advanced.optimizer, settings.symmetry,
+             settings.advanced.init)
+    res = fit_restart(moments, basis, settings, rng=rng(int(seed), "lsq3d", int(restart)), sigma=sigma, window=W,
+                      restart=int(restart))
     _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=int(restart))
     log.info("restart %d: cost %.4e, gamma %.4g, %d iterations, %.1f s", restart, res.cost, res.gamma,
              res.iterations, res.wall_time_s)
 
 
 def refine_restart_file(moments_npz: str | os.PathLike, restarts: Sequence[str | os.PathLike],
-                        out: str | os.PathLike, *, rank: int, L: int, ell_max: int | None, lsq: Mapping[str, Any],
-                        exact: bool = False) -> int:
+                        out: str | os.PathLike, *, rank: int, L: int, ell_max: int | None,
+                        settings: LsqSettings | None = None, exact: bool = False) -> int:
     """lsq/restart_*.npz → lsq/refine_{rank}.npz: the restart of the ``rank``-th lowest cost (0 =
-    best; ties by file order) continued by at most ``lsq.refine_iterations`` Gauss–Newton cost
+    best; ties by file order) continued by at most ``refine_iterations`` Gauss–Newton cost
     evaluations (:func:`cryomtd.mom3d.fit.refine_restart`) on the same cost. Same keys as a
-    restart file (cost_trace, iterations and wall_time_s include the restart's own) plus
+    restart file (cost_trace, stage_ends, iterations and wall_time_s include the restart's own) plus
     ``refined_from`` (that restart's index). Returns it."""
-    from cryomtd.mom3d.fit import refine_restart
+    from cryomtd.mom3d.fit import rank_by_cost, refine_restart
 
+    settings = settings or LsqSettings()
     if not 0 <= int(rank) < len(restarts):
         raise InputError(f"lsq.refine_top: refine rank {rank} needs at least {int(rank) + 1} restarts, "
                          f"got {len(restarts)} (lsq.restarts)")
     runs = [load_npz(p, ["coef", "gamma", "cost", "cost_trace", "iterations", "wall_time_s", "restart", "L", "ell_max"],
                      what="lsq restart file") for p in restarts]
-    costs = np.array([float(r["cost"]) for r in runs])
-    costs = np.where(np.isfinite(costs), costs, np.inf)
-    pick = int(np.argsort(costs, kind="stable")[int(rank)])
+    pick = int(rank_by_cost([float(r["cost"]) for r in runs])[int(rank)])
     src = runs[pick]
-    moments, full, basis, W, sigma, symmetry = _fit_setup(moments_npz, L=L, ell_max=ell_max, lsq=lsq, exact=exact)
+    moments, full, basis, W, sigma = _fit_setup(moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact)
     if int(src["L"]) != int(L) or int(src["ell_max"]) != full.ell_max:
         raise InputError(f"{restarts[pick]}: restart of L={int(src['L'])}, ell_max={int(src['ell_max'])}; this "
                          f"experiment has L={L}, ell_max={full.ell_max} (rerun recover_lsq)")
     r = int(src["restart"])
     log.info("refine rank %d: restart %d (cost %.4e), at most %d Gauss-Newton evaluations", rank, r, float(src["cost"]),
-             int(lsq.get("refine_iterations", 200)))
+             settings.refine_iterations)
     res = refine_restart(moments, basis, np.asarray(src["coef"], dtype=np.float64)[:basis.size], float(src["gamma"]),
-                         sigma=sigma, window=W, max_iterations=int(lsq.get("refine_iterations", 200)),
-                         weights=tuple(lsq.get("weights", (1.0, 1.0, 1.0))),
-                         prior_weight=float(lsq.get("prior_weight", 0.0)), symmetry=symmetry,
-                         model_kind=str(lsq.get("model", "invariants")), cache_dir=lsq.get("cache_dir"), restart=r)
+                         settings, sigma=sigma, window=W, restart=r)
+    ends = [int(e) for e in src.get("stage_ends", [])]
     res.cost_trace = np.r_[np.asarray(src["cost_trace"], dtype=np.float64), res.cost_trace]
+    res.stage_ends = ends + [len(res.cost_trace)]
     res.iterations += int(src["iterations"])
     res.wall_time_s += float(src["wall_time_s"])
     _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=r, refined_from=np.int64(r))
@@ -199,20 +176,31 @@ def refine_restart_file(moments_npz: str | os.PathLike, restarts: Sequence[str |
 
 
 def pick_best_file(restarts: Sequence[str | os.PathLike], out_npz: str | os.PathLike, out_mrc: str | os.PathLike, *,
-                   voxel_size: float = 1.0) -> int:
-    """lsq/restart_*.npz → lsq.npz (the lowest cost, plus restart_costs) and lsq.mrc (basis.evaluate). Returns the restart."""
+                   voxel_size: float = 1.0, settings: LsqSettings | None = None) -> int:
+    """lsq/restart_*.npz (and refine_*.npz) → lsq.npz, the lowest cost in the common
+    :class:`~cryomtd.estimate.Estimate` format (extra: cost, restart, restart_costs,
+    restart_files, stage_ends, iterations, L, ell_max, ell_max_fit, window, sigma, voxel_size),
+    and lsq.mrc (basis.evaluate). Returns the index of the chosen file."""
     from cryomtd.basis import SphericalBessel
+    from cryomtd.estimate import Estimate
+    from cryomtd.mom3d.fit import rank_by_cost
+    from cryomtd.settings import to_block
     from cryomtd.volume import write_mrc
 
     if not restarts:
         raise InputError("pick_best_restart: no restart files")
-    runs = [load_npz(p, ["coef", "gamma", "cost", "L", "ell_max"], what="lsq restart file") for p in restarts]
+    runs = [load_npz(p, ["coef", "gamma", "cost", "cost_trace", "wall_time_s", "L", "ell_max"],
+                     what="lsq restart file") for p in restarts]
     costs = np.array([float(r["cost"]) for r in runs])
-    best = int(np.nanargmin(costs))
+    best = int(rank_by_cost(costs)[0])
     r = runs[best]
     basis = SphericalBessel(int(r["L"]), int(r["ell_max"]))
-    save_npz(out_npz, **{k: v for k, v in r.items()}, restart_costs=costs,
-             restart_files=np.array([os.fspath(p) for p in restarts]))
+    extra = {k: v for k, v in r.items() if k not in ("coef", "gamma", "cost_trace", "wall_time_s")}
+    Estimate("lsq", coef=np.asarray(r["coef"], dtype=np.float64), gamma=float(r["gamma"]), trace=r["cost_trace"],
+             trace_label="least-squares cost", wall_time_s=float(r["wall_time_s"]),
+             settings=to_block(settings or LsqSettings()),
+             extra={**extra, "restart_costs": costs, "restart_files": np.array([os.fspath(p) for p in restarts]),
+                    "voxel_size": np.float64(voxel_size)}).save(out_npz)
     write_mrc(out_mrc, basis.evaluate(np.asarray(r["coef"], dtype=np.float64)), voxel_size)
-    log.info("best restart %d of %d: cost %.4e (costs %s)", int(r["restart"]), len(runs), costs[best], costs)
+    log.info("best of %d: %s, cost %.4e (costs %s)", len(runs), os.fspath(restarts[best]), costs[best], costs)
     return best

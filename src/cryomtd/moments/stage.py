@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryomtd.io import InputError
 from cryomtd.moments.autocorr2d import autocorrelations_2d
 from cryomtd.moments.noise import estimate_noise_variance
 from cryomtd.moments.result import Moments2D, merge
+from cryomtd.moments.settings import MomentsSettings
 
-__all__ = ["read_micrograph", "autocorrelate_file", "merge_files", "workflow_options", "workflow_resources"]
+__all__ = ["read_micrograph", "autocorrelate_file", "merge_files", "workflow_resources"]
 
 log = logging.getLogger("cryomtd.moments")
 
@@ -31,26 +33,27 @@ def read_micrograph(path: str | os.PathLike):
     return read_image_mrc(path)
 
 
-def autocorrelate_file(micrograph: str | os.PathLike, out: str | os.PathLike, *, window: int,
-                       backend: str = "auto", dtype: str = "float64", band_pixels: int | None = None,
-                       tile_pixels: int = 1 << 24, sigma2: float | None = None, cutoff: float = 0.8,
-                       debias: bool = False, show_progress: bool | None = None) -> Moments2D:
-    """Autocorrelations of one micrograph MRC, written atomically to ``out`` (``Moments2D.save``).
+def autocorrelate_file(micrograph: str | os.PathLike, out: str | os.PathLike, settings: MomentsSettings | None = None,
+                       *, L: int | None = None, show_progress: bool | None = None) -> Moments2D:
+    """Autocorrelations of one micrograph MRC at the window ``settings.window_for(L)``, written
+    atomically to ``out`` (``Moments2D.save``).
 
-    ``sigma2=None`` estimates the noise variance with :func:`estimate_noise_variance`
-    (``cutoff``); it is stored with the sums, and removed from them when ``debias``.
+    ``noise.sigma2=None`` estimates the noise variance with :func:`estimate_noise_variance`
+    (``noise.cutoff``); it is stored with the sums, and removed from them when ``noise.debias``.
     """
-    if window is None or int(window) < 1:
-        raise InputError(f"moments.window: expected a positive integer, got {window!r}")
+    s = settings or MomentsSettings()
+    window = s.window_for(L)
     image, _ = read_micrograph(micrograph)
     if min(image.shape) < 2:
         raise InputError(f"{micrograph}: micrograph of shape {image.shape} is too small")
+    sigma2 = s.noise.sigma2
     if sigma2 is None:
-        sigma2 = estimate_noise_variance(image, cutoff=cutoff)
-        log.info("%s: estimated noise variance %.6g (cutoff %.2f × Nyquist)", micrograph, sigma2, cutoff)
-    m = autocorrelations_2d(image, int(window), backend=backend, dtype=dtype, band_pixels=band_pixels,
-                            tile_pixels=tile_pixels, sigma2=sigma2, show_progress=show_progress)
-    if debias:
+        sigma2 = estimate_noise_variance(image, cutoff=s.noise.cutoff)
+        log.info("%s: estimated noise variance %.6g (cutoff %.2f × Nyquist)", micrograph, sigma2, s.noise.cutoff)
+    adv = s.advanced
+    m = autocorrelations_2d(image, window, backend=adv.backend, dtype=adv.dtype, band_pixels=adv.band_pixels,
+                            tile_pixels=adv.tile_pixels, sigma2=sigma2, show_progress=show_progress)
+    if s.noise.debias:
         m = m.debiased(sigma2)
     m.save(out)
     log.info("%s: W=%d, %d pixels, backend %s/%s → %s", micrograph, m.window, m.count, m.backend, m.dtype, out)
@@ -75,31 +78,17 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> M
     return m
 
 
-def _window(exp: dict) -> int:
-    w = exp.get("moments", {}).get("window")
-    return int(w if w is not None else exp["volume"]["L"])
-
-
-def workflow_options(exp: dict) -> dict:
-    """Keyword arguments of :func:`autocorrelate_file` from one cryo3d experiment's config
-    (after schema defaults): ``moments.window`` (else ``volume.L``), backend, dtype, tiling, noise."""
-    m = exp.get("moments", {})
-    noise = m.get("noise", {})
-    return dict(window=_window(exp), backend=m.get("backend", "auto"), dtype=m.get("dtype", "float64"),
-                band_pixels=m.get("band_pixels"), tile_pixels=m.get("tile_pixels", 1 << 24),
-                sigma2=noise.get("sigma2"), cutoff=noise.get("cutoff", 0.8), debias=noise.get("debias", False))
-
-
-def workflow_resources(exp: dict) -> dict:
+def workflow_resources(exp: Mapping[str, Any]) -> dict:
     """Resources of one autocorrelate job: ``mem_mb``, ``runtime`` (minutes), ``gpu`` (1 for CUDA backends).
 
     Memory: image and halo tile (float64), three band matrices of 4096 × D², the D²×D²
     accumulator and the index maps (~12 D⁴ int64 while built). Runtime: ≈ 0.47·D⁴
     multiply-adds per pixel at ≥ 1 GFLOP/s, plus 10 minutes.
     """
+    s = MomentsSettings.from_config(exp.get("moments"))
     size = int(exp.get("micrographs", {}).get("size", 512))
-    D2 = (2 * _window(exp) - 1) ** 2
+    D2 = (2 * s.window_for(exp["volume"]["L"]) - 1) ** 2
     mem = 1000 + (3 * size * size * 8 + 3 * 4096 * D2 * 8 + 13 * D2 * D2 * 8) // 2**20
     runtime = 10 + int(size * size * D2 * D2 / 1e9 / 60)
-    gpu = 1 if exp.get("moments", {}).get("backend", "auto") in ("torch-cuda", "cupy", "cuda") else 0
+    gpu = 1 if s.advanced.backend in ("torch-cuda", "cupy") else 0
     return {"mem_mb": int(mem), "runtime": runtime, "gpu": gpu}
