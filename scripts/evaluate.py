@@ -14,7 +14,7 @@ with log_to(snakemake.log[0]):
     layout = Layout(str(metrics.parent.parent), metrics.parent.name)
     ev = evaluate_experiment(
         layout,
-        [n for n in ESTIMATORS if f"{n}_npz" in inp.keys()]  # noqa: SIM118 (Snakemake InputFiles),
+        [n for n in ESTIMATORS if f"{n}_npz" in inp.keys()],  # noqa: SIM118 (Snakemake InputFiles)
         micrograph_infos=list(inp.micrographs),
         gamma_true=snakemake.params.gamma,
         settings=EvaluationSettings.from_config(snakemake.params.settings, f"experiments.{layout.exp}.evaluate"),
