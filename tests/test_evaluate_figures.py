@@ -148,3 +148,9 @@ def test_mtd1d_overlay_has_a_residual_panel_per_estimator():
         np.testing.assert_allclose(lines[name].get_ydata(), est - truth, atol=1e-15)
     assert any(isinstance(line, Line2D) and np.all(np.asarray(line.get_ydata()) == 0) for line in res.get_lines())
     assert [line.get_label() for line in top.get_lines()] == ["truth", "least squares", "EM"]
+
+
+def test_the_rule_and_the_library_name_the_same_figures():
+    from cryomtd.evaluate import figures, stage
+
+    assert stage.FIGURES == figures.FIGURES and set(stage.FIGURE_LABELS) == set(figures.FIGURES)
