@@ -2,11 +2,14 @@
 # workflow/rules wire files to one script each. See README.md for the config reference.
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from cryomtd.config import fill_defaults
+from cryomtd.config import check_config_file, exit_on_error, fill_defaults, validate_config
 
 min_version("8.0")
+
+with exit_on_error():  # a YAML syntax error: one line with the file and line, no traceback
+    check_config_file("config.yaml")
 
 
 configfile: "config.yaml"
@@ -15,7 +18,8 @@ configfile: "config.yaml"
 report: "workflow/report/workflow.rst"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+with exit_on_error():  # one line per schema error, naming the config key
+    validate_config(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 fill_defaults(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 
 

@@ -38,7 +38,7 @@ def test_unknown_names_are_refused_naming_the_setting(name):
     with pytest.raises(InputError, match=r"em\.advanced\.backend: unknown backend") as err:
         get_backend(name)
     assert "auto, numpy, torch-cpu, torch-cuda" in str(err.value)
-    with pytest.raises(InputError, match=r"moments\.backend: unknown backend"):
+    with pytest.raises(InputError, match=r"moments\.advanced\.backend: unknown backend"):
         resolve_backend(name)
 
 

@@ -54,7 +54,7 @@ def test_stage_rejects_bad_micrograph_info(micrograph_files):
     tmp, mics = micrograph_files
     with pytest.raises(InputError, match="missing field 'sigma'"):
         noise_and_box([{"L": 5}], ["m.json"])
-    with pytest.raises(InputError, match="sigma = 0"):
+    with pytest.raises(InputError, match="m.json: field 'sigma': expected a positive finite number, got 0.0"):
         noise_and_box([{"L": 5, "sigma": 0.0}], ["m.json"])
     with pytest.raises(InputError, match="box size"):
         noise_and_box([{"L": 5, "sigma": 1.0}, {"L": 7, "sigma": 1.0}], ["a.json", "b.json"])

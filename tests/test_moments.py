@@ -273,11 +273,11 @@ def test_backend_resolution():
     auto = resolve_backend("auto").name
     assert auto == ("torch-cuda" if "torch-cuda" in avail else "cupy" if "cupy" in avail else "numpy")
     for name in ("fortran", "cuda"):
-        with pytest.raises(ValueError, match=f"moments.backend: unknown backend '{name}'"):
+        with pytest.raises(ValueError, match=f"moments.advanced.backend: unknown backend '{name}'"):
             resolve_backend(name)
     for name in ("torch-cuda", "cupy"):
         if name not in avail:
-            with pytest.raises(RuntimeError, match=f"moments.backend: backend '{name}' requested"):
+            with pytest.raises(RuntimeError, match=f"moments.advanced.backend: backend '{name}' requested"):
                 resolve_backend(name)
 
 

@@ -16,13 +16,14 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "current_umask", "save_npz", "save_npy", "read_npz", "write_json", "read_json", "log_to", "InputError"]
+__all__ = ["atomic_path", "current_umask", "save_npz", "save_npy", "read_npz", "write_json", "read_json",
+           "number_field", "log_to", "InputError"]
 
 
 class InputError(ValueError):
@@ -129,6 +130,41 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
+
+
+_MISSING = object()
+
+
+def number_field(record: Any, key: str, where: str | os.PathLike, *, integer: bool = False,
+                 minimum: float | None = None, positive: bool = False, default: Any = _MISSING,
+                 written_by: str | None = None) -> float | int:
+    """Field ``key`` of a JSON record (e.g. a micrograph side file) as a finite number.
+
+    ``where`` names the file in messages. ``integer`` accepts whole numbers only (``11``
+    or ``11.0``, not ``"11"`` nor ``true``); ``positive`` requires > 0, ``minimum`` ≥ it.
+    A missing field gives ``default``, or an :class:`InputError` when there is none
+    (naming ``written_by``, the stage that writes the field, when given).
+    """
+    if not isinstance(record, Mapping):
+        raise InputError(f"{where}: expected a JSON object with field {key!r}, got {type(record).__name__}")
+    if key not in record:
+        if default is not _MISSING:
+            return default
+        raise InputError(f"{where}: missing field {key!r}" + (f" (written by {written_by})" if written_by else ""))
+    value = record[key]
+    kind = ("a positive " if positive else "a ") + ("integer" if integer else "finite number")
+    if minimum is not None and not positive:
+        kind += f" >= {minimum:g}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and positive:
+        ok = value > 0
+    if ok and minimum is not None:
+        ok = value >= minimum
+    if not ok:
+        raise InputError(f"{where}: field {key!r}: expected {kind}, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 @contextlib.contextmanager

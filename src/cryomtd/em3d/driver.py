@@ -125,10 +125,13 @@ def _save_checkpoint(path: Path, res: EMResult, stats: Statistics | None,
 
 
 def _load_checkpoint(path: Path, fingerprint: str) -> tuple[EMResult, Statistics | None, dict] | None:
+    """(result so far, smoothed statistics, RNG state) from ``path``; None when there is no
+    checkpoint or it belongs to other inputs/settings (then EM starts afresh). A file that
+    cannot be read (truncated, not an npz, fields missing) raises :class:`InputError` naming it."""
     if not path.is_file():
         return None
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             if str(z["fingerprint"]) != fingerprint:
                 log.warning("checkpoint %s belongs to other inputs or settings; starting afresh", path)
                 return None
@@ -141,9 +144,9 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[EMResult, Statistics
             if "stat_n" in z.files:
                 stats = Statistics(float(z["stat_count"]), float(z["stat_loglik"]), z["stat_n"].copy(), z["stat_b"].copy())
             rng_state = json.loads(str(z["rng_state"]))
-    except (OSError, KeyError, ValueError) as exc:
-        log.warning("checkpoint %s unreadable (%s); starting afresh", path, exc)
-        return None
+    except Exception as exc:  # zipfile, format, JSON and missing-field errors, with varied types
+        raise InputError(f"{path}: unreadable EM checkpoint ({type(exc).__name__}: {exc}); "
+                         "delete it to start afresh") from None
     return res, stats, rng_state
 
 

@@ -64,12 +64,27 @@ class PatchSource:
         return mmap_mrc(self._items[k])
 
     def _read_rows(self, k: int, y0: int, y1: int, x1: int) -> np.ndarray:
-        """Rows ``y0:y1``, columns ``0:x1`` of micrograph ``k`` as float64 (copied from the map)."""
+        """Rows ``y0:y1``, columns ``0:x1`` of micrograph ``k`` as float64 (copied from the map).
+
+        Raises :class:`InputError` naming the micrograph when the rows hold NaN or Inf
+        (with the count over the whole micrograph): EM would otherwise fail much later,
+        in the M-step's linear algebra.
+        """
         m = self._items[k]
         if isinstance(m, (str, os.PathLike)):
             with self._mmap(k) as data:
-                return np.array(np.squeeze(data)[y0:y1, :x1], dtype=np.float64)
-        return np.asarray(m[y0:y1, :x1], dtype=np.float64)
+                rows = np.array(np.squeeze(data)[y0:y1, :x1], dtype=np.float64)
+        else:
+            rows = np.asarray(m[y0:y1, :x1], dtype=np.float64)
+        if not np.isfinite(rows).all():
+            if isinstance(m, (str, os.PathLike)):
+                with self._mmap(k) as data:
+                    bad = sum(int(np.count_nonzero(~np.isfinite(np.asarray(r, dtype=np.float64))))
+                              for r in np.squeeze(data))
+            else:
+                bad = int(np.count_nonzero(~np.isfinite(np.asarray(m, dtype=np.float64))))
+            raise InputError(f"{self._name(k)}: micrograph holds {bad} non-finite pixels (NaN/Inf)")
+        return rows
 
     def get(self, indices: np.ndarray) -> np.ndarray:
         """Patches at sorted-or-not global ``indices`` → (len(indices), L, L) float64."""

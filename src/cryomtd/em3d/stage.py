@@ -48,22 +48,24 @@ def em_inputs(exp_cfg: Mapping[str, Any], exp: str, results: str) -> dict[str, A
 
 
 def noise_and_box(infos: Sequence[Mapping[str, Any]], names: Sequence[str]) -> tuple[float, int, float]:
-    """(σ pooled as √mean σ², box L, pixel size Å) from micrograph JSON records."""
+    """(σ pooled as √mean σ², box L, pixel size Å) from micrograph JSON records.
+
+    Each record needs ``sigma`` (a positive finite number: approximate EM needs noise) and
+    ``L`` (a positive integer, the same in all); ``pixel_size`` is optional (positive,
+    default 1 Å). Errors name the file and the field.
+    """
+    from cryomtd.io import number_field
+
     if not infos:
         raise InputError("approx_em: no micrograph JSON files given")
     sig, Ls, px = [], [], []
     for info, name in zip(infos, names):
-        for key in ("sigma", "L"):
-            if key not in info:
-                raise InputError(f"{name}: missing field {key!r} (written by simulate_micrograph)")
-        sig.append(float(info["sigma"]))
-        Ls.append(int(info["L"]))
-        px.append(float(info.get("pixel_size", 1.0)))
+        sig.append(number_field(info, "sigma", name, positive=True, written_by="simulate_micrograph"))
+        Ls.append(number_field(info, "L", name, integer=True, positive=True, written_by="simulate_micrograph"))
+        px.append(number_field(info, "pixel_size", name, positive=True, default=1.0))
     if len(set(Ls)) != 1:
         raise InputError(f"{names[0]}…: micrographs disagree on the box size L: {sorted(set(Ls))}")
     sigma = math.sqrt(float(np.mean(np.square(sig))))
-    if not sigma > 0:
-        raise InputError(f"{names[0]}: sigma = 0 (noise-free micrographs); approximate EM needs a positive noise level")
     if max(sig) - min(sig) > 1e-6 * sigma:
         log.warning("micrographs have different sigma (%.4g…%.4g); using the pooled %.4g", min(sig), max(sig), sigma)
     return sigma, Ls[0], px[0]

@@ -38,17 +38,19 @@ and still accumulates in float64; see docs/moments.md for its measured error.
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from cryomtd.io import InputError
 from cryomtd.moments.backends import Backend, resolve_backend
 from cryomtd.moments.lags import _a3_maps, gram_layout, lag_size
 from cryomtd.moments.result import Moments2D
 from cryomtd.progress import progress
 
-__all__ = ["autocorrelations_2d", "default_band_pixels", "default_chunk", "default_method"]
+__all__ = ["autocorrelations_2d", "default_band_pixels", "default_chunk", "default_method", "memory_needed"]
 
 
 def default_method(backend: str) -> str:
@@ -73,6 +75,62 @@ def default_chunk(backend: str, W: int) -> int:
     """Gram rows per matrix product of the ``gather`` method: 64 on CPU (cache-sized operands),
     512 on a GPU (fewer, larger products). The ``rows`` method has a fixed plan (three products)."""
     return 64 if backend in ("numpy", "torch-cpu") else 512
+
+
+def memory_needed(W: int, M1: int, M2: int, method: str = "rows", band_pixels: int | None = None,
+                  tile_pixels: int = 1 << 24) -> int:
+    """Bytes :func:`autocorrelations_2d` needs at its peak for window ``W`` on an M1 × M2 image.
+
+    The dense a3 (D⁴ float64, D = 2W − 1) and the index maps that relate it to the stored
+    sums (about 12 D⁴ int64 while they are built), the Gram accumulator (D⁴ float64 for
+    ``gather``, about D⁴/2 for ``rows``), the host tile with its halo and one band's
+    products. An upper estimate; it sizes the check that refuses a window too large for
+    the machine before anything is allocated.
+    """
+    D = lag_size(W)
+    D4 = D**4
+    band_pixels = band_pixels or (1 << 16 if method == "rows" else 4096)
+    band_rows = max(1, min(M1, band_pixels // max(M2, 1)))
+    tile_rows = min(M1, max(band_rows, (tile_pixels // max(M2, 1)) // band_rows * band_rows))
+    tile = 8 * (tile_rows + 2 * (W - 1)) * (M2 + 2 * (W - 1))
+    if method == "rows":
+        accumulator = 8 * (D4 // 2 + 2 * D**3)
+        band = 8 * ((D * D // 2 + 1 + D * W) * M2 + (band_rows + D) * D * M2)
+    else:
+        accumulator = 8 * D4
+        band = 3 * 8 * band_rows * M2 * D * D
+    return int(8 * D4 + 12 * 8 * D4 + accumulator + tile + band)
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (``os.sysconf``), or None where unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(W: int, M1: int, M2: int, method: str, band_pixels: int, tile_pixels: int) -> None:
+    """Refuse a window whose arrays cannot fit in this machine's memory (:class:`InputError`)."""
+    available = _physical_memory()
+    need = memory_needed(W, M1, M2, method, band_pixels, tile_pixels)
+    if available is None or need <= available:
+        return
+    fits = W
+    while fits > 1 and memory_needed(fits, M1, M2, method, band_pixels, tile_pixels) > available:
+        fits -= 1
+    raise InputError(
+        f"moments.window (--window) = {W}: the autocorrelations need about {_bytes(need)} "
+        f"(the dense a3 alone is (2W−1)⁴ float64 = {_bytes(8 * lag_size(W) ** 4)}), but this machine has "
+        f"{_bytes(available)} of memory; the largest window that fits is about {fits}")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} PiB"
 
 
 def _overlap_rows(band: np.ndarray, W: int, M2: int) -> np.ndarray:
@@ -216,6 +274,7 @@ def autocorrelations_2d(image: np.ndarray, W: int, *, backend: str | Backend = "
     band_rows = max(1, band_pixels // M2)
     n_bands = math.ceil(M1 / band_rows)
     bands_per_tile = max(1, (tile_pixels // M2) // band_rows)
+    _check_memory(W, M1, M2, method, band_pixels, tile_pixels)
     if method == "rows":
         band_sums = _RowsBands(be, W, M2, dtype, _row_plan(W))
     else:

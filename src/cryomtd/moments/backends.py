@@ -104,7 +104,7 @@ def available_backends() -> list[str]:
     return _names.available()
 
 
-def resolve_backend(name: str = "auto", what: str = "moments.backend") -> Backend:
+def resolve_backend(name: str = "auto", what: str = "moments.advanced.backend") -> Backend:
     """A ``Backend`` for ``name`` in :data:`cryomtd.backend.NAMES` (``auto`` or one of ``BACKENDS``).
 
     ``auto`` → ``torch-cuda`` or ``cupy`` when a CUDA device is usable, else ``numpy``.
