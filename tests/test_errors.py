@@ -135,6 +135,24 @@ def test_em_side_file_missing_field_and_bad_json(tmp_path, capsys):
     assert rc != 0 and "0.json: not valid JSON" in one_error_line(err)
 
 
+@pytest.mark.parametrize("info, expected", [
+    ({"n_particles": "ten", "size": 64}, "field 'n_particles': expected an integer >= 0, got 'ten'"),
+    ({"n_particles": 10, "size": 0}, "field 'size': expected a positive integer, got 0"),
+    ({"n_particles": 10, "size": [64, -1]}, "field 'size': expected a positive integer, got -1"),
+    ({"n_particles": 10, "size": 64, "L": "eleven"}, "field 'L': expected a positive integer, got 'eleven'"),
+    ({"size": 64}, "missing field 'n_particles'"),
+])
+def test_evaluation_side_file_fields_are_checked(tmp_path, info, expected):
+    from cryomtd.evaluate.metrics import true_gamma
+
+    p = tmp_path / "0.json"
+    p.write_text(json.dumps(info))
+    with pytest.raises(InputError, match="^" + str(p) + ": " + expected.replace("[", r"\[")):
+        true_gamma([p], L)
+    p.write_text(json.dumps({"n_particles": 10, "size": [64, 32]}))
+    assert true_gamma([p], L) == pytest.approx(10 * L**2 / (64 * 32))
+
+
 # ---------------------------------------------------------------- d: a corrupt EM checkpoint
 def test_corrupt_em_checkpoint_names_the_file_and_the_remedy(noisy, tmp_path, capsys):
     ck = tmp_path / "ck" / "state.npz"

@@ -152,7 +152,7 @@ def number_field(record: Any, key: str, where: str | os.PathLike, *, integer: bo
             return default
         raise InputError(f"{where}: missing field {key!r}" + (f" (written by {written_by})" if written_by else ""))
     value = record[key]
-    kind = ("a positive " if positive else "a ") + ("integer" if integer else "finite number")
+    kind = ("a positive " if positive else "an " if integer else "a ") + ("integer" if integer else "finite number")
     if minimum is not None and not positive:
         kind += f" >= {minimum:g}"
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)

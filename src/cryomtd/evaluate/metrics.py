@@ -162,14 +162,21 @@ def true_gamma(micrograph_infos: Sequence[str | os.PathLike], L: int, gamma_true
     """γ truth from the micrographs' JSON files (:func:`gamma_from_micrographs`), else ``gamma_true``."""
     if not micrograph_infos:
         return gamma_true
+    from cryomtd.io import number_field
+
     infos = []
     for p in micrograph_infos:
-        info = dict(read_json(p))
-        info.setdefault("L", L)
-        for key in ("n_particles", "size"):
-            if key not in info:
-                raise InputError(f"{p}: expected field '{key}'")
-        infos.append(info)
+        raw = read_json(p)
+        n = number_field(raw, "n_particles", p, integer=True, minimum=0, written_by="simulate_micrograph")
+        box = number_field(raw, "L", p, integer=True, positive=True, default=L)
+        size = raw.get("size")
+        if isinstance(size, list) and len(size) == 2:  # [height, width]
+            size = [number_field({"size": s}, "size", p, integer=True, positive=True) for s in size]
+        elif not isinstance(size, list):
+            size = number_field(raw, "size", p, integer=True, positive=True, written_by="simulate_micrograph")
+        else:
+            raise InputError(f"{p}: field 'size': expected a positive integer or [height, width], got {size!r}")
+        infos.append({**raw, "n_particles": n, "L": box, "size": size})
     return gamma_from_micrographs(infos)
 
 
