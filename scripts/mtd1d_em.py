@@ -1,9 +1,10 @@
 """Rule mtd1d_em: approximate EM from the best least-squares estimate."""
 
 from cryomtd.io import log_to
+from cryomtd.mtd1d.settings import Mtd1dSettings
 from cryomtd.mtd1d.stages import run_em
 
-with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    cfg = snakemake.params.cfg  # noqa: F821
-    run_em(cfg, snakemake.input.lsq, snakemake.input.moments, snakemake.output.em,  # noqa: F821
-           snakemake.output.trace)  # noqa: F821
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with log_to(sm.log[0]):
+    settings = Mtd1dSettings.from_config(sm.params.settings, f"experiments.{sm.wildcards.exp}")
+    run_em(settings, sm.input.lsq, sm.input.moments, sm.output.em, sm.output.trace)

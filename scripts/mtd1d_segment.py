@@ -1,7 +1,10 @@
 """Rule mtd1d_segment: simulate one segment in chunks and write its moment sums."""
 
 from cryomtd.io import log_to
+from cryomtd.mtd1d.settings import Mtd1dSettings
 from cryomtd.mtd1d.stages import run_segment
 
-with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    run_segment(snakemake.params.sim, int(snakemake.wildcards.k), snakemake.output[0])  # noqa: F821
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with log_to(sm.log[0]):
+    settings = Mtd1dSettings.from_config(sm.params.settings, f"experiments.{sm.wildcards.exp}")
+    run_segment(settings, int(sm.wildcards.k), sm.output[0])

@@ -10,9 +10,9 @@ import yaml
 from snakemake.utils import validate
 
 from cryomtd.cli import main
+from cryomtd.cli.mtd1d import load_experiment
 from cryomtd.io import InputError
 from cryomtd.mtd1d import Moments1D
-from cryomtd.cli.mtd1d import load_experiment
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 GOOD = {"kind": "mtd1d", "seed": 1, "N": 5000, "segments": 2, "L": 6, "placement": {"gamma": 0.1}}
@@ -27,6 +27,9 @@ GOOD = {"kind": "mtd1d", "seed": 1, "N": 5000, "segments": 2, "L": 6, "placement
         (lambda e: e.update(lsq={"restart": 3}), "restart"),
         (lambda e: e.update(sigma=-1.0), "sigma"),
         (lambda e: e.update(N=10.5), "N"),
+        (lambda e: e.update(em={"max_iterations": 50}), "max_iterations"),
+        (lambda e: e.update(chunk=1000), "chunk"),
+        (lambda e: e.update(advanced={"moments_dtype": "float16"}), "float16"),
     ],
 )
 def test_bad_mtd1d_values_are_rejected_naming_the_key(repo_root, monkeypatch, mutate, needle):
@@ -41,9 +44,10 @@ def test_bad_mtd1d_values_are_rejected_naming_the_key(repo_root, monkeypatch, mu
 
 def test_defaults_come_from_the_schema(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"experiments": {"x": {"kind": "mtd1d", "seed": 0}}}))
-    cfg = load_experiment(tmp_path / "c.yaml", "x")
-    assert cfg["L"] == 21 and cfg["placement"]["gamma"] == 0.05 and cfg["placement"]["min_gap"] is None
-    assert cfg["lsq"]["restarts"] >= 1 and cfg["em"]["segments"] is None
+    s = load_experiment(tmp_path / "c.yaml", "x")
+    assert s.L == 21 and s.placement.gamma == 0.05 and s.placement.min_gap is None
+    assert s.lsq.restarts >= 1 and s.em.segments is None and s.em_segments_used == s.segments
+    assert s.advanced.chunk == 1048576 and s.advanced.moments_dtype == "float64"
     with pytest.raises(InputError, match="experiments.x.placement.gamma"):
         (tmp_path / "d.yaml").write_text(yaml.safe_dump(
             {"experiments": {"x": {"kind": "mtd1d", "seed": 0, "placement": {"gamma": "a"}}}}))
@@ -72,11 +76,12 @@ def test_em_regenerates_exactly_the_data_the_segment_job_saw(tmp_path):
     from cryomtd.mtd1d import autocorrelations, simulate_segment
     from cryomtd.mtd1d.stages import placement_of, run_segment, signal_of
 
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"experiments": {"x": {**GOOD, "chunk": 777}}}))
-    cfg = load_experiment(tmp_path / "c.yaml", "x")
-    saved = run_segment(cfg, 1, tmp_path / "s1.npz")
-    y, _ = simulate_segment(signal_of(cfg), 2500, placement_of(cfg), cfg["sigma"], cfg["seed"], 1, chunk=4096)
-    again = autocorrelations(y.astype(np.float64), cfg["L"])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"experiments": {"x": {**GOOD, "advanced": {"chunk": 777}}}}))
+    s = load_experiment(tmp_path / "c.yaml", "x")
+    assert s.advanced.chunk == 777
+    saved = run_segment(s, 1, tmp_path / "s1.npz")
+    y, _ = simulate_segment(signal_of(s), 2500, placement_of(s), s.sigma, s.seed, 1, chunk=4096)
+    again = autocorrelations(y.astype(np.float64), s.L)
     np.testing.assert_allclose(again.s3, saved.s3, rtol=1e-12, atol=1e-9)
     assert again.n == saved.n
 

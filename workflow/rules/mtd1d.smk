@@ -1,6 +1,7 @@
-# 1-D multi-target detection (docs/design.md §7, docs/mtd1d.md): segments → merge → LS restarts →
-# pick → EM → evaluate. Every parameter a rule's output depends on is a `params:` entry, so
-# changing one experiment's config reruns only that experiment's affected jobs.
+# 1-D multi-target detection (docs/mtd1d.md): segments → merge → LS restarts → pick → EM →
+# evaluate. Each rule's `params: settings` is the part of the experiment's settings its
+# output depends on, so changing one experiment's config reruns only that experiment's
+# affected jobs; the scripts build the Mtd1dSettings object from it.
 
 
 include: "mtd1d_helpers.smk"
@@ -8,13 +9,13 @@ include: "mtd1d_helpers.smk"
 
 rule mtd1d_segment:
     output:
-        f"{RESULTS}/{{exp}}/segments/{{k}}.npz",
+        LAYOUT_1D.segment("{k}"),
     log:
-        f"{RESULTS}/{{exp}}/logs/mtd1d_segment/{{k}}.log",
+        LAYOUT_1D.log("mtd1d_segment", "{k}"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/mtd1d_segment/{{k}}.tsv"
+        LAYOUT_1D.benchmark("mtd1d_segment", "{k}")
     params:
-        sim=_sim_params,
+        settings=mtd1d_stage_settings("segment"),
     wildcard_constraints:
         exp=name_regex(EXP1D),
         k=r"\d+",
@@ -30,11 +31,11 @@ rule mtd1d_segment:
 
 rule mtd1d_merge:
     input:
-        _segment_inputs,
+        mtd1d_segment_files,
     output:
-        f"{RESULTS}/{{exp}}/moments.npz",
+        LAYOUT_1D.moments,
     log:
-        f"{RESULTS}/{{exp}}/logs/mtd1d_merge.log",
+        LAYOUT_1D.log("mtd1d_merge"),
     wildcard_constraints:
         exp=name_regex(EXP1D),
     threads: 1
@@ -49,18 +50,15 @@ rule mtd1d_merge:
 
 rule mtd1d_lsq:
     input:
-        f"{RESULTS}/{{exp}}/moments.npz",
+        LAYOUT_1D.moments,
     output:
-        f"{RESULTS}/{{exp}}/lsq/restart_{{r}}.npz",
+        LAYOUT_1D.lsq_restart("{r}"),
     log:
-        f"{RESULTS}/{{exp}}/logs/mtd1d_lsq/restart_{{r}}.log",
+        LAYOUT_1D.log("mtd1d_lsq", "restart_{r}"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/mtd1d_lsq/restart_{{r}}.tsv"
+        LAYOUT_1D.benchmark("mtd1d_lsq", "restart_{r}")
     params:
-        L=lambda wc: _mtd1d(wc)["L"],
-        seed=lambda wc: _mtd1d(wc)["seed"],
-        sigma=lambda wc: _mtd1d(wc)["sigma"],
-        lsq=lambda wc: {k: v for k, v in _mtd1d(wc)["lsq"].items() if k != "restarts"},
+        settings=mtd1d_stage_settings("lsq"),
     wildcard_constraints:
         exp=name_regex(EXP1D),
         r=r"\d+",
@@ -76,11 +74,11 @@ rule mtd1d_lsq:
 
 rule mtd1d_pick:
     input:
-        _restart_inputs,
+        mtd1d_restart_files,
     output:
-        f"{RESULTS}/{{exp}}/lsq.npz",
+        LAYOUT_1D.estimate("lsq"),
     log:
-        f"{RESULTS}/{{exp}}/logs/mtd1d_pick.log",
+        LAYOUT_1D.log("mtd1d_pick"),
     wildcard_constraints:
         exp=name_regex(EXP1D),
     threads: 1
@@ -95,24 +93,22 @@ rule mtd1d_pick:
 
 rule mtd1d_em:
     input:
-        lsq=f"{RESULTS}/{{exp}}/lsq.npz",
-        moments=f"{RESULTS}/{{exp}}/moments.npz",
+        lsq=LAYOUT_1D.estimate("lsq"),
+        moments=LAYOUT_1D.moments,
     output:
-        em=f"{RESULTS}/{{exp}}/em.npz",
-        trace=f"{RESULTS}/{{exp}}/em_trace.json",
+        em=LAYOUT_1D.estimate("em"),
+        trace=LAYOUT_1D.em_trace,
     log:
-        f"{RESULTS}/{{exp}}/logs/mtd1d_em.log",
+        LAYOUT_1D.log("mtd1d_em"),
     benchmark:
-        f"{RESULTS}/{{exp}}/benchmarks/mtd1d_em.tsv"
+        LAYOUT_1D.benchmark("mtd1d_em")
     params:
-        cfg=lambda wc: {**_sim_params(wc), "em": _mtd1d(wc)["em"],
-                        "lsq": {"sigma_known": _mtd1d(wc)["lsq"]["sigma_known"]}},
+        settings=mtd1d_stage_settings("em"),
     wildcard_constraints:
         exp=name_regex(EXP1D),
     threads: 2
     resources:
-        # EM holds the samples it uses as float32 data + float64 patches (12 bytes/sample) + blocks
-        mem_mb=lambda wc: 1000 + int(16 * _em_samples(wc) / 1e6),
+        mem_mb=mtd1d_em_mem_mb,
         runtime=120,
     conda:
         "../../envs/em.yaml"
@@ -122,20 +118,19 @@ rule mtd1d_em:
 
 rule mtd1d_evaluate:
     input:
-        moments=f"{RESULTS}/{{exp}}/moments.npz",
-        lsq=f"{RESULTS}/{{exp}}/lsq.npz",
-        em=f"{RESULTS}/{{exp}}/em.npz",
-        trace=f"{RESULTS}/{{exp}}/em_trace.json",
+        moments=LAYOUT_1D.moments,
+        lsq=LAYOUT_1D.estimate("lsq"),
+        em=LAYOUT_1D.estimate("em"),
     output:
-        metrics=f"{RESULTS}/{{exp}}/metrics.json",
-        overlay=report(f"{RESULTS}/{{exp}}/figures/overlay.png", caption="../report/mtd1d_overlay.rst",
+        metrics=LAYOUT_1D.metrics,
+        overlay=report(LAYOUT_1D.figure("overlay"), caption="../report/mtd1d_overlay.rst",
                        category="1-D MTD", subcategory="{exp}"),
-        loglik=report(f"{RESULTS}/{{exp}}/figures/loglik.png", caption="../report/mtd1d_loglik.rst",
+        loglik=report(LAYOUT_1D.figure("loglik"), caption="../report/mtd1d_loglik.rst",
                       category="1-D MTD", subcategory="{exp}"),
     log:
-        f"{RESULTS}/{{exp}}/logs/mtd1d_evaluate.log",
+        LAYOUT_1D.log("mtd1d_evaluate"),
     params:
-        cfg=_sim_params,
+        settings=mtd1d_stage_settings("evaluate"),
     wildcard_constraints:
         exp=name_regex(EXP1D),
     threads: 1
@@ -148,4 +143,4 @@ rule mtd1d_evaluate:
         "../../scripts/mtd1d_evaluate.py"
 
 
-ALL_TARGETS.extend(expand(f"{RESULTS}/{{exp}}/metrics.json", exp=EXP1D))
+ALL_TARGETS.extend(expand(LAYOUT_1D.metrics, exp=EXP1D))
