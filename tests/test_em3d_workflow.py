@@ -20,8 +20,8 @@ def config(iterations: int) -> dict:
         "basis": {"ell_max": 2},
         "micrographs": {"n_micrographs": 1, "size": 60, "gamma": 0.1, "snr": 10.0, "spacing": "separated"},
         "lsq": {"enabled": False},
-        "em": {"grid_step": 60, "iterations": iterations, "tol": 0, "fraction": 0.5, "threads": 1,
-               "memory_mb": 128, "backend": "numpy"},
+        "em": {"grid_step": 60, "iterations": iterations, "tol": 0, "fraction": 0.5,
+               "advanced": {"threads": 1, "memory_mb": 128, "backend": "numpy"}},
     }}}
 
 

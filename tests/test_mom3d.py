@@ -232,7 +232,12 @@ def test_fit_is_reproducible_and_checks_window(basis7):
     r1 = fit(data, basis7, restarts=1, seed=3, max_iterations=3)
     r2 = fit(data, basis7, restarts=1, seed=3, max_iterations=3)
     np.testing.assert_array_equal(r1.coef, r2.coef)
-    assert r1.cost_trace.size >= 1 and r1.iterations <= 3
+    # the default fit marches over ℓ ≤ 1, ℓ ≤ 2 and warm-starts each stage on a1 + a2:
+    # 2 stages × 2 optimiser runs × at most 3 iterations
+    assert r1.cost_trace.size >= 1 and r1.iterations <= 12 and len(r1.stage_ends) == 2
+    assert r1.stage_ends[-1] == r1.cost_trace.size
+    one = fit(data, basis7, restarts=1, seed=3, max_iterations=3, marching=False, a2_first=False)
+    assert one.iterations <= 3 and len(one.stage_ends) == 1
     with pytest.raises(ValueError, match="window"):
         fit(data, basis7, restarts=1, window=5)
 

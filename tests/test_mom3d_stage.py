@@ -8,12 +8,18 @@ import pytest
 from cryomtd.basis import SphericalBessel
 from cryomtd.io import InputError, save_npz
 from cryomtd.moments import Moments2D
-from cryomtd.mom3d import expected_moments
+from cryomtd.mom3d import LsqSettings, expected_moments
+from cryomtd.settings import override
 from cryomtd.mom3d.stage import (default_window, exact_moments_file, fit_basis, noise_sigma, pick_best_file,
                                  recover_restart_file, refine_restart_file)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _lsq(base: LsqSettings | None = None, **changes) -> LsqSettings:
+    """The workflow's lsq settings with some fields changed by name."""
+    return override(base or LsqSettings(), "lsq", **changes)
 
 
 @pytest.fixture
@@ -54,15 +60,15 @@ def test_recover_and_pick_best(truth_npz, tmp_path):
     path, _, _ = truth_npz
     moments = tmp_path / "moments.npz"
     exact_moments_file(path, moments, gamma=0.1, window=3, fit_ell_max=1)
-    lsq = {"ell_max": 1, "window": None, "optimizer": "conjugate-gradient", "max_iterations": 5}
+    lsq = _lsq(ell_max=1, optimizer="conjugate-gradient", max_iterations=5)
     files = [tmp_path / "lsq" / f"restart_{r}.npz" for r in range(2)]
     for r, f in enumerate(files):
-        recover_restart_file(moments, f, L=7, ell_max=3, lsq=lsq, seed=4, restart=r, exact=True)
+        recover_restart_file(moments, f, L=7, ell_max=3, settings=lsq, seed=4, restart=r, exact=True)
     z0 = dict(np.load(files[0]))
     assert z0["coef"].shape == (SphericalBessel(7, 3).size,)
     assert np.all(z0["coef"][SphericalBessel(7, 1).size:] == 0) and int(z0["window"]) == 3
     again = tmp_path / "again.npz"
-    recover_restart_file(moments, again, L=7, ell_max=3, lsq=lsq, seed=4, restart=0, exact=True)
+    recover_restart_file(moments, again, L=7, ell_max=3, settings=lsq, seed=4, restart=0, exact=True)
     np.testing.assert_array_equal(np.load(again)["coef"], z0["coef"])
     best = pick_best_file(files, tmp_path / "lsq.npz", tmp_path / "lsq.mrc", voxel_size=2.5)
     z = np.load(tmp_path / "lsq.npz")
@@ -80,7 +86,7 @@ def test_bad_inputs_name_the_file(tmp_path):
     save_npz(bad, coef=np.zeros(3))
     with pytest.raises(InputError, match="truth.npz"):
         exact_moments_file(bad, tmp_path / "m.npz", gamma=0.1, window=3)
-    with pytest.raises(InputError, match="lsq.noise"):
+    with pytest.raises(InputError, match="lsq.advanced.noise"):
         noise_sigma(object(), "guess")
 
 
@@ -103,16 +109,16 @@ def test_recover_restart_with_symmetry(truth_npz, tmp_path):
     path, _, _ = truth_npz
     moments = tmp_path / "moments.npz"
     exact_moments_file(path, moments, gamma=0.1, window=3, fit_ell_max=2)
-    lsq = {"ell_max": 2, "optimizer": "gauss-newton", "max_iterations": 5, "symmetry": "c3"}
+    lsq = _lsq(ell_max=2, optimizer="gauss-newton", max_iterations=5, symmetry="c3")
     out = tmp_path / "restart_0.npz"
-    recover_restart_file(moments, out, L=7, ell_max=3, lsq=lsq, seed=1, restart=0, exact=True)
+    recover_restart_file(moments, out, L=7, ell_max=3, settings=lsq, seed=1, restart=0, exact=True)
     coef = np.load(out)["coef"]
     b = SphericalBessel(7, 3)
     assert np.abs(coef).max() > 0
     np.testing.assert_allclose(symmetrize(coef, b, "C3"), coef, atol=1e-12)
     bad = tmp_path / "bad.npz"
     with pytest.raises(InputError, match="lsq.symmetry"):
-        recover_restart_file(moments, bad, L=7, ell_max=3, lsq={**lsq, "symmetry": "D1"}, seed=1, restart=0,
+        recover_restart_file(moments, bad, L=7, ell_max=3, settings=_lsq(lsq, symmetry="D1"), seed=1, restart=0,
                              exact=True)
     assert not bad.exists()
 
@@ -125,19 +131,19 @@ def test_recover_restart_with_ball_start(truth_npz, tmp_path, caplog):
     path, _, _ = truth_npz
     moments = tmp_path / "moments.npz"
     exact_moments_file(path, moments, gamma=0.1, window=3, fit_ell_max=2)
-    lsq = {"ell_max": 2, "optimizer": "gauss-newton", "max_iterations": 3, "init": "ball"}
+    lsq = _lsq(ell_max=2, optimizer="gauss-newton", max_iterations=3, init="ball")
     out = tmp_path / "restart_0.npz"
     with caplog.at_level(logging.INFO, logger="cryomtd.mom3d"):
-        recover_restart_file(moments, out, L=7, ell_max=3, lsq=lsq, seed=1, restart=0, exact=True)
+        recover_restart_file(moments, out, L=7, ell_max=3, settings=lsq, seed=1, restart=0, exact=True)
     assert "ball start: radius" in caplog.text
     assert np.isfinite(np.load(out)["cost"])
     fixed = tmp_path / "fixed.npz"
-    recover_restart_file(moments, fixed, L=7, ell_max=3, lsq={**lsq, "init_radius": 2.0}, seed=1, restart=0,
+    recover_restart_file(moments, fixed, L=7, ell_max=3, settings=_lsq(lsq, init_radius=2.0), seed=1, restart=0,
                          exact=True)
     assert not np.array_equal(np.load(out)["coef"], np.load(fixed)["coef"])
     bad = tmp_path / "bad.npz"
-    with pytest.raises(InputError, match="lsq.init"):
-        recover_restart_file(moments, bad, L=7, ell_max=3, lsq={**lsq, "init": "sphere"}, seed=1, restart=0,
+    with pytest.raises(InputError, match="lsq.advanced.init"):
+        recover_restart_file(moments, bad, L=7, ell_max=3, settings=_lsq(lsq, init="sphere"), seed=1, restart=0,
                              exact=True)
     assert not bad.exists()
 
@@ -154,10 +160,10 @@ def test_refine_continues_the_best_restarts(truth_npz, tmp_path):
     path, _, _ = truth_npz
     moments = tmp_path / "moments.npz"
     exact_moments_file(path, moments, gamma=0.1, window=3, fit_ell_max=2)
-    lsq = {"ell_max": 2, "optimizer": "gauss-newton", "max_iterations": 3, "symmetry": "C3", "refine_iterations": 15}
+    lsq = _lsq(ell_max=2, optimizer="gauss-newton", max_iterations=3, symmetry="C3", refine_iterations=15)
     files = [tmp_path / "lsq" / f"restart_{r}.npz" for r in range(3)]
     for r, f in enumerate(files):
-        recover_restart_file(moments, f, L=7, ell_max=3, lsq=lsq, seed=2, restart=r, exact=True)
+        recover_restart_file(moments, f, L=7, ell_max=3, settings=lsq, seed=2, restart=r, exact=True)
     costs = [float(np.load(f)["cost"]) for f in files]
     order = np.argsort(costs)
     b = SphericalBessel(7, 3)
@@ -166,7 +172,7 @@ def test_refine_continues_the_best_restarts(truth_npz, tmp_path):
     data = Moments2D.load(moments)
     for k in range(2):
         out = tmp_path / "lsq" / f"refine_{k}.npz"
-        assert refine_restart_file(moments, files, out, rank=k, L=7, ell_max=3, lsq=lsq, exact=True) == order[k]
+        assert refine_restart_file(moments, files, out, rank=k, L=7, ell_max=3, settings=lsq, exact=True) == order[k]
         z, src = np.load(out), np.load(files[order[k]])
         assert int(z["refined_from"]) == int(z["restart"]) == order[k]
         assert float(z["cost"]) <= float(src["cost"])
@@ -176,7 +182,7 @@ def test_refine_continues_the_best_restarts(truth_npz, tmp_path):
         np.testing.assert_allclose(symmetrize(z["coef"], b, "C3"), z["coef"], atol=1e-12)
     bad = tmp_path / "lsq" / "refine_3.npz"
     with pytest.raises(InputError, match="lsq.refine_top"):
-        refine_restart_file(moments, files, bad, rank=3, L=7, ell_max=3, lsq=lsq, exact=True)
+        refine_restart_file(moments, files, bad, rank=3, L=7, ell_max=3, settings=lsq, exact=True)
     assert not bad.exists()
     refined = [tmp_path / "lsq" / f"refine_{k}.npz" for k in range(2)]
     best = pick_best_file(files + refined, tmp_path / "lsq.npz", tmp_path / "lsq.mrc")

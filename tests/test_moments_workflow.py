@@ -23,7 +23,7 @@ CONFIG = {
             "seed": 11,
             "volume": {"source": "data/structures/5PTI.pdb", "L": 5},
             "micrographs": {"n_micrographs": N, "size": 48, "gamma": 0.1, "snr": 4.0, "spacing": "separated"},
-            "moments": {"window": 3, "backend": "numpy", "noise": {"cutoff": 0.8}},
+            "moments": {"window": 3, "advanced": {"backend": "numpy"}, "noise": {"cutoff": 0.8}},
         }
     }
 }
@@ -60,15 +60,16 @@ def test_autocorrelate_and_merge(tmp_path, run_workflow):
     assert "Nothing to be done" in out
 
 
-@pytest.mark.parametrize("backend, gpu", [("auto", 0), ("numpy", 0), ("torch-cuda", 1), ("cuda", 1)])
-def test_workflow_options_and_resources(backend, gpu):
-    """W defaults to the volume box L; a GPU is requested only for CUDA backends; memory grows with W⁴."""
-    from cryomtd.moments.stage import workflow_options, workflow_resources
+@pytest.mark.parametrize("backend, gpu", [("auto", 0), ("numpy", 0), ("torch-cuda", 1), ("cupy", 1)])
+def test_window_default_and_resources(backend, gpu):
+    """W defaults to (L−1)//2+1 of the box L; a GPU is requested only for CUDA backends; memory grows with W⁴."""
+    from cryomtd.moments.settings import MomentsSettings
+    from cryomtd.moments.stage import workflow_resources
 
-    exp = {"volume": {"L": 9}, "micrographs": {"size": 256}, "moments": {"window": None, "backend": backend}}
-    assert workflow_options(exp)["window"] == 9
+    exp = {"volume": {"L": 9}, "micrographs": {"size": 256}, "moments": {"advanced": {"backend": backend}}}
+    assert MomentsSettings.from_config(exp["moments"]).window_for(9) == 5
     exp["moments"]["window"] = 4
-    assert workflow_options(exp)["window"] == 4 and workflow_options(exp)["backend"] == backend
+    assert MomentsSettings.from_config(exp["moments"]).window_for(9) == 4
     res = workflow_resources(exp)
     assert res["gpu"] == gpu
     exp["moments"]["window"] = 20

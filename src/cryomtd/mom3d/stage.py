@@ -80,7 +80,7 @@ def noise_sigma(moments: Any, mode: str) -> float | None:
     if mode == "exclude":
         return None
     if mode != "auto":
-        raise InputError(f"lsq.noise: expected 'auto' or 'exclude', got {mode!r}")
+        raise InputError(f"lsq.advanced.noise: expected 'auto' or 'exclude', got {mode!r}")
     meta = getattr(moments, "meta", {}) or {}
     if np.isfinite(meta.get("debiased_sigma2", np.nan)):
         return 0.0
@@ -100,7 +100,11 @@ def _fit_setup(moments_npz: str | os.PathLike, *, L: int, ell_max: int | None, s
         moments = Moments2D.load(moments_npz)
     except FileNotFoundError:
         raise InputError(f"{moments_npz}: file not found") from None
+    from cryomtd.mom3d.start import INIT_KINDS
+
     parse_symmetry(settings.symmetry, "lsq.symmetry")
+    if settings.advanced.init not in INIT_KINDS:
+        raise InputError(f"lsq.advanced.init: expected one of {', '.join(INIT_KINDS)}, got {settings.advanced.init!r}")
     full, basis = fit_basis(L, ell_max, settings.ell_max)
     sigma = 0.0 if exact else noise_sigma(moments, settings.advanced.noise)
     _threads(settings.advanced.threads)
