@@ -21,7 +21,7 @@ experiments:
     segments: 2
     placement: {gamma: 0.1}
     lsq: {restarts: 2, sigma_known: true}
-    em: {max_iterations: 20, tol: 1.0e-6}
+    em: {iterations: 20, tol: 1.0e-6}
 """
 
 
