@@ -35,6 +35,7 @@ IMPORT_TO_CONDA = {
     "yaml": "pyyaml",
     "torch": "pytorch",
     "matplotlib": "matplotlib-base",
+    "mpl_toolkits": "matplotlib-base",  # shipped inside matplotlib
     "array_api_compat": "array-api-compat",
     "quaternionic": "spherical",  # installed as a dependency of spherical
     "numba": "spherical",
