@@ -79,18 +79,31 @@ def main() -> None:
             np.vdot(transform_volume(hidden, Q), truth)
         t_sub = time.perf_counter() - t0
         t_ref = t_sub / len(sub) * len(grid) * 2
-        row = {"L": L, "grid_rotations": len(grid), "align_s": t_ours, "reference_search_s": t_ref,
-               "ratio": t_ref / t_ours, "rotation_error_deg": angle_deg(al.rotation, R.T),
-               "reflected_found": al.reflected, "relative_error": float(np.linalg.norm(al.volume - truth)
-                                                                       / np.linalg.norm(truth)),
-               "reference_rotations_timed": len(sub)}
+        row = {
+            "L": L,
+            "grid_rotations": len(grid),
+            "align_s": t_ours,
+            "reference_search_s": t_ref,
+            "ratio": t_ref / t_ours,
+            "rotation_error_deg": angle_deg(al.rotation, R.T),
+            "reflected_found": al.reflected,
+            "relative_error": float(np.linalg.norm(al.volume - truth) / np.linalg.norm(truth)),
+            "reference_rotations_timed": len(sub),
+        }
         results.append(row)
-        print(f"L={L:3d}: align {t_ours:6.1f} s | real-space grid search {t_ref:8.1f} s (extrapolated from "
-              f"{len(sub)} of {2 * len(grid)}) | ratio {t_ref / t_ours:6.1f} | rotation error "
-              f"{row['rotation_error_deg']:.3f}° | relative error {row['relative_error']:.4f}", flush=True)
-    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "omp_threads": os.environ.get("OMP_NUM_THREADS"), "grid_step": args.grid_step,
-            "aspire_align_BO_32": "17.6 s at 32³, 50 iterations (published on this machine type; not rerun)"}
+        print(
+            f"L={L:3d}: align {t_ours:6.1f} s | real-space grid search {t_ref:8.1f} s (extrapolated from "
+            f"{len(sub)} of {2 * len(grid)}) | ratio {t_ref / t_ours:6.1f} | rotation error "
+            f"{row['rotation_error_deg']:.3f}° | relative error {row['relative_error']:.4f}",
+            flush=True,
+        )
+    meta = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+        "grid_step": args.grid_step,
+        "aspire_align_BO_32": "17.6 s at 32³, 50 iterations (published on this machine type; not rerun)",
+    }
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"meta": meta, "results": results}, fh, indent=2)

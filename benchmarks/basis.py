@@ -48,15 +48,17 @@ def reference_wigner(ell_max: int, R: np.ndarray, max_values: int = 10_000_000) 
     nphi = 2 * ell_max + 1
     phi = np.arange(nphi) * 2 * np.pi / nphi
     st = np.sqrt(1 - x * x)
-    u = np.stack([np.outer(st, np.cos(phi)), np.outer(st, np.sin(phi)), np.repeat(x[:, None], nphi, 1)], -1).reshape(-1, 3)
+    u = np.stack([np.outer(st, np.cos(phi)), np.outer(st, np.sin(phi)), np.repeat(x[:, None], nphi, 1)], -1).reshape(
+        -1, 3
+    )
     wu = np.repeat(w * 2 * np.pi / nphi, nphi)
     Y = list(real_sph_harm_blocks(ell_max, u))
     step = max(1, max_values // (u.shape[0] * (ell_max + 1) ** 2))
     out = [np.empty((R.shape[0], 2 * l + 1, 2 * l + 1)) for l in range(ell_max + 1)]
     for a in range(0, R.shape[0], step):
-        Yrot = real_sph_harm_blocks(ell_max, np.einsum("nji,pj->npi", R[a:a + step], u))
+        Yrot = real_sph_harm_blocks(ell_max, np.einsum("nji,pj->npi", R[a : a + step], u))
         for l, (Yl, Yr) in enumerate(zip(Y, Yrot)):
-            out[l][a:a + step] = np.einsum("p,pm,npk->nmk", wu, Yl, Yr)
+            out[l][a : a + step] = np.einsum("p,pm,npk->nmk", wu, Yl, Yr)
     return out
 
 
@@ -99,31 +101,54 @@ def bench(L: int, ell_max: int | None, n_rot: int, n_ref: int, seed: int = 0) ->
     refs, t_ref = timed(lambda: np.stack([reference_projection(vol, R[i]) for i in range(n_ref)]))
     proj_diff = float(np.linalg.norm(images[:n_ref] - refs) / np.linalg.norm(refs))
     Yi, Xi = np.meshgrid(ax, ax, indexing="ij")
-    analytic = np.stack([sum(a * np.sqrt(2 * np.pi) * s * np.exp(-((Xi - (R[i] @ c)[0]) ** 2 + (Yi - (R[i] @ c)[1]) ** 2)
-                                                                 / (2 * s * s)) for c, s, a in zip(centres, sig, amp))
-                         for i in range(n_ref)])
+    analytic = np.stack(
+        [
+            sum(
+                a
+                * np.sqrt(2 * np.pi)
+                * s
+                * np.exp(-((Xi - (R[i] @ c)[0]) ** 2 + (Yi - (R[i] @ c)[1]) ** 2) / (2 * s * s))
+                for c, s, a in zip(centres, sig, amp)
+            )
+            for i in range(n_ref)
+        ]
+    )
     analytic_diff = float(np.linalg.norm(images[:n_ref] - analytic) / np.linalg.norm(analytic))
     expand_err = float(np.linalg.norm(vol - blobs) / np.linalg.norm(blobs))
     t_ref_all = t_ref / n_ref * n_rot
     return {
-        "L": L, "ell_max": b.ell_max, "size": b.size,
-        "construct_s": t_init, "voxel_tables_s": t_tables, "projection_matrix_s": t_psi,
-        "evaluate_s": t_eval, "expand_s": t_expand,
+        "L": L,
+        "ell_max": b.ell_max,
+        "size": b.size,
+        "construct_s": t_init,
+        "voxel_tables_s": t_tables,
+        "projection_matrix_s": t_psi,
+        "evaluate_s": t_eval,
+        "expand_s": t_expand,
         "expand_roundtrip_max_err": float(np.abs(back - coef).max()),
         "rotations": n_rot,
-        "wigner_s": t_wig, "wigner_reference_s_extrapolated": t_wig_ref / k * n_rot,
-        "wigner_speedup": t_wig_ref / k * n_rot / t_wig, "wigner_max_diff": wig_diff,
-        "project_s": t_proj, "project_per_image_us": 1e6 * t_proj / n_rot,
-        "project_reference_s_extrapolated": t_ref_all, "project_speedup": t_ref_all / t_proj,
-        "project_vs_realspace_rel_diff": proj_diff, "project_vs_analytic_rel_err": analytic_diff,
+        "wigner_s": t_wig,
+        "wigner_reference_s_extrapolated": t_wig_ref / k * n_rot,
+        "wigner_speedup": t_wig_ref / k * n_rot / t_wig,
+        "wigner_max_diff": wig_diff,
+        "project_s": t_proj,
+        "project_per_image_us": 1e6 * t_proj / n_rot,
+        "project_reference_s_extrapolated": t_ref_all,
+        "project_speedup": t_ref_all / t_proj,
+        "project_vs_realspace_rel_diff": proj_diff,
+        "project_vs_analytic_rel_err": analytic_diff,
         "blobs_expansion_rel_err": expand_err,
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", default=["11:None", "20:5", "20:10", "32:5"],
-                    help="L:ell_max pairs (ell_max None = sampling criterion)")
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["11:None", "20:5", "20:10", "32:5"],
+        help="L:ell_max pairs (ell_max None = sampling criterion)",
+    )
     ap.add_argument("--rotations", type=int, default=2000)
     ap.add_argument("--reference-rotations", type=int, default=20)
     ap.add_argument("--out", default=None)
@@ -133,15 +158,24 @@ def main() -> None:
         L, lm = item.split(":")
         rows.append(bench(int(L), None if lm == "None" else int(lm), args.rotations, args.reference_rotations))
         r = rows[-1]
-        print(f"L={r['L']:3d} ell_max={r['ell_max']:3d} size={r['size']:5d} | construct {r['construct_s']:.3f}s "
-              f"tables {r['voxel_tables_s']:.3f}s Psi {r['projection_matrix_s']:.3f}s | evaluate {r['evaluate_s']:.4f}s "
-              f"expand {r['expand_s']:.3f}s (err {r['expand_roundtrip_max_err']:.1e}) | wigner {r['wigner_s']:.3f}s "
-              f"(x{r['wigner_speedup']:.0f} vs quadrature fit, diff {r['wigner_max_diff']:.1e}) | project "
-              f"{r['project_per_image_us']:.0f} us/image (x{r['project_speedup']:.0f} vs map_coordinates+sum, "
-              f"rel diff {r['project_vs_realspace_rel_diff']:.1e}; vs analytic {r['project_vs_analytic_rel_err']:.1e}, "
-              f"expansion error {r['blobs_expansion_rel_err']:.1e})", flush=True)
-    meta = {"machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version(),
-            "numpy": np.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu_count": os.cpu_count()}
+        print(
+            f"L={r['L']:3d} ell_max={r['ell_max']:3d} size={r['size']:5d} | construct {r['construct_s']:.3f}s "
+            f"tables {r['voxel_tables_s']:.3f}s Psi {r['projection_matrix_s']:.3f}s | evaluate {r['evaluate_s']:.4f}s "
+            f"expand {r['expand_s']:.3f}s (err {r['expand_roundtrip_max_err']:.1e}) | wigner {r['wigner_s']:.3f}s "
+            f"(x{r['wigner_speedup']:.0f} vs quadrature fit, diff {r['wigner_max_diff']:.1e}) | project "
+            f"{r['project_per_image_us']:.0f} us/image (x{r['project_speedup']:.0f} vs map_coordinates+sum, "
+            f"rel diff {r['project_vs_realspace_rel_diff']:.1e}; vs analytic {r['project_vs_analytic_rel_err']:.1e}, "
+            f"expansion error {r['blobs_expansion_rel_err']:.1e})",
+            flush=True,
+        )
+    meta = {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpu_count": os.cpu_count(),
+    }
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"meta": meta, "results": rows}, fh, indent=1)

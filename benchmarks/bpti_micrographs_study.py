@@ -57,8 +57,14 @@ def collect(study: Path, config: dict) -> list[dict]:
     for name, exp in config["experiments"].items():
         d = study / "results" / name
         mic = exp["micrographs"]
-        row = {"experiment": name, "snr": mic["snr"], "n_micrographs": mic["n_micrographs"], "size": mic["size"],
-               "pixels": mic["n_micrographs"] * mic["size"] ** 2, "done": (d / "metrics.json").exists()}
+        row = {
+            "experiment": name,
+            "snr": mic["snr"],
+            "n_micrographs": mic["n_micrographs"],
+            "size": mic["size"],
+            "pixels": mic["n_micrographs"] * mic["size"] ** 2,
+            "done": (d / "metrics.json").exists(),
+        }
         b = bench_seconds(d) if d.exists() else {}
         row.update({f"t_{k}": v for k, v in sorted(b.items())})
         row["t_total"] = sum(b.values())
@@ -66,12 +72,21 @@ def collect(study: Path, config: dict) -> list[dict]:
             m = json.loads((d / "metrics.json").read_text())
             e = m["estimators"]["lsq"]
             z = np.load(d / "lsq.npz")
-            row.update(fsc05=e["resolution_0.5"], fsc0143=e["resolution_0.143"],
-                       bound05=e["resolution_0.5_bound"], bound0143=e["resolution_0.143_bound"],
-                       rel_error=e["relative_error"], rel_error_coef=e["relative_error_coef"],
-                       gamma=e["gamma"], gamma_true=m["gamma_true"], cost=float(z["cost"]),
-                       restart_costs=" ".join(f"{c:.3e}" for c in np.asarray(z["restart_costs"])),
-                       sigma_est=float(z["sigma"]), voxel_size=m["voxel_size"], L=m["L"])
+            row.update(
+                fsc05=e["resolution_0.5"],
+                fsc0143=e["resolution_0.143"],
+                bound05=e["resolution_0.5_bound"],
+                bound0143=e["resolution_0.143_bound"],
+                rel_error=e["relative_error"],
+                rel_error_coef=e["relative_error_coef"],
+                gamma=e["gamma"],
+                gamma_true=m["gamma_true"],
+                cost=float(z["cost"]),
+                restart_costs=" ".join(f"{c:.3e}" for c in np.asarray(z["restart_costs"])),
+                sigma_est=float(z["sigma"]),
+                voxel_size=m["voxel_size"],
+                L=m["L"],
+            )
             infos = sorted(glob.glob(str(d / "micrographs" / "*.json")))
             if infos:
                 row["sigma_true"] = json.loads(Path(infos[0]).read_text())["sigma"]
@@ -84,13 +99,16 @@ def snr_label(snr: float) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| experiment | SNR | micrographs | pixels | FSC-0.5 (Å) | FSC-0.143 (Å) | rel. error | γ (true) "
-            "| σ est. (true) | best cost (restarts) | wall (s): simulate + autocorrelate + fit + rest = total |")
+    head = (
+        "| experiment | SNR | micrographs | pixels | FSC-0.5 (Å) | FSC-0.143 (Å) | rel. error | γ (true) "
+        "| σ est. (true) | best cost (restarts) | wall (s): simulate + autocorrelate + fit + rest = total |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if not r["done"]:
-            lines.append(f"| {r['experiment']} | {snr_label(r['snr'])} | {r['n_micrographs']} | | not finished |"
-                         + " |" * 6)
+            lines.append(
+                f"| {r['experiment']} | {snr_label(r['snr'])} | {r['n_micrographs']} | | not finished |" + " |" * 6
+            )
             continue
         t = {k: r.get(f"t_{k}", 0.0) for k in ("simulate_micrograph", "autocorrelate", "recover_lsq")}
         rest = r["t_total"] - sum(t.values())
@@ -102,7 +120,8 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['gamma']:.4f} ({r['gamma_true']:.4f}) | {r['sigma_est']:.4f} ({r.get('sigma_true', math.nan):.4f}) "
             f"| {r['cost']:.2e} ({r['restart_costs']}) "
             f"| {t['simulate_micrograph']:.0f} + {t['autocorrelate']:.0f} + {t['recover_lsq']:.0f} + {rest:.0f} "
-            f"= {r['t_total']:.0f} |")
+            f"= {r['t_total']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -131,8 +150,12 @@ def references(study: Path, config: dict) -> dict:
     out = {}
     trunc = np.where(keep, coef, 0.0)
     m, _ = estimator_metrics(truth, full.evaluate(trunc), basis=full, truth_coef=coef, est_coef=trunc, voxel_size=vs)
-    out["truncation"] = {"fsc05": m["resolution_0.5"], "fsc0143": m["resolution_0.143"],
-                         "rel_error": m["relative_error"], "fsc": list(map(float, m["fsc"]))}
+    out["truncation"] = {
+        "fsc05": m["resolution_0.5"],
+        "fsc0143": m["resolution_0.143"],
+        "rel_error": m["relative_error"],
+        "fsc": list(map(float, m["fsc"])),
+    }
     gamma = 0.1
     W = int(exp["moments"]["window"])
     t0 = time.perf_counter()
@@ -141,19 +164,36 @@ def references(study: Path, config: dict) -> dict:
     sub = SphericalBessel(L, k)
     fits = []
     for r in range(int(lsq["restarts"])):
-        res = fit_restart(mom, sub, rng=rng(int(exp["seed"]), "lsq3d", r), sigma=0.0, window=W,
-                          optimizer="conjugate-gradient", max_iterations=int(lsq["max_iterations"]),
-                          marching=True, a2_first=True, gamma0=0.1, restart=r, polish=int(lsq.get("polish", 0)))
+        res = fit_restart(
+            mom,
+            sub,
+            rng=rng(int(exp["seed"]), "lsq3d", r),
+            sigma=0.0,
+            window=W,
+            optimizer="conjugate-gradient",
+            max_iterations=int(lsq["max_iterations"]),
+            marching=True,
+            a2_first=True,
+            gamma0=0.1,
+            restart=r,
+            polish=int(lsq.get("polish", 0)),
+        )
         fits.append(res)
     best = min(fits, key=lambda f: f.cost)
     est = np.zeros(full.size)
-    est[:sub.size] = best.coef
+    est[: sub.size] = best.coef
     m, _ = estimator_metrics(truth, full.evaluate(est), basis=full, truth_coef=coef, est_coef=est, voxel_size=vs)
-    out["exact_moments"] = {"fsc05": m["resolution_0.5"], "fsc0143": m["resolution_0.143"],
-                            "rel_error": m["relative_error"], "gamma": float(best.gamma), "cost": float(best.cost),
-                            "restart_costs": [float(f.cost) for f in fits],
-                            "fit_s": [float(f.wall_time_s) for f in fits], "model_s": t_model,
-                            "fsc": list(map(float, m["fsc"]))}
+    out["exact_moments"] = {
+        "fsc05": m["resolution_0.5"],
+        "fsc0143": m["resolution_0.143"],
+        "rel_error": m["relative_error"],
+        "gamma": float(best.gamma),
+        "cost": float(best.cost),
+        "restart_costs": [float(f.cost) for f in fits],
+        "fit_s": [float(f.wall_time_s) for f in fits],
+        "model_s": t_model,
+        "fsc": list(map(float, m["fsc"])),
+    }
     out.update(truth_start(full, coef, truth, vs, mom, sub, W, lsq))
     cache.write_text(json.dumps(out, indent=1))
     return out
@@ -166,21 +206,38 @@ def truth_start(full, coef, truth, vs, mom, sub, W, lsq) -> dict:
     from cryomtd.mom3d.fit import MomentModel, _Cost, _optimise, cost_terms, crop_moments, gauss_newton_polish
 
     model = MomentModel(sub, W)
-    c0 = coef[:sub.size].copy()
+    c0 = coef[: sub.size].copy()
     terms = [float(x) for x in cost_terms(model, mom, c0, 0.1, sigma=0.0)]
     cost = _Cost(model, crop_moments(mom, W), sigma=0.0, weights=(1.0, 1.0, 1.0), prior_weight=0.0)
     t0 = time.perf_counter()
-    c, g, f, _, _ = _optimise(cost, model, c0, 0.1, optimizer="conjugate-gradient",
-                              max_iterations=int(lsq["max_iterations"]), min_gradient_norm=1e-10, max_inner=None)
+    c, g, f, _, _ = _optimise(
+        cost,
+        model,
+        c0,
+        0.1,
+        optimizer="conjugate-gradient",
+        max_iterations=int(lsq["max_iterations"]),
+        min_gradient_norm=1e-10,
+        max_inner=None,
+    )
     if int(lsq.get("polish", 0)):
         c, g, f, _, _ = gauss_newton_polish(cost, c, g, max_iterations=int(lsq["polish"]))
     est = np.zeros(full.size)
-    est[:sub.size] = c
+    est[: sub.size] = c
     m, _ = estimator_metrics(truth, full.evaluate(est), basis=full, truth_coef=coef, est_coef=est, voxel_size=vs)
-    return {"truncation_cost": sum(terms), "truncation_cost_terms": terms,
-            "truth_start": {"fsc05": m["resolution_0.5"], "fsc0143": m["resolution_0.143"],
-                            "rel_error": m["relative_error"], "gamma": float(g), "cost": float(f),
-                            "fit_s": time.perf_counter() - t0, "fsc": list(map(float, m["fsc"]))}}
+    return {
+        "truncation_cost": sum(terms),
+        "truncation_cost_terms": terms,
+        "truth_start": {
+            "fsc05": m["resolution_0.5"],
+            "fsc0143": m["resolution_0.143"],
+            "rel_error": m["relative_error"],
+            "gamma": float(g),
+            "cost": float(f),
+            "fit_s": time.perf_counter() - t0,
+            "fsc": list(map(float, m["fsc"])),
+        },
+    }
 
 
 def measure(study: Path, config: dict) -> dict:
@@ -200,14 +257,22 @@ def measure(study: Path, config: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for size, windows in ((1024, (6, 10)), (4096, (6,))):
             t0 = time.perf_counter()
-            m = simulate_from_truth(truth, 0, seed=int(exp["seed"]), size=size, gamma=mic["gamma"], snr=mic["snr"],
-                                    spacing=mic["spacing"], ctf=None, micrograph_name=f"{tmp}/m.mrc")
+            m = simulate_from_truth(
+                truth,
+                0,
+                seed=int(exp["seed"]),
+                size=size,
+                gamma=mic["gamma"],
+                snr=mic["snr"],
+                spacing=mic["spacing"],
+                ctf=None,
+                micrograph_name=f"{tmp}/m.mrc",
+            )
             save_micrograph(m, f"{tmp}/m.mrc", f"{tmp}/m.star", f"{tmp}/m.json")
             out[f"simulate_{size}"] = time.perf_counter() - t0
             for W in windows:
                 t0 = time.perf_counter()
-                autocorrelate_file(f"{tmp}/m.mrc", f"{tmp}/m_{W}.npz", window=W, backend="numpy",
-                                   show_progress=False)
+                autocorrelate_file(f"{tmp}/m.mrc", f"{tmp}/m_{W}.npz", window=W, backend="numpy", show_progress=False)
                 out[f"autocorrelate_{size}_W{W}"] = time.perf_counter() - t0
                 print(f"size {size} W {W}: {out[f'autocorrelate_{size}_W{W}']:.1f} s", file=sys.stderr)
     cache.write_text(json.dumps(out, indent=1))
@@ -247,19 +312,41 @@ def plot(rows: list[dict], refs: dict | None, path: Path) -> None:
             x, y = zip(*pts)
             ax.plot(x, y, marker=marker, label=f"SNR {snr_label(snr)}")
     if refs:
-        ax.axhline(refs["exact_moments"]["fsc05"], color="0.4", ls="--", lw=1,
-                   label=f"exact moments (n = ∞): {refs['exact_moments']['fsc05']:.1f} Å")
+        ax.axhline(
+            refs["exact_moments"]["fsc05"],
+            color="0.4",
+            ls="--",
+            lw=1,
+            label=f"exact moments (n = ∞): {refs['exact_moments']['fsc05']:.1f} Å",
+        )
         if "truth_start" in refs:
-            ax.axhline(refs["truth_start"]["fsc05"], color="0.4", ls="-.", lw=1,
-                       label=f"exact moments, started at the truth: {refs['truth_start']['fsc05']:.1f} Å")
-        ax.axhline(refs["truncation"]["fsc05"], color="0.6", ls=":", lw=1,
-                   label=f"truth truncated to ℓ ≤ 2: {refs['truncation']['fsc05']:.1f} Å")
+            ax.axhline(
+                refs["truth_start"]["fsc05"],
+                color="0.4",
+                ls="-.",
+                lw=1,
+                label=f"exact moments, started at the truth: {refs['truth_start']['fsc05']:.1f} Å",
+            )
+        ax.axhline(
+            refs["truncation"]["fsc05"],
+            color="0.6",
+            ls=":",
+            lw=1,
+            label=f"truth truncated to ℓ ≤ 2: {refs['truncation']['fsc05']:.1f} Å",
+        )
     done = [r for r in rows if r["done"]]
     if done:  # the highest FSC shell of an odd box: L·voxel / (L//2); resolutions cannot go below it
         last = done[0]["L"] * done[0]["voxel_size"] / (done[0]["L"] // 2)
         ax.axhline(last, color="k", lw=0.6)
-        ax.text(0.99, last, f"last FSC shell ({last:.1f} Å)", va="bottom", ha="right", fontsize=7,
-                transform=ax.get_yaxis_transform())
+        ax.text(
+            0.99,
+            last,
+            f"last FSC shell ({last:.1f} Å)",
+            va="bottom",
+            ha="right",
+            fontsize=7,
+            transform=ax.get_yaxis_transform(),
+        )
     ax.set_xscale("log", base=2)
     ns = sorted({r["n_micrographs"] for r in rows})
     ax.set_xticks(ns, [str(n) for n in ns])
@@ -277,8 +364,9 @@ def plot(rows: list[dict], refs: dict | None, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("study", type=Path, help="the snakemake working directory of the study")
-    ap.add_argument("--config", type=Path, default=None,
-                    help="config (default: STUDY/bpti_micrographs.yaml, else the repository's)")
+    ap.add_argument(
+        "--config", type=Path, default=None, help="config (default: STUDY/bpti_micrographs.yaml, else the repository's)"
+    )
     ap.add_argument("--references", action="store_true", help="truncation and exact-moment references")
     ap.add_argument("--measure", action="store_true", help="measure throughput and print the projection")
     ap.add_argument("--figure", type=Path, default=None, help="PNG of FSC-0.5 vs number of micrographs")
@@ -296,8 +384,16 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown(rows))
     refs = references(a.study, config) if a.references else None
     if refs:
-        print("\nreferences:", json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "fsc"} if isinstance(v, dict) else v)
-                                           for k, v in refs.items()}, indent=1))
+        print(
+            "\nreferences:",
+            json.dumps(
+                {
+                    k: ({kk: vv for kk, vv in v.items() if kk != "fsc"} if isinstance(v, dict) else v)
+                    for k, v in refs.items()
+                },
+                indent=1,
+            ),
+        )
     if a.measure:
         thr = measure(a.study, config)
         print("\nthroughput:", json.dumps(thr, indent=1))

@@ -101,7 +101,7 @@ def estep_time(xp, method, patches, proj, memory_mb):
         sp = projection_spectra(proj, log_rho, log_pi, xp, method, stack_mb=memory_mb / 4)
         st = Statistics.zeros(R, L)
         for p0 in range(0, patches.shape[0], P_batch):
-            st.add(estep_batch(patches[p0:p0 + P_batch], sp, 1.0, xp, rot_chunk))
+            st.add(estep_batch(patches[p0 : p0 + P_batch], sp, 1.0, xp, rot_chunk))
         return st
 
     return best_time(go, repeat=2, sync=xp.sync)
@@ -126,9 +126,19 @@ def main() -> None:
     patches = rng.standard_normal((P, L, L))
     proj = rng.standard_normal((R, L, L))
     evals = P * R * 4 * L * L
-    out = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                       "load_avg": os.getloadavg(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
-           "L": L, "patches": P, "rotations": R, "shifts": 4 * L * L, "results": []}
+    out = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg": os.getloadavg(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        },
+        "L": L,
+        "patches": P,
+        "rotations": R,
+        "shifts": 4 * L * L,
+        "results": [],
+    }
     print(f"L={L}  patches={P}  rotations={R}  shifts={4 * L * L}  evaluations={evals:.3g}  load={os.getloadavg()}")
     for backend in args.backends:
         try:
@@ -148,8 +158,15 @@ def main() -> None:
             else:
                 frac = (P * R / t) / fftrate
                 cap = f"{P * R / t:.3g} FFT pairs/s of {fftrate:.3g} plain batched pairs/s"
-            row = {"backend": backend, "method": method, "seconds": t, "evals_per_s": rate, "fraction": frac,
-                   "matmul_gflops": peak, "fft_pairs_per_s": fftrate}
+            row = {
+                "backend": backend,
+                "method": method,
+                "seconds": t,
+                "evals_per_s": rate,
+                "fraction": frac,
+                "matmul_gflops": peak,
+                "fft_pairs_per_s": fftrate,
+            }
             out["results"].append(row)
             print(f"{backend:10s} {method:7s} {t:8.3f} s  {rate / 1e6:8.2f} M eval/s  {cap}  → fraction {frac:.2f}")
 
@@ -162,12 +179,18 @@ def main() -> None:
     xp = get_backend("numpy")
     t_vec = {m: estep_time(xp, m, sub_p, sub_r, args.memory_mb) for m in args.methods}
     # the reference computes log-likelihoods only; the vectorised timing includes the M-step statistics too
-    out["reference"] = {"patches": n_ref, "rotations": r_ref, "seconds": t_ref,
-                        "evals_per_s": n_ref * r_ref * 4 * L * L / t_ref,
-                        "speedup": {m: t_ref / t for m, t in t_vec.items()}}
-    print(f"plain loop over (patch, rotation) on {n_ref}×{r_ref}: {t_ref:.3f} s "
-          f"({out['reference']['evals_per_s'] / 1e6:.2f} M eval/s); speed-up of the vectorised E-step "
-          + ", ".join(f"{m} ×{s:.1f}" for m, s in out["reference"]["speedup"].items()))
+    out["reference"] = {
+        "patches": n_ref,
+        "rotations": r_ref,
+        "seconds": t_ref,
+        "evals_per_s": n_ref * r_ref * 4 * L * L / t_ref,
+        "speedup": {m: t_ref / t for m, t in t_vec.items()},
+    }
+    print(
+        f"plain loop over (patch, rotation) on {n_ref}×{r_ref}: {t_ref:.3f} s "
+        f"({out['reference']['evals_per_s'] / 1e6:.2f} M eval/s); speed-up of the vectorised E-step "
+        + ", ".join(f"{m} ×{s:.1f}" for m, s in out["reference"]["speedup"].items())
+    )
 
     if args.scaling:
         xp = get_backend("numpy")

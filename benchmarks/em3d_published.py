@@ -47,9 +47,13 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--backend", default="numpy")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--start-ell", type=int, default=None,
-                    help="start from the truth low-passed to ℓ ≤ this (a stand-in for the method-of-moments "
-                    "estimate) instead of the low-pass random volume")
+    ap.add_argument(
+        "--start-ell",
+        type=int,
+        default=None,
+        help="start from the truth low-passed to ℓ ≤ this (a stand-in for the method-of-moments "
+        "estimate) instead of the low-pass random volume",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -66,30 +70,61 @@ def main() -> None:
         if size <= 0:
             continue
         t0 = time.perf_counter()
-        m = simulate.micrograph(prep.coef, size, gamma=args.gamma, snr=args.snr, seed=args.seed,
-                                spacing="nonoverlapping", basis=b)
+        m = simulate.micrograph(
+            prep.coef, size, gamma=args.gamma, snr=args.snr, seed=args.seed, spacing="nonoverlapping", basis=b
+        )
         t_sim = time.perf_counter() - t0
         rows = []
 
         def record(k, res, rows=rows):
             a = align(b.evaluate(res.coef), truth, basis=b, output="basis", grid_step=15.0)
             curve = fsc(a.volume, truth)
-            rows.append({"iteration": k, "loglik": res.loglik[-1], "estep_s": res.estep_s[-1],
-                         "mstep_s": res.mstep_s[-1], "fsc05_voxels": resolution(curve, 0.5, L=args.L),
-                         "relative_error": relative_error(a.volume, truth), "fsc": curve.tolist()})
+            rows.append(
+                {
+                    "iteration": k,
+                    "loglik": res.loglik[-1],
+                    "estep_s": res.estep_s[-1],
+                    "mstep_s": res.mstep_s[-1],
+                    "fsc05_voxels": resolution(curve, 0.5, L=args.L),
+                    "relative_error": relative_error(a.volume, truth),
+                    "fsc": curve.tolist(),
+                }
+            )
             r = rows[-1]
-            print(f"  {name} it {k}: loglik/patch {r['loglik']:.5f}  E {r['estep_s']:.1f}s  M {r['mstep_s']:.1f}s  "
-                  f"FSC0.5 {r['fsc05_voxels']:.2f} vox  rel.err {r['relative_error']:.3f}", flush=True)
+            print(
+                f"  {name} it {k}: loglik/patch {r['loglik']:.5f}  E {r['estep_s']:.1f}s  M {r['mstep_s']:.1f}s  "
+                f"FSC0.5 {r['fsc05_voxels']:.2f} vox  rel.err {r['relative_error']:.3f}",
+                flush=True,
+            )
 
-        print(f"{name}: micrograph {size}², {len(m.particles)} particles, γ={m.gamma:.3f}, σ={m.sigma:.4g} "
-              f"(simulated in {t_sim:.1f}s)", flush=True)
+        print(
+            f"{name}: micrograph {size}², {len(m.particles)} particles, γ={m.gamma:.3f}, σ={m.sigma:.4g} "
+            f"(simulated in {t_sim:.1f}s)",
+            flush=True,
+        )
         x0 = None if args.start_ell is None else np.where(b.ell <= args.start_ell, prep.coef, 0.0)
-        res = run([m.image], b, sigma=m.sigma, grid_step=args.grid_step, iterations=args.iterations, x0=x0,
-                  fraction=fraction, seed=args.seed, tol=0, backend=args.backend, callback=record)
-        out["runs"][name] = {"micrograph_size": size, "particles": int(len(m.particles)), "patches": res.n_patches,
-                             "patches_per_iteration": int(round(fraction * res.n_patches)),
-                             "rotations": int(len(np.asarray(__import__("cryomtd.rotations", fromlist=["grid"]).grid(args.grid_step)))),
-                             "sigma": m.sigma, "iterations": rows}
+        res = run(
+            [m.image],
+            b,
+            sigma=m.sigma,
+            grid_step=args.grid_step,
+            iterations=args.iterations,
+            x0=x0,
+            fraction=fraction,
+            seed=args.seed,
+            tol=0,
+            backend=args.backend,
+            callback=record,
+        )
+        out["runs"][name] = {
+            "micrograph_size": size,
+            "particles": int(len(m.particles)),
+            "patches": res.n_patches,
+            "patches_per_iteration": int(round(fraction * res.n_patches)),
+            "rotations": int(len(np.asarray(__import__("cryomtd.rotations", fromlist=["grid"]).grid(args.grid_step)))),
+            "sigma": m.sigma,
+            "iterations": rows,
+        }
         if args.out:
             with open(args.out, "w") as fh:
                 json.dump(out, fh, indent=2)

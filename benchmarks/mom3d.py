@@ -64,18 +64,34 @@ def jacobian_case(model: InvariantMomentModel, c: np.ndarray, repeat: int, symme
         fwd = torch.func.jacfwd(lambda v: cost.box_vector(v, orbits=True))
         J_ref = fwd(x)
         t_ref = _best(lambda: fwd(x), max(1, repeat // 2))
-    return {"jacobian_symmetry": symmetry, "jacobian_shape": list(J.shape), "jacobian_analytic_s": t_an,
-            "jacobian_jacfwd_s": t_ref, "ratio_jacfwd_over_analytic": t_ref / t_an,
-            "jacobian_max_rel_diff": float((J - J_ref).abs().max() / J_ref.abs().max())}
+    return {
+        "jacobian_symmetry": symmetry,
+        "jacobian_shape": list(J.shape),
+        "jacobian_analytic_s": t_an,
+        "jacobian_jacfwd_s": t_ref,
+        "ratio_jacfwd_over_analytic": t_ref / t_an,
+        "jacobian_max_rel_diff": float((J - J_ref).abs().max() / J_ref.abs().max()),
+    }
 
 
-def run_case(L: int, ell_max: int, W: int, repeat: int, reference: bool, full_grid: bool = True,
-             jacobian: str | None = None, cache_dir: str | None = None) -> dict:
+def run_case(
+    L: int,
+    ell_max: int,
+    W: int,
+    repeat: int,
+    reference: bool,
+    full_grid: bool = True,
+    jacobian: str | None = None,
+    cache_dir: str | None = None,
+) -> dict:
     b = SphericalBessel(L, ell_max)
     c = np.random.default_rng(0).standard_normal(b.size)
     out: dict = {"L": L, "ell_max": ell_max, "W": W, "size": b.size}
-    for name, make in (("fast", lambda: MomentModel(b, W)), ("fast_full_grid", lambda: MomentModel(b, W, symmetry=False)),
-                       ("invariants", lambda: InvariantMomentModel(b, W, cache_dir=cache_dir))):
+    for name, make in (
+        ("fast", lambda: MomentModel(b, W)),
+        ("fast_full_grid", lambda: MomentModel(b, W, symmetry=False)),
+        ("invariants", lambda: InvariantMomentModel(b, W, cache_dir=cache_dir)),
+    ):
         if name == "fast_full_grid" and not full_grid:
             continue
         t0 = time.perf_counter()
@@ -126,8 +142,16 @@ def main() -> None:
     rows = []
     for case in args.cases:
         L, lm, W = (int(v) for v in case.split(","))
-        row = run_case(L, lm, W, args.repeat, not args.no_reference, not args.no_full_grid,
-                       args.symmetry if args.jacobian else None, args.cache_dir)
+        row = run_case(
+            L,
+            lm,
+            W,
+            args.repeat,
+            not args.no_reference,
+            not args.no_full_grid,
+            args.symmetry if args.jacobian else None,
+            args.cache_dir,
+        )
         rows.append(row)
         print(json.dumps(row))
     result = {"machine": platform.processor() or platform.machine(), "torch_threads": args.threads, "cases": rows}

@@ -42,8 +42,17 @@ def rotation_gauge(basis: SphericalBessel, coef: np.ndarray, Q: np.ndarray) -> i
     from scipy.spatial.transform import Rotation
 
     h = 1e-5
-    T = np.stack([(basis.rotate(coef, Rotation.from_rotvec(h * u).as_matrix())
-                   - basis.rotate(coef, Rotation.from_rotvec(-h * u).as_matrix())) / (2 * h) for u in np.eye(3)], axis=1)
+    T = np.stack(
+        [
+            (
+                basis.rotate(coef, Rotation.from_rotvec(h * u).as_matrix())
+                - basis.rotate(coef, Rotation.from_rotvec(-h * u).as_matrix())
+            )
+            / (2 * h)
+            for u in np.eye(3)
+        ],
+        axis=1,
+    )
     tol = 1e-6 * float(np.linalg.norm(coef))
     rank = lambda A: int((np.linalg.svd(A, compute_uv=False) > tol).sum())  # noqa: E731
     return rank(T) - rank(T - Q @ (Q.T @ T))
@@ -64,7 +73,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     d = np.load(args.truth)
     b = SphericalBessel(int(d["L"]), args.ell_max)
-    t = np.asarray(d["coef"], dtype=np.float64)[:b.size]
+    t = np.asarray(d["coef"], dtype=np.float64)[: b.size]
     Q = symmetric_subspace(b, args.symmetry)
     asym = float(np.linalg.norm(t - Q @ (Q.T @ t)) / np.linalg.norm(t))
     t = Q @ (Q.T @ t)  # the symmetric part (the truth itself for C1)
@@ -79,14 +88,30 @@ def main() -> None:
         sw, _ = cost.residual_scales()
         J = cost.box_jacobian(torch.as_tensor(z)).numpy() * sw.numpy()[:, None] * args.gamma / b.L**2
         c = (0.01 * np.linalg.svd(J, compute_uv=False) * norm) ** 2
-        inner = c[:c.size - gauge]  # the smallest `gauge` are the rotations (exact symmetries)
-        print(json.dumps({"L": b.L, "ell_max": args.ell_max, "W": W, "symmetry": args.symmetry,
-                          "truth_asymmetry": asym, "fitted": int(Q.shape[1]), "rotation_gauge": gauge,
-                          "rows": J.shape[0], "directions": inner.size,
-                          "cost_1pct_strongest": float(c[0]), "cost_1pct_weakest": float(inner[-1]),
-                          "cost_1pct_10th_weakest": float(inner[-10]),
-                          "n_below_1e-12": int((inner < 1e-12).sum()), "n_below_1e-10": int((inner < 1e-10).sum()),
-                          "n_below_1e-8": int((inner < 1e-8).sum()), "seconds": time.perf_counter() - t0}), flush=True)
+        inner = c[: c.size - gauge]  # the smallest `gauge` are the rotations (exact symmetries)
+        print(
+            json.dumps(
+                {
+                    "L": b.L,
+                    "ell_max": args.ell_max,
+                    "W": W,
+                    "symmetry": args.symmetry,
+                    "truth_asymmetry": asym,
+                    "fitted": int(Q.shape[1]),
+                    "rotation_gauge": gauge,
+                    "rows": J.shape[0],
+                    "directions": inner.size,
+                    "cost_1pct_strongest": float(c[0]),
+                    "cost_1pct_weakest": float(inner[-1]),
+                    "cost_1pct_10th_weakest": float(inner[-10]),
+                    "n_below_1e-12": int((inner < 1e-12).sum()),
+                    "n_below_1e-10": int((inner < 1e-10).sum()),
+                    "n_below_1e-8": int((inner < 1e-8).sum()),
+                    "seconds": time.perf_counter() - t0,
+                }
+            ),
+            flush=True,
+        )
         rng = np.random.default_rng(0)
         for eps in args.basin:
             start = z + eps * norm * rng.standard_normal(z.size) / np.sqrt(z.size)
@@ -97,10 +122,20 @@ def main() -> None:
             e = b.rotate(reflect_coefficients(coef, b) if refl else coef, R)
             vt = b.evaluate(t)
             a = align(b.evaluate(coef), vt, basis=b, est_coef=coef, ref_coef=t, shift=True, output="basis")
-            print(json.dumps({"W": W, "start_error": eps, "cost": f, "jacobians": njev,
-                              "coef_error_aligned": float(np.linalg.norm(e - t) / norm),
-                              "volume_error_shift": float(np.linalg.norm(a.volume - vt) / np.linalg.norm(vt)),
-                              "seconds": time.perf_counter() - t1}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "W": W,
+                        "start_error": eps,
+                        "cost": f,
+                        "jacobians": njev,
+                        "coef_error_aligned": float(np.linalg.norm(e - t) / norm),
+                        "volume_error_shift": float(np.linalg.norm(a.volume - vt) / np.linalg.norm(vt)),
+                        "seconds": time.perf_counter() - t1,
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

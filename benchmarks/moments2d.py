@@ -62,15 +62,21 @@ def naive_seconds_per_pair(image: np.ndarray, W: int, n_pairs: int, engine) -> t
     M1, M2 = image.shape
     o = W - 1
     padded = np.zeros((M1 + 2 * o, M2 + 2 * o))
-    padded[o:o + M1, o:o + M2] = image
+    padded[o : o + M1, o : o + M2] = image
     lags = a3_nonredundant_lags(W)
     pick = np.linspace(0, len(lags) - 1, min(n_pairs, len(lags))).astype(int)
     vals = np.empty(pick.size)
     t = time.perf_counter()
     for i, k in enumerate(pick):
         l1y, l1x, l2y, l2x = lags[k]
-        vals[i] = np.sum(image * padded[o + l1y:o + l1y + M1, o + l1x:o + l1x + M2]
-                         * padded[o + l2y:o + l2y + M1, o + l2x:o + l2x + M2]) / image.size
+        vals[i] = (
+            np.sum(
+                image
+                * padded[o + l1y : o + l1y + M1, o + l1x : o + l1x + M2]
+                * padded[o + l2y : o + l2y + M1, o + l2x : o + l2x + M2]
+            )
+            / image.size
+        )
     per_pair = (time.perf_counter() - t) / pick.size
     return per_pair, float(np.max(np.abs(vals - engine.a3_unique()[pick])))
 
@@ -82,8 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--backends", nargs="+", default=None, help="default: every available backend")
     ap.add_argument("--dtypes", nargs="+", default=["float64"])
     ap.add_argument("--naive-pairs", type=int, default=48)
-    ap.add_argument("--methods", nargs="+", default=None,
-                    help="engine methods (rows, gather); default: each backend's default")
+    ap.add_argument(
+        "--methods", nargs="+", default=None, help="engine methods (rows, gather); default: each backend's default"
+    )
     ap.add_argument("--repeats", type=int, default=1, help="engine runs per configuration (best is reported)")
     ap.add_argument("--out", default=None, help="write the results as JSON here too")
     args = ap.parse_args(argv)
@@ -109,10 +116,19 @@ def main(argv: list[str] | None = None) -> dict:
                         be.synchronize()
                         dt = min(dt, time.perf_counter() - t)
                     gflops = 2 * gram_macs(W, chunk, meth) * image.size / dt / 1e9
-                    run = {"W": W, "backend": be.name, "method": meth, "dtype": d, "seconds": dt,
-                           "megapixels_per_s": image.size / dt / 1e6, "gflops": gflops,
-                           "fraction_of_peak": gflops / peaks[(b, d)], "macs_per_pixel": gram_macs(W, chunk, meth),
-                           "band_pixels": default_band_pixels(be.name, W, meth), "chunk": chunk}
+                    run = {
+                        "W": W,
+                        "backend": be.name,
+                        "method": meth,
+                        "dtype": d,
+                        "seconds": dt,
+                        "megapixels_per_s": image.size / dt / 1e6,
+                        "gflops": gflops,
+                        "fraction_of_peak": gflops / peaks[(b, d)],
+                        "macs_per_pixel": gram_macs(W, chunk, meth),
+                        "band_pixels": default_band_pixels(be.name, W, meth),
+                        "chunk": chunk,
+                    }
                     if ref_engine is None:
                         ref_engine = m
                     else:
@@ -121,8 +137,13 @@ def main(argv: list[str] | None = None) -> dict:
                     report["runs"].append(run)
                     print(json.dumps(run), flush=True)
         per_pair, dev = naive_seconds_per_pair(image, W, args.naive_pairs, ref_engine)
-        naive = {"W": W, "K3_pairs": K3, "naive_seconds_per_pair": per_pair, "naive_seconds_extrapolated": per_pair * K3,
-                 "naive_max_abs_diff": dev}
+        naive = {
+            "W": W,
+            "K3_pairs": K3,
+            "naive_seconds_per_pair": per_pair,
+            "naive_seconds_extrapolated": per_pair * K3,
+            "naive_max_abs_diff": dev,
+        }
         for run in report["runs"]:
             if run["W"] == W:
                 run["speedup_vs_naive"] = naive["naive_seconds_extrapolated"] / run["seconds"]
@@ -130,10 +151,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(naive), flush=True)
     print(json.dumps({"matmul_peak_gflops": report["matmul_peak_gflops"]}))
     for run in report["runs"]:
-        print(f"W={run['W']:>2} {run['backend']:>10}/{run['method']}/{run['dtype']}: "
-              f"{run['megapixels_per_s']:.4f} MP/s, "
-              f"{run['gflops']:.2f} GFLOP/s = {100 * run['fraction_of_peak']:.0f}% of matmul peak, "
-              f"{run['speedup_vs_naive']:.1f}× naive")
+        print(
+            f"W={run['W']:>2} {run['backend']:>10}/{run['method']}/{run['dtype']}: "
+            f"{run['megapixels_per_s']:.4f} MP/s, "
+            f"{run['gflops']:.2f} GFLOP/s = {100 * run['fraction_of_peak']:.0f}% of matmul peak, "
+            f"{run['speedup_vs_naive']:.1f}× naive"
+        )
     if args.out:
         from cryomtd.io import write_json
 

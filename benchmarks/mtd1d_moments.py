@@ -70,7 +70,8 @@ def main() -> None:
 
     t_seg = best_of(segment, args.repeats)
     out = {
-        "n": n, "L": L,
+        "n": n,
+        "L": L,
         "reference_samples_per_s": n / t_ref,
         "cryomtd_samples_per_s": n / t_new,
         "speedup": t_ref / t_new,

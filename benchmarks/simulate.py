@@ -40,7 +40,7 @@ def reference_micrograph(coef, basis, size, gamma, snr_sigma, distance, g):
     image = np.zeros((size, size))
     for ty, tx in centres:
         R = rotations.random(1, g)[0]
-        image[ty:ty + L, tx:tx + L] += basis.project(coef, R)
+        image[ty : ty + L, tx : tx + L] += basis.project(coef, R)
     return image + snr_sigma * g.standard_normal((size, size))
 
 
@@ -59,7 +59,9 @@ def main() -> None:
     coef = basis.expand(gaussian_blobs(L, 8, 0))
     _ = basis.projection_matrix  # build the cached Ψ outside the timings
     d = S.min_distance(args.spacing, L)
-    print(f"L = {L}, ell_max = {basis.ell_max} ({basis.size} coefficients), γ = {args.gamma}, spacing {args.spacing} (d = {d})")
+    print(
+        f"L = {L}, ell_max = {basis.ell_max} ({basis.size} coefficients), γ = {args.gamma}, spacing {args.spacing} (d = {d})"
+    )
 
     # Part 1: the full micrograph, stage by stage
     g = np.random.default_rng(0)
@@ -69,20 +71,24 @@ def main() -> None:
     t1 = time.perf_counter()
     R = rotations.random(n, g)
     project = S.EulerProjector(basis, coef)
-    images = np.concatenate([project(R[a:a + 4096]) for a in range(0, n, 4096)])
+    images = np.concatenate([project(R[a : a + 4096]) for a in range(0, n, 4096)])
     t2 = time.perf_counter()
     clean = S.paste(args.size, corners, images)
     t3 = time.perf_counter()
     energy = S.basis_signal_energy(basis, coef)
     _ = clean + np.sqrt(energy / (L * L)) * g.standard_normal(clean.shape)
     t4 = time.perf_counter()
-    print(f"{args.size}²: {n} particles; placement {t1 - t0:.2f} s, projection {t2 - t1:.2f} s, "
-          f"paste {t3 - t2:.2f} s, energy + noise {t4 - t3:.2f} s; total {t4 - t0:.2f} s")
+    print(
+        f"{args.size}²: {n} particles; placement {t1 - t0:.2f} s, projection {t2 - t1:.2f} s, "
+        f"paste {t3 - t2:.2f} s, energy + noise {t4 - t3:.2f} s; total {t4 - t0:.2f} s"
+    )
     t5, c5 = time.perf_counter(), time.process_time()
     m = S.micrograph(coef, args.size, gamma=args.gamma, snr=1.0, seed=1, spacing=args.spacing, basis=basis)
     t6, c6 = time.perf_counter(), time.process_time()
-    print(f"simulate.micrograph({args.size}²) end to end: {t6 - t5:.2f} s wall, {c6 - c5:.2f} s CPU "
-          f"({len(m.particles)} particles)")
+    print(
+        f"simulate.micrograph({args.size}²) end to end: {t6 - t5:.2f} s wall, {c6 - c5:.2f} s CPU "
+        f"({len(m.particles)} particles)"
+    )
 
     # Part 2: ratio to the plain per-particle reference on the same (smaller) micrograph
     size = args.ref_size

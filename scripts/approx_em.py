@@ -10,7 +10,12 @@ with log_to(snakemake.log[0]):
     inp, out, par = snakemake.input, snakemake.output, snakemake.params
     settings = EmSettings.from_config(par.em, where=f"experiments.{snakemake.wildcards.exp}.em")
     res, basis, pixel = reconstruct(
-        list(inp.micrographs), list(inp.infos), settings=settings, ell_max=par.ell_max, seed=par.seed,
-        lsq_npz=inp.get("lsq_npz"), checkpoint=par.checkpoint,
+        list(inp.micrographs),
+        list(inp.infos),
+        settings=settings,
+        ell_max=par.ell_max,
+        seed=par.seed,
+        lsq_npz=inp.get("lsq_npz"),
+        checkpoint=par.checkpoint,
     )
     write_outputs(res, basis, pixel, settings, npz=out.npz, mrc=out.mrc, trace=out.trace)

@@ -7,6 +7,7 @@ from cryomtd.moments.stage import autocorrelate_file
 snakemake = globals()["snakemake"]  # injected by Snakemake
 
 with log_to(snakemake.log[0]):
-    settings = MomentsSettings.from_config(snakemake.params.moments,
-                                           where=f"experiments.{snakemake.wildcards.exp}.moments")
+    settings = MomentsSettings.from_config(
+        snakemake.params.moments, where=f"experiments.{snakemake.wildcards.exp}.moments"
+    )
     autocorrelate_file(snakemake.input.mrc, snakemake.output[0], settings, L=snakemake.params.L, show_progress=False)

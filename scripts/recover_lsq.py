@@ -12,5 +12,13 @@ with log_to(snakemake.log[0]):
     p = snakemake.params
     s = LsqSettings.from_config(p.lsq, where=f"experiments.{snakemake.wildcards.exp}.lsq")
     s = dataclasses.replace(s, advanced=dataclasses.replace(s.advanced, threads=snakemake.threads))
-    recover_restart_file(snakemake.input[0], snakemake.output[0], L=p.L, ell_max=p.ell_max, settings=s, seed=p.seed,
-                         restart=int(snakemake.wildcards.r), exact=p.exact)
+    recover_restart_file(
+        snakemake.input[0],
+        snakemake.output[0],
+        L=p.L,
+        ell_max=p.ell_max,
+        settings=s,
+        seed=p.seed,
+        restart=int(snakemake.wildcards.r),
+        exact=p.exact,
+    )

@@ -12,5 +12,13 @@ with log_to(snakemake.log[0]):
     p = snakemake.params
     s = LsqSettings.from_config(p.lsq, where=f"experiments.{snakemake.wildcards.exp}.lsq")
     s = dataclasses.replace(s, advanced=dataclasses.replace(s.advanced, threads=snakemake.threads))
-    refine_restart_file(snakemake.input.moments, list(snakemake.input.restarts), snakemake.output[0],
-                        rank=int(snakemake.wildcards.k), L=p.L, ell_max=p.ell_max, settings=s, exact=p.exact)
+    refine_restart_file(
+        snakemake.input.moments,
+        list(snakemake.input.restarts),
+        snakemake.output[0],
+        rank=int(snakemake.wildcards.k),
+        L=p.L,
+        ell_max=p.ell_max,
+        settings=s,
+        exact=p.exact,
+    )

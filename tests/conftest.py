@@ -32,8 +32,19 @@ def _run_workflow(workdir: Path, *targets: str, timeout: float = 900) -> str:
     """Run the repository's Snakefile for ``targets`` with ``workdir`` as working directory
     (a temporary folder, never the checkout) on 2 cores; fail the test with the tail of
     Snakemake's output on error; return its stdout + stderr."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", "2", "--nocolor", *targets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+        "--nocolor",
+        *targets,
+    ]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout + proc.stderr

@@ -120,7 +120,9 @@ def test_orthonormal_in_continuous_l2():
     nphi = 2 * ell_max + 1
     phi = np.arange(nphi) * 2 * np.pi / nphi
     st = np.sqrt(1 - x**2)
-    u = np.stack([np.outer(st, np.cos(phi)), np.outer(st, np.sin(phi)), np.repeat(x[:, None], nphi, 1)], -1).reshape(-1, 3)
+    u = np.stack([np.outer(st, np.cos(phi)), np.outer(st, np.sin(phi)), np.repeat(x[:, None], nphi, 1)], -1).reshape(
+        -1, 3
+    )
     wu = np.repeat(wt * 2 * np.pi / nphi, nphi)
     pts = (r[:, None, None] * u[None]).reshape(-1, 3)
     w = (wr[:, None] * r[:, None] ** 2 * wu[None]).ravel()
@@ -301,11 +303,20 @@ def test_rotate_equals_wigner_blocks_including_poles():
     # (tilt 0, 180°, 1e-9°, 1e-5°) exercise the fallback for ill-conditioned Euler angles.
     b = SphericalBessel(14)
     coef = np.random.default_rng(12).standard_normal(b.size)
-    R = np.concatenate([rotations.random(20, 13),
-                        rotations.euler_to_matrix([10, 20, 30, 40, 50], [0, 180, 1e-9, 1e-5, 180 - 1e-6], [5, 6, 7, 8, 9]),
-                        np.eye(3)[None]])
+    R = np.concatenate(
+        [
+            rotations.random(20, 13),
+            rotations.euler_to_matrix([10, 20, 30, 40, 50], [0, 180, 1e-9, 1e-5, 180 - 1e-6], [5, 6, 7, 8, 9]),
+            np.eye(3)[None],
+        ]
+    )
     D = b.wigner(R)
-    ref = np.concatenate([np.einsum("nij,sj->nsi", D[l], coef[sl].reshape(-1, 2 * l + 1)).reshape(len(R), -1)
-                          for l, sl in enumerate(b.ell_slices)], axis=1)
+    ref = np.concatenate(
+        [
+            np.einsum("nij,sj->nsi", D[l], coef[sl].reshape(-1, 2 * l + 1)).reshape(len(R), -1)
+            for l, sl in enumerate(b.ell_slices)
+        ],
+        axis=1,
+    )
     assert np.abs(b.rotate(coef, R) - ref).max() < 1e-12
     assert np.abs(b.rotate(coef, R[3]) - ref[3]).max() < 1e-12

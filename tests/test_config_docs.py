@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_reference_is_generated_from_the_schemas():
     assert (REPO / "docs" / "config.md").read_text() == reference_markdown(), (
-        "docs/config.md is stale: run `python -m cryomtd.schema_docs > docs/config.md`")
+        "docs/config.md is stale: run `python -m cryomtd.schema_docs > docs/config.md`"
+    )
 
 
 def _user_keys(schema: dict, base: Path, prefix: str = "") -> dict[str, object]:
@@ -54,13 +55,17 @@ def test_example_config_validates_and_shows_every_user_key_with_its_default():
     fill_defaults(config, SCHEMA_DIR / "config.schema.yaml")
     for kind, schema_file in (("mtd1d", "mtd1d.schema.yaml"), ("cryo3d", "cryo3d.schema.yaml")):
         (exp,) = [e for e in config["experiments"].values() if e["kind"] == kind]
-        shown = _flat(yaml.safe_load((REPO / "configs" / "example.yaml").read_text())["experiments"][
-            next(n for n, e in config["experiments"].items() if e["kind"] == kind)])
+        shown = _flat(
+            yaml.safe_load((REPO / "configs" / "example.yaml").read_text())["experiments"][
+                next(n for n, e in config["experiments"].items() if e["kind"] == kind)
+            ]
+        )
         expected = _user_keys(load_schema(SCHEMA_DIR / schema_file), SCHEMA_DIR)
         missing = sorted(k for k in expected if k not in shown)
         assert not missing, f"configs/example.yaml ({kind}) leaves out user keys {missing}"
         # the example states the defaults (where it departs from one, the departure is deliberate)
         deliberate = {"seed", "kind", "volume.source", "lsq.ell_max"}
-        wrong = {k: (shown[k], v) for k, v in expected.items()
-                 if k not in deliberate and v != "<required>" and shown[k] != v}
+        wrong = {
+            k: (shown[k], v) for k, v in expected.items() if k not in deliberate and v != "<required>" and shown[k] != v
+        }
         assert not wrong, f"configs/example.yaml ({kind}): values differ from the schema defaults {wrong}"

@@ -12,8 +12,18 @@ import numpy as np
 import pytest
 import scipy.special
 
-from cryomtd.em3d import (PatchSource, ProjectionModel, em, estep_batch, get_backend,
-                          log_likelihoods, mstep, projection_spectra, step_size, weight_images)
+from cryomtd.em3d import (
+    PatchSource,
+    ProjectionModel,
+    em,
+    estep_batch,
+    get_backend,
+    log_likelihoods,
+    mstep,
+    projection_spectra,
+    step_size,
+    weight_images,
+)
 from cryomtd.io import InputError
 
 
@@ -67,8 +77,12 @@ def direct_loglik(patches, proj, sigma, log_rho, log_pi):
             for sy in range(2 * L):
                 for sx in range(2 * L):
                     resid = patches[i] - model_image(proj[r], (sy, sx))
-                    out[i, r, sy, sx] = (-np.sum(resid**2) / (2 * sigma**2) - 0.5 * L * L * np.log(2 * np.pi * sigma**2)
-                                         + log_rho[sy, sx] + log_pi[r])
+                    out[i, r, sy, sx] = (
+                        -np.sum(resid**2) / (2 * sigma**2)
+                        - 0.5 * L * L * np.log(2 * np.pi * sigma**2)
+                        + log_rho[sy, sx]
+                        + log_pi[r]
+                    )
     return out
 
 
@@ -160,7 +174,9 @@ def test_mstep_is_weighted_least_squares_minimiser(prior_weight):
         for r in range(R):
             for sy in range(2 * L):
                 for sx in range(2 * L):
-                    M = np.stack([model_image(G[r, :, k].reshape(L, L), (sy, sx)).ravel() for k in range(model.size)], 1)
+                    M = np.stack(
+                        [model_image(G[r, :, k].reshape(L, L), (sy, sx)).ravel() for k in range(model.size)], 1
+                    )
                     rows.append(np.sqrt(w[i, r, sy, sx]) * M)
                     rhs.append(np.sqrt(w[i, r, sy, sx]) * patches[i].ravel())
     # Σ w ‖y − Mc‖²/(2σ²) + λ/2 ‖c‖²  ⇔  least squares with extra rows √λ·σ·I
@@ -196,8 +212,19 @@ def test_batch_em_objective_non_decreasing(prior_weight, learn_pi, method):
     wig = random_wigner(6, 2)
     truth = np.random.default_rng(7).standard_normal(model.size)
     patches = synthetic_patches(model, wig, truth, 80, sigma=0.5)
-    res = em(PatchSource([patches.reshape(-1, L)], L), model, wig, sigma=0.5, iterations=8, tol=0,
-             prior_weight=prior_weight, learn_rotation_prior=learn_pi, backend="numpy", method=method, seed=3)
+    res = em(
+        PatchSource([patches.reshape(-1, L)], L),
+        model,
+        wig,
+        sigma=0.5,
+        iterations=8,
+        tol=0,
+        prior_weight=prior_weight,
+        learn_rotation_prior=learn_pi,
+        backend="numpy",
+        method=method,
+        seed=3,
+    )
     obj = np.array(res.objective)
     assert res.iterations == 8
     # EM (and MAP-EM) never decreases its objective; allow float64 round-off only
@@ -237,10 +264,24 @@ def test_backends_and_methods_give_the_same_iterates():
     L = 4
     model = tiny_model(L)
     wig = random_wigner(5, 2)
-    mic = synthetic_patches(model, wig, np.random.default_rng(8).standard_normal(model.size), 40, sigma=0.5).reshape(-1, L)
-    runs = [em(PatchSource([mic], L), model, wig, sigma=0.5, iterations=3, tol=0, backend=b, method=m, seed=1,
-               prior_weight=0.1) for b, m in [("numpy", "fft"), ("numpy", "matmul"), ("torch-cpu", "fft"),
-                                              ("torch-cpu", "matmul")]]
+    mic = synthetic_patches(model, wig, np.random.default_rng(8).standard_normal(model.size), 40, sigma=0.5).reshape(
+        -1, L
+    )
+    runs = [
+        em(
+            PatchSource([mic], L),
+            model,
+            wig,
+            sigma=0.5,
+            iterations=3,
+            tol=0,
+            backend=b,
+            method=m,
+            seed=1,
+            prior_weight=0.1,
+        )
+        for b, m in [("numpy", "fft"), ("numpy", "matmul"), ("torch-cpu", "fft"), ("torch-cpu", "matmul")]
+    ]
     for r in runs[1:]:  # same mathematics, different summation order: float64 round-off only
         np.testing.assert_allclose(r.coef, runs[0].coef, rtol=0, atol=1e-10)
         np.testing.assert_allclose(r.loglik, runs[0].loglik, rtol=1e-12)
@@ -270,8 +311,8 @@ def test_patch_source_arrays_and_mrc(tmp_path):
     with mrcfile.new(path) as fh:
         fh.set_data(mics[1])
     src = PatchSource([mics[0], path], 4)
-    direct = [mics[0][r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] for r in range(3) for c in range(2)]
-    direct += [mics[1][r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] for r in range(2) for c in range(2)]
+    direct = [mics[0][r * 4 : (r + 1) * 4, c * 4 : (c + 1) * 4] for r in range(3) for c in range(2)]
+    direct += [mics[1][r * 4 : (r + 1) * 4, c * 4 : (c + 1) * 4] for r in range(2) for c in range(2)]
     assert src.n == len(direct) == 10
     np.testing.assert_array_equal(src.get(np.arange(10)), np.stack(direct))
     got = np.concatenate([p for _, p in src.batches(np.array([9, 0, 7, 2]), batch_size=3)])

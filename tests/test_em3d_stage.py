@@ -35,8 +35,22 @@ def test_cli_writes_outputs_and_resumes(micrograph_files):
     import mrcfile
 
     tmp, mics = micrograph_files
-    args = ["em", *mics, "--out", str(tmp / "out"), "--ell-max", "2", "--grid-step", "60", "--tol", "0",
-            "--fraction", "0.5", "--backend", "numpy"]
+    args = [
+        "em",
+        *mics,
+        "--out",
+        str(tmp / "out"),
+        "--ell-max",
+        "2",
+        "--grid-step",
+        "60",
+        "--tol",
+        "0",
+        "--fraction",
+        "0.5",
+        "--backend",
+        "numpy",
+    ]
     assert main(args + ["--iterations", "2"]) == 0
     first = np.load(tmp / "out" / "em.npz")["coef"].copy()
     with mrcfile.open(tmp / "out" / "em.mrc") as fh:

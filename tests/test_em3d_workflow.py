@@ -14,15 +14,25 @@ pytestmark = pytest.mark.slow
 
 
 def config(iterations: int) -> dict:
-    return {"experiments": {EXP: {
-        "kind": "cryo3d", "seed": 4,
-        "volume": {"source": "gaussian_blobs", "L": 5, "n_blobs": 3},
-        "basis": {"ell_max": 2},
-        "micrographs": {"n_micrographs": 1, "size": 60, "gamma": 0.1, "snr": 10.0, "spacing": "separated"},
-        "lsq": {"enabled": False},
-        "em": {"grid_step": 60, "iterations": iterations, "tol": 0, "fraction": 0.5,
-               "advanced": {"threads": 1, "memory_mb": 128, "backend": "numpy"}},
-    }}}
+    return {
+        "experiments": {
+            EXP: {
+                "kind": "cryo3d",
+                "seed": 4,
+                "volume": {"source": "gaussian_blobs", "L": 5, "n_blobs": 3},
+                "basis": {"ell_max": 2},
+                "micrographs": {"n_micrographs": 1, "size": 60, "gamma": 0.1, "snr": 10.0, "spacing": "separated"},
+                "lsq": {"enabled": False},
+                "em": {
+                    "grid_step": 60,
+                    "iterations": iterations,
+                    "tol": 0,
+                    "fraction": 0.5,
+                    "advanced": {"threads": 1, "memory_mb": 128, "backend": "numpy"},
+                },
+            }
+        }
+    }
 
 
 def run(run_workflow, workdir: Path, iterations: int) -> None:

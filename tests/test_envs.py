@@ -15,10 +15,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -64,7 +64,7 @@ def rule_blocks() -> list[tuple[Path, str, str]]:
     for smk in sorted(RULES.glob("*.smk")):
         text = smk.read_text()
         for m in head.finditer(text):
-            rest = text[m.end():]
+            rest = text[m.end() :]
             end = re.search(r"^\S", rest, re.M)  # next top-level statement
             blocks.append((smk, m.group(1), rest[: end.start()] if end else rest))
     return blocks
@@ -213,8 +213,10 @@ def test_rule_env_provides_script_imports(rule_file, rule, body):
 def test_import_closure_finds_nested_imports(tmp_path):
     # The closure must see through cryomtd modules and tell guarded imports apart.
     s = tmp_path / "s.py"
-    s.write_text("import json\nfrom cryomtd.io import save_npz\ntry:\n    import cupy\nexcept ImportError:\n    cupy = None\n"
-                 "def f():\n    import torch\n")
+    s.write_text(
+        "import json\nfrom cryomtd.io import save_npz\ntry:\n    import cupy\nexcept ImportError:\n    cupy = None\n"
+        "def f():\n    import torch\n"
+    )
     found = import_closure(s)
     assert "numpy" in found["eager"]  # through cryomtd.io
     assert found["deferred"] == {"torch"}  # imported when f() runs
@@ -231,7 +233,9 @@ def test_env_pins_versions_compatible_with_pyproject(env_path):
     deps = pinned(env)
     assert "python" in deps and "numpy" in deps
     for name, version in deps.items():
-        assert re.fullmatch(r"\d+(\.\d+)+", version), f"{env_path.name}: {name} not pinned to an exact version ({version!r})"
+        assert re.fullmatch(r"\d+(\.\d+)+", version), (
+            f"{env_path.name}: {name} not pinned to an exact version ({version!r})"
+        )
         if name == "python":
             assert Version(version + ".0") in Requirement(f"python{requires_python}").specifier
             continue
@@ -271,15 +275,29 @@ def test_snakemake_lint_is_clean(tmp_path):
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
     res = subprocess.run(
         [snakemake_exe(), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--lint"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert res.returncode == 0, f"snakemake --lint found problems:\n{res.stdout}\n{res.stderr}"
 
 
 # Heavy rules (cost grows with the data) must write a benchmark file: the scale-out
 # report sums them per rule (docs/cluster.md). Light gathers need not.
-HEAVY_RULES = {"mtd1d_segment", "mtd1d_lsq", "mtd1d_em", "prepare_volume", "simulate_micrograph",
-               "autocorrelate", "exact_moments", "recover_lsq", "refine_lsq", "approx_em", "evaluate"}
+HEAVY_RULES = {
+    "mtd1d_segment",
+    "mtd1d_lsq",
+    "mtd1d_em",
+    "prepare_volume",
+    "simulate_micrograph",
+    "autocorrelate",
+    "exact_moments",
+    "recover_lsq",
+    "refine_lsq",
+    "approx_em",
+    "evaluate",
+}
 
 
 @pytest.mark.parametrize("rule_file,rule,body", RULE_PARAMS)

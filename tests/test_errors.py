@@ -74,16 +74,21 @@ def test_the_entry_point_exits_nonzero_without_a_traceback(tmp_path):
     img = np.zeros((30, 30))
     img[0, 0] = np.nan
     mic = write_micrograph(tmp_path / "bad.mrc", img)
-    proc = subprocess.run([sys.executable, "-m", "cryomtd.cli", "em", str(mic), "--out", str(tmp_path / "o"), *EM_FAST],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cryomtd.cli", "em", str(mic), "--out", str(tmp_path / "o"), *EM_FAST],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert one_error_line(proc.stderr) == f"cryomtd em: error: {mic}: micrograph holds 1 non-finite pixels (NaN/Inf)"
 
 
 # ---------------------------------------------------------------- b: a window too large for memory
 def test_moments_window_too_large_for_memory_is_refused_before_allocating(noisy, tmp_path, capsys):
-    rc, err = cli(capsys, "moments", str(noisy), "--window", "300", "--out", str(tmp_path / "m.npz"),
-                  "--backend", "numpy")
+    rc, err = cli(
+        capsys, "moments", str(noisy), "--window", "300", "--out", str(tmp_path / "m.npz"), "--backend", "numpy"
+    )
     assert rc != 0
     line = one_error_line(err)
     assert "moments.window (--window) = 300" in line
@@ -97,8 +102,11 @@ def test_memory_check_names_the_largest_window_that_fits(monkeypatch):
 
     monkeypatch.setattr(autocorr2d, "_physical_memory", lambda: 40 * 2**20)  # a 40 MiB machine
     image = np.random.default_rng(2).standard_normal((64, 64))
-    with pytest.raises(InputError, match=r"moments.window \(--window\) = 30: .* 40.0 MiB of memory; "
-                                         r"the largest window that fits is about (\d+)") as err:
+    with pytest.raises(
+        InputError,
+        match=r"moments.window \(--window\) = 30: .* 40.0 MiB of memory; "
+        r"the largest window that fits is about (\d+)",
+    ) as err:
         autocorr2d.autocorrelations_2d(image, 30, backend="numpy")
     fits = int(str(err.value).split("fits is about ")[1].split()[0])
     assert autocorr2d.memory_needed(fits, 64, 64) <= 40 * 2**20 < autocorr2d.memory_needed(fits + 1, 64, 64)
@@ -106,21 +114,25 @@ def test_memory_check_names_the_largest_window_that_fits(monkeypatch):
 
 
 # ---------------------------------------------------------------- c: bad side-file fields
-@pytest.mark.parametrize("field, value, expected", [
-    ("L", "eleven", "field 'L': expected a positive integer, got 'eleven'"),
-    ("L", 0, "field 'L': expected a positive integer, got 0"),
-    ("L", 5.5, "field 'L': expected a positive integer, got 5.5"),
-    ("sigma", -0.5, "field 'sigma': expected a positive finite number, got -0.5"),
-    ("sigma", 0, "field 'sigma': expected a positive finite number, got 0"),
-    ("sigma", float("nan"), "field 'sigma': expected a positive finite number, got nan"),
-    ("sigma", float("inf"), "field 'sigma': expected a positive finite number, got inf"),
-    ("sigma", None, "field 'sigma': expected a positive finite number, got None"),
-    ("pixel_size", -1.0, "field 'pixel_size': expected a positive finite number, got -1.0"),
-])
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("L", "eleven", "field 'L': expected a positive integer, got 'eleven'"),
+        ("L", 0, "field 'L': expected a positive integer, got 0"),
+        ("L", 5.5, "field 'L': expected a positive integer, got 5.5"),
+        ("sigma", -0.5, "field 'sigma': expected a positive finite number, got -0.5"),
+        ("sigma", 0, "field 'sigma': expected a positive finite number, got 0"),
+        ("sigma", float("nan"), "field 'sigma': expected a positive finite number, got nan"),
+        ("sigma", float("inf"), "field 'sigma': expected a positive finite number, got inf"),
+        ("sigma", None, "field 'sigma': expected a positive finite number, got None"),
+        ("pixel_size", -1.0, "field 'pixel_size': expected a positive finite number, got -1.0"),
+    ],
+)
 def test_em_side_file_fields_are_checked(tmp_path, capsys, field, value, expected):
     info = {"sigma": 0.5, "L": L, "pixel_size": 1.0, field: value}
-    mic = write_micrograph(tmp_path / "0.mrc", np.random.default_rng(3).standard_normal((30, 30)),
-                           json.dumps(info))  # NaN/Infinity as Python's json writes them
+    mic = write_micrograph(
+        tmp_path / "0.mrc", np.random.default_rng(3).standard_normal((30, 30)), json.dumps(info)
+    )  # NaN/Infinity as Python's json writes them
     rc, err = cli(capsys, "em", str(mic), "--out", str(tmp_path / "out"), *EM_FAST)
     assert rc != 0
     assert one_error_line(err).endswith(f"error: {mic.with_suffix('.json')}: {expected}")
@@ -135,13 +147,16 @@ def test_em_side_file_missing_field_and_bad_json(tmp_path, capsys):
     assert rc != 0 and "0.json: not valid JSON" in one_error_line(err)
 
 
-@pytest.mark.parametrize("info, expected", [
-    ({"n_particles": "ten", "size": 64}, "field 'n_particles': expected an integer >= 0, got 'ten'"),
-    ({"n_particles": 10, "size": 0}, "field 'size': expected a positive integer, got 0"),
-    ({"n_particles": 10, "size": [64, -1]}, "field 'size': expected a positive integer, got -1"),
-    ({"n_particles": 10, "size": 64, "L": "eleven"}, "field 'L': expected a positive integer, got 'eleven'"),
-    ({"size": 64}, "missing field 'n_particles'"),
-])
+@pytest.mark.parametrize(
+    "info, expected",
+    [
+        ({"n_particles": "ten", "size": 64}, "field 'n_particles': expected an integer >= 0, got 'ten'"),
+        ({"n_particles": 10, "size": 0}, "field 'size': expected a positive integer, got 0"),
+        ({"n_particles": 10, "size": [64, -1]}, "field 'size': expected a positive integer, got -1"),
+        ({"n_particles": 10, "size": 64, "L": "eleven"}, "field 'L': expected a positive integer, got 'eleven'"),
+        ({"size": 64}, "missing field 'n_particles'"),
+    ],
+)
 def test_evaluation_side_file_fields_are_checked(tmp_path, info, expected):
     from cryomtd.evaluate.metrics import true_gamma
 
@@ -161,8 +176,9 @@ def test_corrupt_em_checkpoint_names_the_file_and_the_remedy(noisy, tmp_path, ca
     data = ck.read_bytes()
     for broken in (data[: len(data) // 2], b"not a checkpoint"):  # killed mid-copy; overwritten
         ck.write_bytes(broken)
-        rc, err = cli(capsys, "em", str(noisy), "--out", str(out), "--checkpoint", str(ck),
-                      "--iterations", "2", *EM_FAST[2:])
+        rc, err = cli(
+            capsys, "em", str(noisy), "--out", str(out), "--checkpoint", str(ck), "--iterations", "2", *EM_FAST[2:]
+        )
         assert rc != 0
         line = one_error_line(err)
         assert f"error: {ck}: unreadable EM checkpoint (" in line and line.endswith("delete it to start afresh")
@@ -173,14 +189,28 @@ def test_corrupt_em_checkpoint_names_the_file_and_the_remedy(noisy, tmp_path, ca
 # ---------------------------------------------------------------- e, f: the workflow config
 def snakemake_dry_run(workdir: Path, config_text: str) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(config_text)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-n",
-           "--cores", "1", "--nocolor"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "-n",
+        "--cores",
+        "1",
+        "--nocolor",
+    ]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
 
 
 def experiment(**em) -> dict:
-    return {"experiments": {"demo": {"kind": "cryo3d", "seed": 1, "volume": {"source": "data/structures/5PTI.pdb",
-                                                                            "L": 7}, "em": em}}}
+    return {
+        "experiments": {
+            "demo": {"kind": "cryo3d", "seed": 1, "volume": {"source": "data/structures/5PTI.pdb", "L": 7}, "em": em}
+        }
+    }
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
@@ -194,8 +224,10 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 def test_yaml_syntax_error_in_the_config_is_one_line_with_its_line(tmp_path):
     text = "experiments:\n  demo:\n    kind: cryo3d\n    seed: 1\n    volume: {source: x.pdb, L: 7\n    em:\n      grid_step: 30\n"
     proc = snakemake_dry_run(tmp_path, text)
-    assert error_lines(proc) == ["error: config.yaml, line 6, column 7: invalid YAML: expected ',' or '}', but got ':' "
-                                 "(in a flow mapping that starts at line 5, column 13)"]
+    assert error_lines(proc) == [
+        "error: config.yaml, line 6, column 7: invalid YAML: expected ',' or '}', but got ':' "
+        "(in a flow mapping that starts at line 5, column 13)"
+    ]
 
 
 @pytest.mark.slow
@@ -207,24 +239,46 @@ def test_unknown_key_and_wrong_type_in_the_config_name_the_key(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("cfg, lines", [
-    (experiment(grid_step="x"), ["config: experiments.demo.em.grid_step: expected number, got 'x'"]),
-    (experiment(grid_step=0), ["config: experiments.demo.em.grid_step: expected a value > 0, got 0"]),
-    (experiment(advanced={"backend": "cuda"}),
-     ["config: experiments.demo.em.advanced.backend: expected one of auto, numpy, torch-cpu, torch-cuda, got 'cuda'"]),
-    ({"experiments": {"demo": {"kind": "cryo3x", "seed": 1, "L": 3}}},
-     ["config: experiments.demo.kind: expected one of mtd1d, cryo3d, got 'cryo3x'"]),
-    ({"experiments": {"one": {"kind": "mtd1d", "seed": 1, "L": "x"}}, "result_dir": "r"},
-     ["config: unknown key 'result_dir' (did you mean 'results_dir'?)",
-      "config: experiments.one.L: expected integer, got 'x'"]),
-    ({"experiments": {"d": {"kind": "cryo3d", "volume": {"source": "x.pdb", "L": 7},
-                            "micrographs": {"spacing": "wide"}}}},
-     ["config: experiments.d: missing required key 'seed'",
-      "config: experiments.d.micrographs.spacing: expected one of separated, nonoverlapping; or integer >= 1, "
-      "got 'wide'"]),
-    ({"experiments": {"a b": {"kind": "mtd1d", "seed": 1}}},
-     ["config: experiments: invalid name 'a b': expected a name matching ^[A-Za-z0-9][A-Za-z0-9_-]*$"]),
-])
+@pytest.mark.parametrize(
+    "cfg, lines",
+    [
+        (experiment(grid_step="x"), ["config: experiments.demo.em.grid_step: expected number, got 'x'"]),
+        (experiment(grid_step=0), ["config: experiments.demo.em.grid_step: expected a value > 0, got 0"]),
+        (
+            experiment(advanced={"backend": "cuda"}),
+            [
+                "config: experiments.demo.em.advanced.backend: expected one of auto, numpy, torch-cpu, torch-cuda, got 'cuda'"
+            ],
+        ),
+        (
+            {"experiments": {"demo": {"kind": "cryo3x", "seed": 1, "L": 3}}},
+            ["config: experiments.demo.kind: expected one of mtd1d, cryo3d, got 'cryo3x'"],
+        ),
+        (
+            {"experiments": {"one": {"kind": "mtd1d", "seed": 1, "L": "x"}}, "result_dir": "r"},
+            [
+                "config: unknown key 'result_dir' (did you mean 'results_dir'?)",
+                "config: experiments.one.L: expected integer, got 'x'",
+            ],
+        ),
+        (
+            {
+                "experiments": {
+                    "d": {"kind": "cryo3d", "volume": {"source": "x.pdb", "L": 7}, "micrographs": {"spacing": "wide"}}
+                }
+            },
+            [
+                "config: experiments.d: missing required key 'seed'",
+                "config: experiments.d.micrographs.spacing: expected one of separated, nonoverlapping; or integer >= 1, "
+                "got 'wide'",
+            ],
+        ),
+        (
+            {"experiments": {"a b": {"kind": "mtd1d", "seed": 1}}},
+            ["config: experiments: invalid name 'a b': expected a name matching ^[A-Za-z0-9][A-Za-z0-9_-]*$"],
+        ),
+    ],
+)
 def test_validate_config_gives_one_line_per_error_at_the_deepest_path(cfg, lines):
     from cryomtd.config import ConfigError, validate_config
 

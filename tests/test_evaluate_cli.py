@@ -24,8 +24,10 @@ def write(path, vol, vs=1.5):
 def blobs(L):
     c = np.arange(L) - L // 2
     z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    return sum(a * np.exp(-((x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2) / 3.0)
-               for a, px, py, pz in [(1.0, 3, 0, 0), (0.7, 0, 3, 1), (0.5, -1, -2, 3), (0.8, -3, 1, -1)])
+    return sum(
+        a * np.exp(-((x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2) / 3.0)
+        for a, px, py, pz in [(1.0, 3, 0, 0), (0.7, 0, 3, 1), (0.5, -1, -2, 3), (0.8, -3, 1, -1)]
+    )
 
 
 def test_cli_fsc(tmp_path, capsys):
@@ -56,8 +58,20 @@ def test_cli_align_and_summary(tmp_path, capsys):
     R = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])  # a proper rotation (det +1)
     write(tmp_path / "ref.mrc", ref)
     write(tmp_path / "est.mrc", transform_volume(ref, R, reflected=True))
-    assert main(["align", str(tmp_path / "est.mrc"), str(tmp_path / "ref.mrc"), "--out",
-                 str(tmp_path / "al.mrc"), "--grid-step", "30"]) == 0
+    assert (
+        main(
+            [
+                "align",
+                str(tmp_path / "est.mrc"),
+                str(tmp_path / "ref.mrc"),
+                "--out",
+                str(tmp_path / "al.mrc"),
+                "--grid-step",
+                "30",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["reflected"] is True
     np.testing.assert_allclose(res["rotation"], R.T, atol=0.02)

@@ -32,8 +32,12 @@ def _bbox(artist, fig):
 
 
 def _inside(inner, outer, tol=1.0):
-    return (inner.x0 >= outer.x0 - tol and inner.x1 <= outer.x1 + tol
-            and inner.y0 >= outer.y0 - tol and inner.y1 <= outer.y1 + tol)
+    return (
+        inner.x0 >= outer.x0 - tol
+        and inner.x1 <= outer.x1 + tol
+        and inner.y0 >= outer.y0 - tol
+        and inner.y1 <= outer.y1 + tol
+    )
 
 
 def _fsc_figure():
@@ -59,8 +63,11 @@ def test_fsc_threshold_labels_inside_the_axes_and_clear_of_the_legend():
     # each label sits on its line: its data y is the threshold
     assert [labels[k].get_position()[1] for k in ("threshold-0.5", "threshold-0.143")] == [0.5, 0.143]
     # the criterion line is drawn solid, the half-map line dashed
-    styles = {round(line.get_ydata()[0], 3): line.get_linestyle() for line in ax.get_lines()
-              if np.ptp(line.get_ydata()) == 0 and len(line.get_ydata()) == 2}
+    styles = {
+        round(line.get_ydata()[0], 3): line.get_linestyle()
+        for line in ax.get_lines()
+        if np.ptp(line.get_ydata()) == 0 and len(line.get_ydata()) == 2
+    }
     assert styles == {0.5: "-", 0.143: "--"}
 
 
@@ -71,8 +78,7 @@ def test_fsc_legend_gives_the_resolution_at_the_criterion():
     assert fig.axes[0].get_xlabel() == "spatial frequency (1/Å)"
 
 
-@pytest.mark.parametrize("box,length", [(30.0, 5.0), (22.0, 5.0), (64 * 1.2, 20.0), (11, 2.0), (200, 50.0),
-                                        (3.0, 0.5)])
+@pytest.mark.parametrize("box,length", [(30.0, 5.0), (22.0, 5.0), (64 * 1.2, 20.0), (11, 2.0), (200, 50.0), (3.0, 0.5)])
 def test_scale_bar_length_is_round_and_at_most_30_percent(box, length):
     assert scale_bar_length(box) == length
 
@@ -85,8 +91,11 @@ def _scale_bars(ax):
 def test_volume_panels_have_a_scale_bar_of_the_right_pixel_length_and_distinct_titles(kind):
     L, vs = 20, 1.5
     g = rng(1, "test-figures")
-    vols = {"truth": g.standard_normal((L, L, L)), "lsq": g.standard_normal((L, L, L)),
-            "em": g.standard_normal((L, L, L))}
+    vols = {
+        "truth": g.standard_normal((L, L, L)),
+        "lsq": g.standard_normal((L, L, L)),
+        "em": g.standard_normal((L, L, L)),
+    }
     fig = plot_volume_panels(vols, kind, voxel_size=vs)
     axes = [a for a in fig.axes if a.images]  # the colour bar has no image
     assert len(axes) == 9
@@ -118,10 +127,17 @@ def test_volume_panels_without_a_voxel_size_measure_in_voxels():
 
 
 def test_convergence_marks_recorded_stages_and_notes_the_em_subset():
-    lsq = ConvergenceTrace("least-squares cost", np.geomspace(1, 1e-4, 20), stage_ends=(6, 13, 20),
-                           stage_labels=("ℓ ≤ 1", "ℓ ≤ 2", "refine"))
-    em = ConvergenceTrace("log-likelihood per patch", np.array([-3.0, -2.0, -2.1, -1.9]),
-                          note="stochastic EM: each value is evaluated over that iteration's random subset")
+    lsq = ConvergenceTrace(
+        "least-squares cost",
+        np.geomspace(1, 1e-4, 20),
+        stage_ends=(6, 13, 20),
+        stage_labels=("ℓ ≤ 1", "ℓ ≤ 2", "refine"),
+    )
+    em = ConvergenceTrace(
+        "log-likelihood per patch",
+        np.array([-3.0, -2.0, -2.1, -1.9]),
+        note="stochastic EM: each value is evaluated over that iteration's random subset",
+    )
     fig = plot_convergence({"lsq": lsq, "em": em})
     a_lsq, a_em = fig.axes
     assert a_lsq.get_yscale() == "log" and a_em.get_yscale() == "linear"

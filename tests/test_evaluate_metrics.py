@@ -35,25 +35,41 @@ def test_gamma_from_micrographs_matches_definition():
 
 
 def test_summary_reads_both_layouts(tmp_path):
-    m3 = {"experiment": "a3", "kind": "cryo3d", "L": 11, "gamma_true": 0.1, "frequencies": [0, 0.1],
-          "estimators": {"lsq": {"relative_error": 0.2, "fsc": [1, 0.5], "rotation": [[1, 0, 0]] * 3},
-                         "em": {"relative_error": 0.1, "gamma": None}}}
-    m1 = {"experiment": "b1", "L": 21, "gamma_true": 0.1,
-          "lsq": {"rel_error": 0.05, "gamma_rel_error": 0.01, "restart_costs": [1.0, 2.0]},
-          "em": {"rel_error": 0.02, "loglik": -3.5}}
+    m3 = {
+        "experiment": "a3",
+        "kind": "cryo3d",
+        "L": 11,
+        "gamma_true": 0.1,
+        "frequencies": [0, 0.1],
+        "estimators": {
+            "lsq": {"relative_error": 0.2, "fsc": [1, 0.5], "rotation": [[1, 0, 0]] * 3},
+            "em": {"relative_error": 0.1, "gamma": None},
+        },
+    }
+    m1 = {
+        "experiment": "b1",
+        "L": 21,
+        "gamma_true": 0.1,
+        "lsq": {"rel_error": 0.05, "gamma_rel_error": 0.01, "restart_costs": [1.0, 2.0]},
+        "em": {"rel_error": 0.02, "loglik": -3.5},
+    }
     write_json(tmp_path / "a3" / "metrics.json", m3)
     write_json(tmp_path / "b1" / "metrics.json", m1)
     out = tmp_path / "summary.csv"
-    write_summary([tmp_path / "a3" / "metrics.json", tmp_path / "b1" / "metrics.json"], out,
-                  kinds=["cryo3d", "mtd1d"])
+    write_summary([tmp_path / "a3" / "metrics.json", tmp_path / "b1" / "metrics.json"], out, kinds=["cryo3d", "mtd1d"])
     rows = list(csv.DictReader(out.open()))
     assert [(r["experiment"], r["kind"], r["estimator"]) for r in rows] == [
-        ("a3", "cryo3d", "lsq"), ("a3", "cryo3d", "em"), ("b1", "mtd1d", "lsq"), ("b1", "mtd1d", "em")]
+        ("a3", "cryo3d", "lsq"),
+        ("a3", "cryo3d", "em"),
+        ("b1", "mtd1d", "lsq"),
+        ("b1", "mtd1d", "em"),
+    ]
     assert [float(r["relative_error"]) for r in rows] == [0.2, 0.1, 0.05, 0.02]
     assert rows[2]["gamma_relative_error"] == "0.01"
     assert "fsc" not in rows[0] and "restart_costs" not in rows[2]  # lists stay in metrics.json
     assert summary_rows([{"experiment": "x", "note": "none"}]) == [
-        {"experiment": "x", "kind": "", "estimator": "", "note": "none"}]
+        {"experiment": "x", "kind": "", "estimator": "", "note": "none"}
+    ]
 
 
 def _write_mrc(path, vol, voxel_size):
@@ -76,8 +92,10 @@ def experiment(tmp_path_factory):
     g = rng(7, "test-metrics")
     c = np.arange(L) - L // 2
     z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    raw = sum(a * np.exp(-((x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2) / 3.0)
-              for a, px, py, pz in [(1.0, 2, 0, 0), (0.7, 0, 2.5, 1), (0.5, -1, -1, 2.5), (0.8, -2, 1, -1)])
+    raw = sum(
+        a * np.exp(-((x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2) / 3.0)
+        for a, px, py, pz in [(1.0, 2, 0, 0), (0.7, 0, 2.5, 1), (0.5, -1, -1, 2.5), (0.8, -2, 1, -1)]
+    )
     coef = b.expand(raw)
     truth = b.evaluate(coef)
     save_npz(layout.truth_npz, coef=coef, L=L, ell_max=ell_max, voxel_size=vs)
@@ -86,18 +104,37 @@ def experiment(tmp_path_factory):
     parity = np.where(b.ell % 2 == 1, -1.0, 1.0)
     c_lsq = b.rotate(parity * coef, R1)
     c_lsq = c_lsq + 0.05 * np.linalg.norm(c_lsq) / np.sqrt(b.size) * g.standard_normal(b.size)
-    Estimate("lsq", c_lsq, 0.11, np.geomspace(1, 1e-3, 20), "least-squares cost", 3.0, {"restarts": 2},
-             {"cost": 1e-3, "stage_ends": np.array([8, 14, 20])}).save(layout.estimate("lsq"))
+    Estimate(
+        "lsq",
+        c_lsq,
+        0.11,
+        np.geomspace(1, 1e-3, 20),
+        "least-squares cost",
+        3.0,
+        {"restarts": 2},
+        {"cost": 1e-3, "stage_ends": np.array([8, 14, 20])},
+    ).save(layout.estimate("lsq"))
     _write_mrc(Path(layout.estimate_mrc("lsq")), b.evaluate(c_lsq), vs)
     c_em = b.rotate(coef, R2)
     rho = np.full((2 * L, 2 * L), 1.0)
-    Estimate("em", c_em, float("nan"), np.array([-10.0, -5.0, -4.0]), "log-likelihood per patch", 7.5,
-             {"fraction": 0.25}, {"rho": rho}).save(layout.estimate("em"))
+    Estimate(
+        "em",
+        c_em,
+        float("nan"),
+        np.array([-10.0, -5.0, -4.0]),
+        "log-likelihood per patch",
+        7.5,
+        {"fraction": 0.25},
+        {"rho": rho},
+    ).save(layout.estimate("em"))
     _write_mrc(Path(layout.estimate_mrc("em")), b.evaluate(c_em), vs)
     for k in range(2):
         write_json(layout.micrograph_info(k), {"n_particles": 50, "size": 110, "L": L, "sigma": 1.0})
-    ev = evaluate_experiment(layout, micrograph_infos=[layout.micrograph_info(k) for k in range(2)],
-                             settings=EvaluationSettings(advanced=EvaluationAdvanced(grid_step=30.0)))
+    ev = evaluate_experiment(
+        layout,
+        micrograph_infos=[layout.micrograph_info(k) for k in range(2)],
+        settings=EvaluationSettings(advanced=EvaluationAdvanced(grid_step=30.0)),
+    )
     return layout, ev, truth, b, coef, rho
 
 
@@ -181,8 +218,16 @@ def test_estimate_gamma_and_trace_without_extras():
 
     e = Estimate("x", np.zeros(3), 0.2, np.array([]), "", float("nan"))
     assert estimate_gamma(e, 5) == 0.2 and estimate_trace(e) is None
-    e = Estimate("em", np.zeros(3), float("nan"), np.array([1.0, 2.0]), "log-likelihood per patch", 1.0,
-                 {"fraction": 1.0}, {"rho": np.ones((4, 4))})  # ρ of the wrong shape for L=5: ignored
+    e = Estimate(
+        "em",
+        np.zeros(3),
+        float("nan"),
+        np.array([1.0, 2.0]),
+        "log-likelihood per patch",
+        1.0,
+        {"fraction": 1.0},
+        {"rho": np.ones((4, 4))},
+    )  # ρ of the wrong shape for L=5: ignored
     assert estimate_gamma(e, 5) is None and estimate_trace(e).note == ""
 
 

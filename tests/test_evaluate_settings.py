@@ -24,12 +24,15 @@ def test_metrics_module_re_exports_the_settings():
     assert metrics.EvaluationSettings is settings.EvaluationSettings
 
 
-@pytest.mark.parametrize("block,match", [
-    ({"grid_step": 30}, r"experiments\.e\.evaluate: unknown key grid_step"),  # now under advanced
-    ({"advanced": {"gird_step": 30}}, r"experiments\.e\.evaluate\.advanced: unknown key gird_step"),
-    ({"advanced": {"output": "voxels"}}, "advanced.output"),
-    ({"thresholds": [1.5]}, "thresholds"),
-])
+@pytest.mark.parametrize(
+    "block,match",
+    [
+        ({"grid_step": 30}, r"experiments\.e\.evaluate: unknown key grid_step"),  # now under advanced
+        ({"advanced": {"gird_step": 30}}, r"experiments\.e\.evaluate\.advanced: unknown key gird_step"),
+        ({"advanced": {"output": "voxels"}}, "advanced.output"),
+        ({"thresholds": [1.5]}, "thresholds"),
+    ],
+)
 def test_bad_blocks_are_one_line_errors_naming_the_key(block, match):
     with pytest.raises(InputError, match=match) as e:
         EvaluationSettings.from_config(block, "experiments.e.evaluate")

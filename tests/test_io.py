@@ -69,9 +69,11 @@ def test_read_npz_roundtrip_and_errors_name_the_file(tmp_path):
     np.testing.assert_array_equal(got["a"], a)
     assert int(got["n"]) == 3 and set(got) == {"a", "n"}
     (tmp_path / "bad.npz").write_text("not a zip")
-    for path, required, needle in [(tmp_path / "none.npz", (), "not found"),
-                                   (tmp_path / "bad.npz", (), "not a readable"),
-                                   (tmp_path / "a.npz", ("a", "coef"), "coef")]:
+    for path, required, needle in [
+        (tmp_path / "none.npz", (), "not found"),
+        (tmp_path / "bad.npz", (), "not a readable"),
+        (tmp_path / "a.npz", ("a", "coef"), "coef"),
+    ]:
         with pytest.raises(InputError) as err:
             read_npz(path, required)
         assert str(path) in str(err.value) and needle in str(err.value)
@@ -121,7 +123,8 @@ def test_log_to_writes_the_full_traceback_of_a_failed_script(tmp_path):
         "    raise ValueError('boom in the stage')\n"
         f"with log_to({str(log)!r}):\n"
         "    print('started')\n"
-        "    inner_stage()\n")
+        "    inner_stage()\n"
+    )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     text = log.read_text()

@@ -20,7 +20,6 @@ from cryomtd.mom3d.quadrature import euler_quadrature
 from cryomtd.mom3d.reference import box_autocorrelations, expected_moments_reference
 from cryomtd.rotations import random as random_rotations
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -99,7 +98,7 @@ def test_weighted_gram_backward_matches_autograd(restrict):
     # torch autograd through the plain forward Σ_q w_q Σ_r P[r] v_r v_rᵀ; with ``rows`` the
     # images vanish outside those pixels and the gradient is compared there (elsewhere the
     # model's projections are identically zero, so that part of the gradient is never used)
-    from cryomtd.mom3d.model import _WeightedGram, _weighted_gram
+    from cryomtd.mom3d.model import _weighted_gram, _WeightedGram
 
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(3, 5, 5, dtype=torch.float64)
@@ -402,9 +401,9 @@ def test_line_search_recovers_after_a_rejected_step():
     f = lambda y: float(y @ y)  # noqa: E731
     g = 2 * x
     searcher = ArmijoLineSearcher()
-    step, y = searcher.search(f, M, x, g, f(x), float(g @ g))      # ascent: rejected
+    step, y = searcher.search(f, M, x, g, f(x), float(g @ g))  # ascent: rejected
     assert step == 0 and np.array_equal(y, x)
-    for _ in range(3):                                             # descent, repeatedly
+    for _ in range(3):  # descent, repeatedly
         step, y = searcher.search(f, M, x, -g, f(x), -float(g @ g))
         assert step > 0 and f(y) <= f(x) - 0.5 * (step / np.linalg.norm(g)) * float(g @ g)
 
@@ -417,8 +416,9 @@ def test_moments_are_blind_to_asymmetric_perturbations_of_a_symmetric_volume(bas
     from cryomtd.mom3d.fit import make_model
 
     model = make_model(basis7, 3, "invariants")
-    cost = _Cost(model, crop_moments(model.numpy(_coef(basis7, 20), 0.1), 3), sigma=0.0, weights=(1, 1, 1),
-                 prior_weight=0.0)
+    cost = _Cost(
+        model, crop_moments(model.numpy(_coef(basis7, 20), 0.1), 3), sigma=0.0, weights=(1, 1, 1), prior_weight=0.0
+    )
     Q = symmetric_subspace(basis7, "C2")
     assert 0 < Q.shape[1] < basis7.size
     off = np.eye(basis7.size) - Q @ Q.T
@@ -441,8 +441,7 @@ def test_symmetric_fit_recovers_a_symmetric_volume():
     b = SphericalBessel(7, 2)
     truth = symmetrize(_coef(b, 23), b, "C2")
     data = expected_moments(b, truth, 0.1, 4)
-    res = fit(data, b, sigma=0.0, restarts=3, seed=2, optimizer="gauss-newton", max_iterations=60,
-              symmetry="C2")
+    res = fit(data, b, sigma=0.0, restarts=3, seed=2, optimizer="gauss-newton", max_iterations=60, symmetry="C2")
     np.testing.assert_allclose(symmetrize(res.coef, b, "C2"), res.coef, atol=1e-12)
     assert res.cost < 1e-16
     assert abs(res.gamma - 0.1) < 1e-6
@@ -466,8 +465,9 @@ def test_symmetric_model_jacobian_is_the_full_jacobian_times_q(basis7):
     j1, j2, j3 = sym.box_jacobian(z)
     np.testing.assert_allclose(j2.numpy(), m2.reshape(j2.shape).numpy(), atol=1e-12 * float(m2.abs().max()))
     K = 2 * 3 - 1
-    np.testing.assert_allclose(j3[full.dense_to_orbit].numpy(), m3.reshape(K**4, -1).numpy(),
-                               atol=1e-12 * float(m3.abs().max()))
+    np.testing.assert_allclose(
+        j3[full.dense_to_orbit].numpy(), m3.reshape(K**4, -1).numpy(), atol=1e-12 * float(m3.abs().max())
+    )
 
 
 def test_single_precision_jacobian_gives_the_same_gauss_newton_fit():
@@ -481,8 +481,9 @@ def test_single_precision_jacobian_gives_the_same_gauss_newton_fit():
     b = SphericalBessel(7, 2)
     truth = symmetrize(_coef(b, 23), b, "C2")
     model = SymmetricModel(make_model(b, 4), "C2")
-    cost = _Cost(model, crop_moments(expected_moments(b, truth, 0.1, 4), 4), sigma=0.0, weights=(1, 1, 1),
-                 prior_weight=0.0)
+    cost = _Cost(
+        model, crop_moments(expected_moments(b, truth, 0.1, 4), 4), sigma=0.0, weights=(1, 1, 1), prior_weight=0.0
+    )
     z_true = model.Q.numpy().T @ truth
     z = torch.as_tensor(z_true * 1.05)
     J64 = cost.box_jacobian(z, orbits=True).numpy()
@@ -490,8 +491,9 @@ def test_single_precision_jacobian_gives_the_same_gauss_newton_fit():
     assert 1e-12 < np.abs(J32 - J64).max() / np.abs(J64).max() < 1e-5
     noise = np.random.default_rng(5).standard_normal(z_true.size) / z_true.size**0.5
     start = z_true + 0.02 * np.linalg.norm(z_true) * noise
-    runs = [gauss_newton_polish(cost, start, 0.12, max_iterations=40, single_jacobian_above=above)
-            for above in (None, 0)]
+    runs = [
+        gauss_newton_polish(cost, start, 0.12, max_iterations=40, single_jacobian_above=above) for above in (None, 0)
+    ]
     for zf, g, f, _, _ in runs:
         assert f < 1e-20 and abs(g - 0.1) < 1e-8
         assert _align_error(b, model.Q.numpy() @ zf, truth) < 1e-6

@@ -7,12 +7,18 @@ import pytest
 
 from cryomtd.basis import SphericalBessel
 from cryomtd.io import InputError, save_npz
-from cryomtd.moments import Moments2D
 from cryomtd.mom3d import LsqSettings, expected_moments
+from cryomtd.mom3d.stage import (
+    default_window,
+    exact_moments_file,
+    fit_basis,
+    noise_sigma,
+    pick_best_file,
+    recover_restart_file,
+    refine_restart_file,
+)
+from cryomtd.moments import Moments2D
 from cryomtd.settings import override
-from cryomtd.mom3d.stage import (default_window, exact_moments_file, fit_basis, noise_sigma, pick_best_file,
-                                 recover_restart_file, refine_restart_file)
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,8 +41,9 @@ def test_fit_basis_is_a_prefix_of_the_experiment_basis():
     # the ell <= 1 fit basis has the same functions as the first entries of the ell <= 3 basis
     full, small = fit_basis(7, 3, 1)
     assert small.size < full.size
-    np.testing.assert_allclose(np.asarray(full.projection_matrix)[:, :small.size],
-                               np.asarray(small.projection_matrix), atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(full.projection_matrix)[:, : small.size], np.asarray(small.projection_matrix), atol=1e-12
+    )
     assert default_window(11) == 6 and default_window(20) == 10
 
 
@@ -47,7 +54,7 @@ def test_exact_moments_file_round_trips_the_model(truth_npz, tmp_path):
     exact_moments_file(path, out, gamma=0.2, window=3, fit_ell_max=1)
     m = Moments2D.load(out)
     b1 = SphericalBessel(7, 1)
-    ref = expected_moments(b1, coef[:b1.size], 0.2, 3)
+    ref = expected_moments(b1, coef[: b1.size], 0.2, 3)
     assert m.window == 3
     np.testing.assert_allclose(m.a3, ref.a3, rtol=0, atol=1e-14 * np.abs(ref.a3).max())
     np.testing.assert_allclose(m.a2, ref.a2, rtol=0, atol=1e-14 * np.abs(ref.a2).max())
@@ -66,7 +73,7 @@ def test_recover_and_pick_best(truth_npz, tmp_path):
         recover_restart_file(moments, f, L=7, ell_max=3, settings=lsq, seed=4, restart=r, exact=True)
     z0 = dict(np.load(files[0]))
     assert z0["coef"].shape == (SphericalBessel(7, 3).size,)
-    assert np.all(z0["coef"][SphericalBessel(7, 1).size:] == 0) and int(z0["window"]) == 3
+    assert np.all(z0["coef"][SphericalBessel(7, 1).size :] == 0) and int(z0["window"]) == 3
     again = tmp_path / "again.npz"
     recover_restart_file(moments, again, L=7, ell_max=3, settings=lsq, seed=4, restart=0, exact=True)
     np.testing.assert_array_equal(np.load(again)["coef"], z0["coef"])
@@ -95,9 +102,32 @@ def test_cli_recover_lsq(truth_npz, tmp_path):
 
     path, _, _ = truth_npz
     m = tmp_path / "m.npz"
-    assert main(["exact-moments", str(path), "--gamma", "0.1", "--window", "3", "--fit-ell-max", "1", "--out", str(m)]) == 0
-    assert main(["recover-lsq", str(m), "--L", "7", "--ell-max", "3", "--fit-ell-max", "1", "--restarts", "1",
-                 "--max-iterations", "3", "--exact", "--out", str(tmp_path / "fit")]) == 0
+    assert (
+        main(["exact-moments", str(path), "--gamma", "0.1", "--window", "3", "--fit-ell-max", "1", "--out", str(m)])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "recover-lsq",
+                str(m),
+                "--L",
+                "7",
+                "--ell-max",
+                "3",
+                "--fit-ell-max",
+                "1",
+                "--restarts",
+                "1",
+                "--max-iterations",
+                "3",
+                "--exact",
+                "--out",
+                str(tmp_path / "fit"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "fit" / "lsq.mrc").exists() and (tmp_path / "fit" / "lsq" / "restart_0.npz").exists()
 
 
@@ -118,8 +148,9 @@ def test_recover_restart_with_symmetry(truth_npz, tmp_path):
     np.testing.assert_allclose(symmetrize(coef, b, "C3"), coef, atol=1e-12)
     bad = tmp_path / "bad.npz"
     with pytest.raises(InputError, match="lsq.symmetry"):
-        recover_restart_file(moments, bad, L=7, ell_max=3, settings=_lsq(lsq, symmetry="D1"), seed=1, restart=0,
-                             exact=True)
+        recover_restart_file(
+            moments, bad, L=7, ell_max=3, settings=_lsq(lsq, symmetry="D1"), seed=1, restart=0, exact=True
+        )
     assert not bad.exists()
 
 
@@ -138,13 +169,15 @@ def test_recover_restart_with_ball_start(truth_npz, tmp_path, caplog):
     assert "ball start: radius" in caplog.text
     assert np.isfinite(np.load(out)["cost"])
     fixed = tmp_path / "fixed.npz"
-    recover_restart_file(moments, fixed, L=7, ell_max=3, settings=_lsq(lsq, init_radius=2.0), seed=1, restart=0,
-                         exact=True)
+    recover_restart_file(
+        moments, fixed, L=7, ell_max=3, settings=_lsq(lsq, init_radius=2.0), seed=1, restart=0, exact=True
+    )
     assert not np.array_equal(np.load(out)["coef"], np.load(fixed)["coef"])
     bad = tmp_path / "bad.npz"
     with pytest.raises(InputError, match="lsq.advanced.init"):
-        recover_restart_file(moments, bad, L=7, ell_max=3, settings=_lsq(lsq, init="sphere"), seed=1, restart=0,
-                             exact=True)
+        recover_restart_file(
+            moments, bad, L=7, ell_max=3, settings=_lsq(lsq, init="sphere"), seed=1, restart=0, exact=True
+        )
     assert not bad.exists()
 
 
@@ -176,8 +209,12 @@ def test_refine_continues_the_best_restarts(truth_npz, tmp_path):
         z, src = np.load(out), np.load(files[order[k]])
         assert int(z["refined_from"]) == int(z["restart"]) == order[k]
         assert float(z["cost"]) <= float(src["cost"])
-        assert np.isclose(sum(cost_terms(model, data, z["coef"][:small.size], float(z["gamma"]))), float(z["cost"]),
-                          rtol=1e-9, atol=1e-300)
+        assert np.isclose(
+            sum(cost_terms(model, data, z["coef"][: small.size], float(z["gamma"]))),
+            float(z["cost"]),
+            rtol=1e-9,
+            atol=1e-300,
+        )
         assert z["cost_trace"].size > src["cost_trace"].size and int(z["iterations"]) > int(src["iterations"])
         np.testing.assert_allclose(symmetrize(z["coef"], b, "C3"), z["coef"], atol=1e-12)
     bad = tmp_path / "lsq" / "refine_3.npz"

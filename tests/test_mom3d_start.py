@@ -76,7 +76,9 @@ def test_starts_of_a_symmetric_model_are_symmetric(basis, model):
     from cryomtd.basis.symmetry import symmetrize
 
     sym = SymmetricModel(model, "C4")
-    data = expected_moments(basis, symmetrize(np.random.default_rng(2).standard_normal(basis.size), basis, "C4"), 0.1, 5)
+    data = expected_moments(
+        basis, symmetrize(np.random.default_rng(2).standard_normal(basis.size), basis, "C4"), 0.1, 5
+    )
     cost = _Cost(sym, crop_moments(data, 5), sigma=0.0, weights=(1, 1, 1), prior_weight=0.0)
     for kind in ("ball", "random"):
         z = start_point(kind, sym, cost, np.random.default_rng(3), 0.1)

@@ -22,8 +22,23 @@ def test_cli_moments_and_merge(tmp_path, capsys):
     for i, im in enumerate(imgs):
         write_raw_mrc(tmp_path / f"{i}.mrc", im)
         outs.append(tmp_path / f"{i}.npz")
-        assert main(["moments", str(tmp_path / f"{i}.mrc"), "--window", "3", "--out", str(outs[-1]),
-                     "--backend", "numpy", "--sigma2", "0.5"]) == 0
+        assert (
+            main(
+                [
+                    "moments",
+                    str(tmp_path / f"{i}.mrc"),
+                    "--window",
+                    "3",
+                    "--out",
+                    str(outs[-1]),
+                    "--backend",
+                    "numpy",
+                    "--sigma2",
+                    "0.5",
+                ]
+            )
+            == 0
+        )
     assert main(["merge-moments", *map(str, outs), "--out", str(tmp_path / "m.npz")]) == 0
     merged = Moments2D.load(tmp_path / "m.npz")
     ref = [autocorrelations_2d(im.astype(np.float64), 3, backend="numpy") for im in imgs]
@@ -34,12 +49,15 @@ def test_cli_moments_and_merge(tmp_path, capsys):
 
 
 @pytest.mark.filterwarnings("ignore:Data array contains NaN")
-@pytest.mark.parametrize("case, message", [
-    ("missing", "not found"),
-    ("three_d", "2-D"),
-    ("nan", "NaN"),
-    ("not_mrc", "MRC"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "not found"),
+        ("three_d", "2-D"),
+        ("nan", "NaN"),
+        ("not_mrc", "MRC"),
+    ],
+)
 def test_cli_bad_micrograph_names_the_file(tmp_path, capsys, case, message):
     path = tmp_path / f"{case}.mrc"
     if case == "three_d":

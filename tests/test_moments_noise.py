@@ -49,8 +49,8 @@ def sparse_particles(shape, L, positions, seed):
     yy, xx = np.mgrid[:L, :L] - (L - 1) / 2
     env = np.exp(-(yy**2 + xx**2) / (L / 3) ** 2)
     img = np.zeros(shape)
-    for (y, x) in positions:
-        img[y:y + L, x:x + L] += env * (1 + g.standard_normal((L, L)) * 0.3)
+    for y, x in positions:
+        img[y : y + L, x : x + L] += env * (1 + g.standard_normal((L, L)) * 0.3)
     return img
 
 

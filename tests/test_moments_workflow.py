@@ -7,7 +7,6 @@ in-process on the same micrographs, and a second run must have nothing to do.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import yaml
@@ -27,8 +26,6 @@ CONFIG = {
         }
     }
 }
-
-
 
 
 @pytest.mark.slow

@@ -49,24 +49,57 @@ def test_defaults_come_from_the_schema(tmp_path):
     assert s.lsq.restarts >= 1 and s.em.segments is None and s.em_segments_used == s.segments
     assert s.advanced.chunk == 1048576 and s.advanced.moments_dtype == "float64"
     with pytest.raises(InputError, match="experiments.x.placement.gamma"):
-        (tmp_path / "d.yaml").write_text(yaml.safe_dump(
-            {"experiments": {"x": {"kind": "mtd1d", "seed": 0, "placement": {"gamma": "a"}}}}))
+        (tmp_path / "d.yaml").write_text(
+            yaml.safe_dump({"experiments": {"x": {"kind": "mtd1d", "seed": 0, "placement": {"gamma": "a"}}}})
+        )
         load_experiment(tmp_path / "d.yaml", "x")
 
 
 def test_cli_segment_and_merge_write_the_rule_files(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"experiments": {"x": GOOD}}))
     for k in range(2):
-        assert main(["mtd1d", "segment", "--config", str(tmp_path / "c.yaml"), "-e", "x", "--index", str(k),
-                     "--out", str(tmp_path / f"s{k}.npz")]) == 0
-    assert main(["mtd1d", "merge", "--out", str(tmp_path / "m.npz"), str(tmp_path / "s0.npz"),
-                 str(tmp_path / "s1.npz")]) == 0
+        assert (
+            main(
+                [
+                    "mtd1d",
+                    "segment",
+                    "--config",
+                    str(tmp_path / "c.yaml"),
+                    "-e",
+                    "x",
+                    "--index",
+                    str(k),
+                    "--out",
+                    str(tmp_path / f"s{k}.npz"),
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(["mtd1d", "merge", "--out", str(tmp_path / "m.npz"), str(tmp_path / "s0.npz"), str(tmp_path / "s1.npz")])
+        == 0
+    )
     m = Moments1D.load(tmp_path / "m.npz")
     assert m.n == 5000 and m.L == 6
     with np.load(tmp_path / "m.npz") as f:
         assert 0.05 < float(f["gamma_true"]) < 0.15
-    assert main(["mtd1d", "segment", "--config", str(tmp_path / "c.yaml"), "-e", "nope", "--index", "0",
-                 "--out", str(tmp_path / "z.npz")]) == 2
+    assert (
+        main(
+            [
+                "mtd1d",
+                "segment",
+                "--config",
+                str(tmp_path / "c.yaml"),
+                "-e",
+                "nope",
+                "--index",
+                "0",
+                "--out",
+                str(tmp_path / "z.npz"),
+            ]
+        )
+        == 2
+    )
     assert "no experiment 'nope'" in capsys.readouterr().err
 
 

@@ -16,8 +16,11 @@ def exact_moments(x: np.ndarray, gamma: float, sigma: float) -> Moments1D:
     xp = np.concatenate([x, np.zeros(L)])
     a1 = gamma * x.sum() / L
     a2 = gamma * np.array([sum(xp[i] * xp[i + l] for i in range(L)) for l in range(L)]) / L
-    a3 = gamma * np.array([[sum(xp[i] * xp[i + p] * xp[i + q] for i in range(L)) for q in range(L)]
-                           for p in range(L)]) / L
+    a3 = (
+        gamma
+        * np.array([[sum(xp[i] * xp[i + p] * xp[i + q] for i in range(L)) for q in range(L)] for p in range(L)])
+        / L
+    )
     a2[0] += sigma**2
     for p in range(L):
         for q in range(L):

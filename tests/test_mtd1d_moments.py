@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryomtd.mtd1d import (Moments1D, Placement, autocorrelations, make_signal, merge, model_moments,
-                           simulate_segment)
+from cryomtd.mtd1d import Moments1D, Placement, autocorrelations, make_signal, merge, model_moments, simulate_segment
 from cryomtd.mtd1d.moments import MomentAccumulator
 
 
@@ -16,8 +15,7 @@ def brute(y: np.ndarray, L: int):
     yp = np.concatenate([y, np.zeros(L)])
     a1 = y.sum() / n
     a2 = np.array([sum(yp[i] * yp[i + l] for i in range(n)) for l in range(L)]) / n
-    a3 = np.array([[sum(yp[i] * yp[i + l1] * yp[i + l2] for i in range(n)) for l2 in range(L)]
-                   for l1 in range(L)]) / n
+    a3 = np.array([[sum(yp[i] * yp[i + l1] * yp[i + l2] for i in range(n)) for l2 in range(L)] for l1 in range(L)]) / n
     return a1, a2, a3
 
 
@@ -71,8 +69,7 @@ def test_noise_free_moments_equal_model_exactly():
     # independent definition of the signal's moments (explicit sums)
     xp = np.concatenate([x, np.zeros(L)])
     a2x = np.array([sum(xp[i] * xp[i + l] for i in range(L)) for l in range(L)]) / L
-    a3x = np.array([[sum(xp[i] * xp[i + a] * xp[i + b] for i in range(L)) for b in range(L)]
-                    for a in range(L)]) / L
+    a3x = np.array([[sum(xp[i] * xp[i + a] * xp[i + b] for i in range(L)) for b in range(L)] for a in range(L)]) / L
     np.testing.assert_allclose(m.a1, gamma * x.sum() / L, atol=1e-13)
     np.testing.assert_allclose(m.a2, gamma * a2x, atol=1e-13)
     np.testing.assert_allclose(m.a3, gamma * a3x, atol=1e-13)

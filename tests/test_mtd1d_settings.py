@@ -31,9 +31,19 @@ from cryomtd.settings import to_block
 SCHEMA = "workflow/schemas/config.schema.yaml"
 
 #: A small experiment that differs from the defaults in every block.
-SMALL = {"kind": "mtd1d", "seed": 5, "L": 6, "signal": {"type": "step", "path": None}, "sigma": 0.4, "N": 6000, "segments": 2,
-         "placement": {"gamma": 0.1, "min_gap": 3}, "lsq": {"restarts": 2, "sigma_known": False, "max_iterations": 30},
-         "em": {"iterations": 4, "tol": 1e-9, "segments": 1}, "advanced": {"chunk": 999, "moments_dtype": "float32"}}
+SMALL = {
+    "kind": "mtd1d",
+    "seed": 5,
+    "L": 6,
+    "signal": {"type": "step", "path": None},
+    "sigma": 0.4,
+    "N": 6000,
+    "segments": 2,
+    "placement": {"gamma": 0.1, "min_gap": 3},
+    "lsq": {"restarts": 2, "sigma_known": False, "max_iterations": 30},
+    "em": {"iterations": 4, "tol": 1e-9, "segments": 1},
+    "advanced": {"chunk": 999, "moments_dtype": "float32"},
+}
 
 
 def _workflow_settings(block: dict, repo_root) -> Mtd1dSettings:
@@ -78,8 +88,9 @@ def test_old_em_max_iterations_is_rejected_naming_it(tmp_path):
     with pytest.raises(InputError, match=r"experiments\.x\.seed: required"):
         Mtd1dSettings.from_config({"kind": "mtd1d"}, "experiments.x")
     # the CLI names the key and the config file
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(
-        {"experiments": {"x": {"kind": "mtd1d", "seed": 0, "em": {"max_iterations": 50}}}}))
+    (tmp_path / "c.yaml").write_text(
+        yaml.safe_dump({"experiments": {"x": {"kind": "mtd1d", "seed": 0, "em": {"max_iterations": 50}}}})
+    )
     with pytest.raises(InputError, match=r"c\.yaml: experiments\.x\.em: unknown key max_iterations"):
         load_experiment(tmp_path / "c.yaml", "x")
 
@@ -97,7 +108,12 @@ def test_nested_blocks_are_typed_settings():
 
 def test_stage_block_selects_what_each_stage_reads():
     s = Mtd1dSettings.from_config(SMALL, "experiments.x")
-    assert s.stage_block("lsq") == {"seed": 5, "L": 6, "sigma": 0.4, "lsq": {"sigma_known": False, "max_iterations": 30}}
+    assert s.stage_block("lsq") == {
+        "seed": 5,
+        "L": 6,
+        "sigma": 0.4,
+        "lsq": {"sigma_known": False, "max_iterations": 30},
+    }
     assert s.stage_block("merge") == {} and s.stage_block("pick") == {}
     assert s.stage_block("em")["em"] == SMALL["em"] and s.stage_block("em")["lsq"] == {"sigma_known": False}
     assert "em" not in s.stage_block("segment") and "lsq" not in s.stage_block("segment")
@@ -144,7 +160,9 @@ def test_run_all_writes_estimates_in_the_common_format(tmp_path):
     # metrics.json is the evaluation of these files
     with np.load(lay.moments) as f:
         gamma_true = float(f["gamma_true"])
-    assert json.loads(Path(lay.metrics).read_text()) == json.loads(json.dumps(evaluation(s, gamma_true, lsq, em, "small")))
+    assert json.loads(Path(lay.metrics).read_text()) == json.loads(
+        json.dumps(evaluation(s, gamma_true, lsq, em, "small"))
+    )
     assert metrics["em"]["loglik"] == em.trace[-1]
     trace = json.loads(Path(lay.em_trace).read_text())
     assert trace["loglik"] == list(em.trace) and trace["sigma_used"] == float(em.extra["sigma"])
@@ -155,8 +173,27 @@ def test_run_all_writes_estimates_in_the_common_format(tmp_path):
 def test_cli_run_overrides_settings(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"experiments": {"small": SMALL}}))
     out = tmp_path / "res" / "small"
-    assert main(["mtd1d", "run", "--config", str(tmp_path / "c.yaml"), "-e", "small", "--outdir", str(out),
-                 "--em-iterations", "2", "--lsq-restarts", "1", "--em-segments", "null"]) == 0
+    assert (
+        main(
+            [
+                "mtd1d",
+                "run",
+                "--config",
+                str(tmp_path / "c.yaml"),
+                "-e",
+                "small",
+                "--outdir",
+                str(out),
+                "--em-iterations",
+                "2",
+                "--lsq-restarts",
+                "1",
+                "--em-segments",
+                "null",
+            ]
+        )
+        == 0
+    )
     em = Estimate.load(out / "em.npz")
     assert em.settings["em"]["iterations"] == 2 and em.trace.size <= 2 and int(em.extra["samples"]) == 6000
     assert not (out / "lsq" / "restart_1.npz").exists()

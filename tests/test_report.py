@@ -26,8 +26,20 @@ experiments:
 
 
 def snakemake(repo: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(repo / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -38,7 +50,9 @@ def test_summary_and_html_report(repo_root, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = list(csv.DictReader((tmp_path / "results" / "summary.csv").open()))
     assert [(r["experiment"], r["kind"], r["estimator"]) for r in rows] == [
-        ("tiny1d", "mtd1d", "lsq"), ("tiny1d", "mtd1d", "em")]
+        ("tiny1d", "mtd1d", "lsq"),
+        ("tiny1d", "mtd1d", "em"),
+    ]
     assert all(0 <= float(r["relative_error"]) < 1 for r in rows)
     # nothing left to do: the summary and metrics are up to date (reruns resume, not redo)
     dry = snakemake(repo_root, tmp_path, "-n")

@@ -30,9 +30,13 @@ def test_euler_matches_relion_formula():
     a, b, g = np.deg2rad([rot, tilt, psi])
     ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
     cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
-    A = np.array([[cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
-                  [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
-                  [sc, ss, cb]])
+    A = np.array(
+        [
+            [cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
+            [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
+            [sc, ss, cb],
+        ]
+    )
     assert np.allclose(rotations.euler_to_matrix(rot, tilt, psi), A, atol=1e-14)
     # ... which is the product of the transposed (passive) elementary rotations.
     ref = _rz_active(g).T @ _ry_active(b).T @ _rz_active(a).T
@@ -75,7 +79,9 @@ def test_random_is_haar():
     theta = np.arccos(np.clip((tr - 1) / 2, -1, 1))
     assert kstest(theta, lambda t: (t - np.sin(t)) / np.pi).pvalue > 1e-3
     # ... and the Gaussian-quaternion construction is not fooled by e.g. uniform Euler angles
-    naive = rotations.euler_to_matrix(*np.random.default_rng(8).uniform([-180, 0, -180], [180, 180, 180], (40_000, 3)).T)
+    naive = rotations.euler_to_matrix(
+        *np.random.default_rng(8).uniform([-180, 0, -180], [180, 180, 180], (40_000, 3)).T
+    )
     theta_naive = np.arccos(np.clip((np.trace(naive, axis1=1, axis2=2) - 1) / 2, -1, 1))
     assert kstest(theta_naive, lambda t: (t - np.sin(t)) / np.pi).pvalue < 1e-6
     # same seed, same rotations
@@ -129,7 +135,7 @@ def test_grid_size_and_uniformity():
         assert _is_rotation(G)
     G = rotations.grid(15)
     # quasi-uniform: averages of degree-1 and degree-2 functions close to the Haar values
-    assert np.abs(G.mean(axis=0)).max() < 1e-10          # psi uniform → exact
+    assert np.abs(G.mean(axis=0)).max() < 1e-10  # psi uniform → exact
     tr = np.trace(G, axis1=1, axis2=2)
     assert abs((tr**2).mean() - 1) < 0.02
     # covering: every Haar-random rotation is within ~ the step of a grid point

@@ -67,8 +67,13 @@ def _mismatches(cls: type, schema: dict, where: str) -> list[str]:
         value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if isinstance(value, tuple):
             value = list(value)
-        if value != sub["default"] or type(value) is not type(sub["default"]) and not (
-                isinstance(value, float) and isinstance(sub["default"], int) and not isinstance(sub["default"], bool)):
+        if (
+            value != sub["default"]
+            or type(value) is not type(sub["default"])
+            and not (
+                isinstance(value, float) and isinstance(sub["default"], int) and not isinstance(sub["default"], bool)
+            )
+        ):
             out.append(f"{where}.{name}: dataclass {value!r}, schema {sub['default']!r}")
     return out
 
@@ -85,8 +90,11 @@ def test_from_block_of_the_schema_defaults_is_the_default_object(module, name, s
     from cryomtd.config import fill_defaults
 
     cls = getattr(importlib.import_module(module), name)
-    required = {f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     if required:
         pytest.skip(f"{name} has required fields {sorted(required)}")
     block: dict = {}

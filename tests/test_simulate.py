@@ -70,7 +70,7 @@ def test_paste_matches_loop():
     boxes = g.normal(size=(n, L, L))
     ref = np.zeros((size, size))
     for (ty, tx), b in zip(corners, boxes, strict=True):
-        ref[ty:ty + L, tx:tx + L] += b
+        ref[ty : ty + L, tx : tx + L] += b
     np.testing.assert_allclose(S.paste(size, corners, boxes), ref, atol=1e-12)
 
 
@@ -83,7 +83,7 @@ def test_clean_image_is_projections_at_table_rows():
     ref = np.zeros((120, 120))
     for row in m.particles.itertuples():
         R = rotations.euler_to_matrix(row.rlnAngleRot, row.rlnAngleTilt, row.rlnAnglePsi)
-        ref[row.y - 3:row.y + 4, row.x - 3:row.x + 4] += proj(R)[0]
+        ref[row.y - 3 : row.y + 4, row.x - 3 : row.x + 4] += proj(R)[0]
     np.testing.assert_allclose(m.clean, ref, atol=1e-9)
 
 
@@ -128,8 +128,9 @@ def test_euler_projector_equals_basis_project(L, ell_max):
     basis_mod = pytest.importorskip("cryomtd.basis")
     b = basis_mod.SphericalBessel(L, ell_max)
     coef = np.random.default_rng(1).normal(size=b.size)
-    R = np.concatenate([rotations.random(20, 4),
-                        rotations.euler_to_matrix([0, 40, -70, 10], [0, 180, 90, 0], [-30, 20, 0, 0])])
+    R = np.concatenate(
+        [rotations.random(20, 4), rotations.euler_to_matrix([0, 40, -70, 10], [0, 180, 90, 0], [-30, 20, 0, 0])]
+    )
     ref = b.project(coef, R)
     np.testing.assert_allclose(S.EulerProjector(b, coef)(R), ref, atol=1e-12 * np.abs(ref).max())
 
@@ -142,7 +143,7 @@ def test_micrograph_through_basis():
     ref = np.zeros((80, 80))
     for row in m.particles.itertuples():
         R = rotations.euler_to_matrix(row.rlnAngleRot, row.rlnAngleTilt, row.rlnAnglePsi)
-        ref[row.y - 3:row.y + 4, row.x - 3:row.x + 4] += b.project(coef, R)
+        ref[row.y - 3 : row.y + 4, row.x - 3 : row.x + 4] += b.project(coef, R)
     np.testing.assert_allclose(m.clean, ref, atol=1e-9)
 
 
@@ -195,8 +196,11 @@ def test_star_roundtrip(tmp_path):
     m = S.micrograph(vol, 100, gamma=0.1, snr=None, seed=0, micrograph_name="mic/0.mrc")
     S.write_particles(tmp_path / "p.star", m.particles)
     back = S.read_particles(tmp_path / "p.star")
-    pd.testing.assert_frame_equal(back[S.STAR_COLUMNS].reset_index(drop=True),
-                                  m.particles[S.STAR_COLUMNS].reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        back[S.STAR_COLUMNS].reset_index(drop=True),
+        m.particles[S.STAR_COLUMNS].reset_index(drop=True),
+        check_dtype=False,
+    )
     np.testing.assert_array_equal(back["x"], m.particles["x"])
     np.testing.assert_array_equal(back["y"], m.particles["y"])
 
@@ -231,8 +235,23 @@ def test_cli_prepare_volume_and_simulate(tmp_path):
     from cryomtd.cli import main
 
     assert main(["prepare-volume", "gaussian_blobs", "--L", "7", "--ell-max", "3", "--out", str(tmp_path)]) == 0
-    assert main(["simulate", str(tmp_path / "truth.npz"), "--out", str(tmp_path), "--size", "64",
-                 "--index", "3", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(tmp_path / "truth.npz"),
+                "--out",
+                str(tmp_path),
+                "--size",
+                "64",
+                "--index",
+                "3",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     m = S.simulate_from_truth(tmp_path / "truth.npz", 3, seed=5, size=64, gamma=0.1, snr=1.0)
     img, _ = V.read_image_mrc(tmp_path / "micrographs" / "3.mrc")
     np.testing.assert_allclose(img, m.image, atol=1e-5 * np.abs(m.image).max())

@@ -29,8 +29,15 @@ PROFILE = REPO / "profiles" / "slurm"
 TOY = REPO / "tests" / "cluster" / "toy"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # fast polling for a test cluster (production values stay in the profile); no slurmdbd: squeue
-FAST = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
-        "--seconds-between-status-checks", "1", "--nocolor"]
+FAST = [
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--seconds-between-status-checks",
+    "1",
+    "--nocolor",
+]
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+)")
 
 
@@ -40,7 +47,7 @@ def profile() -> dict:
 
 def convention_rule_names() -> set[str]:
     text = (REPO / "docs" / "conventions.md").read_text()
-    block = text[text.index("Rule names"):text.index("Per-rule conda")]
+    block = text[text.index("Rule names") : text.index("Per-rule conda")]
     return set(re.findall(r"`(\w+)`", block))
 
 
@@ -182,8 +189,9 @@ def test_failed_job_is_reported_and_rerun_redoes_only_it(tmp_path):
     assert lres.returncode == 0, lres.stderr[-3000:]
     assert json.loads((wd / "results/total.json").read_text()) == json.loads((local / "results/total.json").read_text())
     for k in range(3):
-        np.testing.assert_array_equal(np.load(wd / f"results/parts/{k}.npz")["x"],
-                                      np.load(local / f"results/parts/{k}.npz")["x"])
+        np.testing.assert_array_equal(
+            np.load(wd / f"results/parts/{k}.npz")["x"], np.load(local / f"results/parts/{k}.npz")["x"]
+        )
 
 
 def tiny_mtd1d_config() -> dict:
@@ -197,8 +205,19 @@ def tiny_mtd1d_config() -> dict:
 
 
 # Two SLURM jobs for the whole 1-D experiment: scatter + merge, then the fits and the summary
-MTD1D_GROUPS = ["--groups", "mtd1d_segment=sim", "mtd1d_merge=sim", "mtd1d_lsq=fit", "mtd1d_pick=fit",
-                "mtd1d_em=fit", "mtd1d_evaluate=fit", "summary=fit", "--group-components", "sim=100", "fit=100"]
+MTD1D_GROUPS = [
+    "--groups",
+    "mtd1d_segment=sim",
+    "mtd1d_merge=sim",
+    "mtd1d_lsq=fit",
+    "mtd1d_pick=fit",
+    "mtd1d_em=fit",
+    "mtd1d_evaluate=fit",
+    "summary=fit",
+    "--group-components",
+    "sim=100",
+    "fit=100",
+]
 
 
 def compare_results(slurm: Path, local: Path, files: list[str]) -> None:
@@ -222,8 +241,9 @@ def compare_results(slurm: Path, local: Path, files: list[str]) -> None:
             for k in keys:
                 same(a[k], b[k], f"{where}.{k}", rtol)
         elif isinstance(a, (int, float, list)) and not isinstance(a, bool):
-            np.testing.assert_allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float),
-                                       rtol=rtol, atol=1e-12, err_msg=where)
+            np.testing.assert_allclose(
+                np.asarray(a, dtype=float), np.asarray(b, dtype=float), rtol=rtol, atol=1e-12, err_msg=where
+            )
         else:
             assert a == b, where
 
@@ -245,8 +265,25 @@ def slurm_and_local(tmp_path: Path, cfg: dict, *groups: str) -> tuple[dict[str, 
         wd.mkdir()
         (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
     local = subprocess.Popen(
-        ["timeout", "-k", "10", "600", *SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(dirs["local"]),
-         "--cores", "1", "--nocolor"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=dirs["local"])
+        [
+            "timeout",
+            "-k",
+            "10",
+            "600",
+            *SNAKEMAKE,
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(dirs["local"]),
+            "--cores",
+            "1",
+            "--nocolor",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=dirs["local"],
+    )
     try:
         res, ids = through_slurm(REPO / "Snakefile", dirs["slurm"], *groups)
     finally:
@@ -268,25 +305,42 @@ def test_mtd1d_through_slurm_equals_local_run(tmp_path):
     (name,) = cfg["experiments"]
     dirs, _, _ = slurm_and_local(tmp_path, cfg, *MTD1D_GROUPS)
     print(f"{name} metrics through SLURM: {json.loads((dirs['slurm'] / f'results/{name}/metrics.json').read_text())}")
-    compare_results(dirs["slurm"], dirs["local"],
-                    [f"results/{name}/{f}" for f in ("metrics.json", "moments.npz", "lsq.npz", "em.npz")])
+    compare_results(
+        dirs["slurm"],
+        dirs["local"],
+        [f"results/{name}/{f}" for f in ("metrics.json", "moments.npz", "lsq.npz", "em.npz")],
+    )
 
 
 def tiny_cryo3d_config() -> dict:
     """A 7³ BPTI box, two 96² micrographs, approximate EM only (1 iteration, coarse grid)."""
-    return {"experiments": {"slurm3d": {
-        "kind": "cryo3d",
-        "seed": 5,
-        "volume": {"source": "data/structures/5PTI.pdb", "L": 7},
-        "micrographs": {"n_micrographs": 2, "size": 96, "gamma": 0.1, "snr": 2.0, "spacing": "separated"},
-        "lsq": {"enabled": False},
-        "em": {"iterations": 1, "init": "random", "grid_step": 60.0},
-    }}}
+    return {
+        "experiments": {
+            "slurm3d": {
+                "kind": "cryo3d",
+                "seed": 5,
+                "volume": {"source": "data/structures/5PTI.pdb", "L": 7},
+                "micrographs": {"n_micrographs": 2, "size": 96, "gamma": 0.1, "snr": 2.0, "spacing": "separated"},
+                "lsq": {"enabled": False},
+                "em": {"iterations": 1, "init": "random", "grid_step": 60.0},
+            }
+        }
+    }
 
 
 # Three SLURM jobs: volume + micrographs + moments, the EM (on the GPU partition), evaluation
-CRYO3D_GROUPS = ["--groups", "prepare_volume=sim", "simulate_micrograph=sim", "autocorrelate=sim",
-                 "merge_moments=sim", "evaluate=eval", "summary=eval", "--group-components", "sim=100", "eval=100"]
+CRYO3D_GROUPS = [
+    "--groups",
+    "prepare_volume=sim",
+    "simulate_micrograph=sim",
+    "autocorrelate=sim",
+    "merge_moments=sim",
+    "evaluate=eval",
+    "summary=eval",
+    "--group-components",
+    "sim=100",
+    "eval=100",
+]
 
 
 @pytest.mark.slurm
@@ -303,4 +357,6 @@ def test_tiny_cryo3d_through_slurm_equals_local_run(tmp_path):
     em_ids = [SUBMITTED.search(ln).group(1) for ln in log.splitlines() if SUBMITTED.search(ln) and "approx_em" in ln]
     assert len(em_ids) == 1 and records[em_ids[0]]["Partition"] == "gpu", "approx_em must go to the GPU partition"
     print(f"approx_em ran as SLURM job {em_ids[0]} on partition gpu")
-    compare_results(dirs["slurm"], dirs["local"], [f"results/slurm3d/{f}" for f in ("metrics.json", "em.npz", "truth.npz")])
+    compare_results(
+        dirs["slurm"], dirs["local"], [f"results/slurm3d/{f}" for f in ("metrics.json", "em.npz", "truth.npz")]
+    )

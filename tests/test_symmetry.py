@@ -16,8 +16,9 @@ from cryomtd.basis.symmetry import parse_symmetry, point_group, symmetric_subspa
 from cryomtd.io import InputError
 
 
-@pytest.mark.parametrize("symbol,order", [("C1", 1), ("C4", 4), ("c7", 7), ("D2", 4), ("D5", 10),
-                                          ("T", 12), ("O", 24), ("I", 60)])
+@pytest.mark.parametrize(
+    "symbol,order", [("C1", 1), ("C4", 4), ("c7", 7), ("D2", 4), ("D5", 10), ("T", 12), ("O", 24), ("I", 60)]
+)
 def test_point_groups_are_closed_groups_of_rotations(symbol, order):
     G = point_group(symbol)
     assert G.shape == (order, 3, 3)
@@ -27,8 +28,9 @@ def test_point_groups_are_closed_groups_of_rotations(symbol, order):
     prods = (G[:, None] @ G[None]).reshape(-1, 1, 9)
     dist = np.abs(prods - G.reshape(1, -1, 9)).max(axis=2)  # every product is an element
     assert np.all(dist.min(axis=1) < 1e-9)
-    assert np.all(np.abs(G.reshape(order, 1, 9) - G.reshape(1, order, 9)).max(axis=2)
-                  + np.eye(order) > 1e-6)  # distinct
+    assert np.all(
+        np.abs(G.reshape(order, 1, 9) - G.reshape(1, order, 9)).max(axis=2) + np.eye(order) > 1e-6
+    )  # distinct
 
 
 def test_group_axes_follow_the_documented_conventions():
@@ -39,7 +41,7 @@ def test_group_axes_follow_the_documented_conventions():
     flips = D[np.isclose((D @ z)[:, 2], -1)]
     assert len(flips) == 3 and any(np.allclose(f @ [1.0, 0, 0], [1, 0, 0]) for f in flips)
     # I: a 5-fold about (0, 1, phi) is in the group
-    phi = (1 + 5 ** 0.5) / 2
+    phi = (1 + 5**0.5) / 2
     u = np.array([0, 1, phi]) / np.linalg.norm([0, 1, phi])
     I = point_group("I")
     fixes_u = I[np.all(np.isclose(I @ u, u), axis=1)]
@@ -89,8 +91,13 @@ def test_c4_volume_is_invariant_under_the_voxel_rotation():
 
 def test_subspace_dimensions_match_counting_and_molien_series():
     b = SphericalBessel(40, 12)
-    per_ell = {s: [int(np.any(symmetric_subspace(b, s)[sl] != 0, axis=0).sum()) // int(S)
-                   for sl, S in zip(b.ell_slices, b.n_radial)] for s in ("C3", "O", "I")}
+    per_ell = {
+        s: [
+            int(np.any(symmetric_subspace(b, s)[sl] != 0, axis=0).sum()) // int(S)
+            for sl, S in zip(b.ell_slices, b.n_radial)
+        ]
+        for s in ("C3", "O", "I")
+    }
     # Cn about z: the real harmonics with |m| a multiple of n (m = 0 once, ±m twice)
     assert per_ell["C3"] == [sum(1 for m in range(-l, l + 1) if m % 3 == 0) for l in range(13)]
     # Molien series: O has invariants in degrees 0, 4, 6, 8, 9, 10, 12 (twice); I in 0, 6, 10, 12
@@ -103,5 +110,5 @@ def test_subspace_of_a_prefix_basis_is_the_leading_block():
     # frequency marching keeps the reduced coefficients of the lower stage as a prefix
     full, low = SphericalBessel(12, 5), SphericalBessel(12, 3)
     Qf, Ql = symmetric_subspace(full, "D2"), symmetric_subspace(low, "D2")
-    np.testing.assert_array_equal(Qf[:low.size, :Ql.shape[1]], Ql)
-    assert not Qf[low.size:, :Ql.shape[1]].any()
+    np.testing.assert_array_equal(Qf[: low.size, : Ql.shape[1]], Ql)
+    assert not Qf[low.size :, : Ql.shape[1]].any()

@@ -48,8 +48,14 @@ def _raw_mrc(path, data, mode_dtype=np.float32):
 
 @pytest.mark.parametrize(
     "case, needle",
-    [("missing", "not found"), ("2d", "3-D"), ("nan", "NaN"), ("complex", "mode"), ("text", "MRC"),
-     ("noncubic", "cubic")],
+    [
+        ("missing", "not found"),
+        ("2d", "3-D"),
+        ("nan", "NaN"),
+        ("complex", "mode"),
+        ("text", "MRC"),
+        ("noncubic", "cubic"),
+    ],
 )
 def test_read_mrc_errors_name_the_file(tmp_path, case, needle):
     path = tmp_path / f"{case}.mrc"
@@ -81,8 +87,9 @@ def test_mmap_mrc_matches_reader_and_names_missing_file(tmp_path):
     V.write_image_mrc(tmp_path / "m.mrc", img, 1.5)
     with V.mmap_mrc(tmp_path / "m.mrc") as data:
         # same float32 file, read two ways: identical values
-        np.testing.assert_array_equal(np.asarray(data[1:4, 2:6], dtype=np.float64),
-                                      V.read_image_mrc(tmp_path / "m.mrc")[0][1:4, 2:6])
+        np.testing.assert_array_equal(
+            np.asarray(data[1:4, 2:6], dtype=np.float64), V.read_image_mrc(tmp_path / "m.mrc")[0][1:4, 2:6]
+        )
     with pytest.raises(InputError) as err:
         with V.mmap_mrc(tmp_path / "missing.mrc"):
             pass
@@ -155,6 +162,7 @@ def test_from_structure_mass_and_centring(bpti):
 
 def test_from_structure_lowpass_smooths(bpti):
     """Lower resolution ⇒ less energy above half the band limit (Gaussian low-pass)."""
+
     def high_fraction(v):
         f = np.abs(np.fft.fftn(v)) ** 2
         k = np.fft.fftfreq(v.shape[0])

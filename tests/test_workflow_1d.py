@@ -19,10 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(seed: int) -> dict:
-    return {"kind": "mtd1d", "seed": seed, "L": 8, "signal": {"type": "gaussian"}, "sigma": 0.3,
-            "N": 120_000, "segments": 2, "placement": {"gamma": 0.1},
-            "lsq": {"restarts": 2, "max_iterations": 60}, "em": {"iterations": 40, "tol": 1e-6},
-            "advanced": {"chunk": 20_000}}
+    return {
+        "kind": "mtd1d",
+        "seed": seed,
+        "L": 8,
+        "signal": {"type": "gaussian"},
+        "sigma": 0.3,
+        "N": 120_000,
+        "segments": 2,
+        "placement": {"gamma": 0.1},
+        "lsq": {"restarts": 2, "max_iterations": 60},
+        "em": {"iterations": 40, "tol": 1e-6},
+        "advanced": {"chunk": 20_000},
+    }
 
 
 TARGETS = ["results/exp_a/metrics.json", "results/exp_b/metrics.json"]
@@ -30,8 +39,19 @@ TARGETS = ["results/exp_a/metrics.json", "results/exp_b/metrics.json"]
 
 def snakemake(workdir: Path, *args: str) -> str:
     """Run the workflow on the 1-D targets only (rule `all` also collects other stages' summaries)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", "2", *args, *TARGETS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+        *TARGETS,
+    ]
     res = subprocess.run(cmd, check=False, cwd=workdir, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout + res.stderr
@@ -86,13 +106,25 @@ def test_pipeline_end_to_end_and_rerun_semantics(tmp_path):
     # one more restart for exp_a: only the new restart, the pick and what follows run (exp_b as above)
     cfg["experiments"]["exp_a"]["lsq"]["restarts"] = 3
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert planned_jobs(snakemake(tmp_path, "-n")) == {"mtd1d_lsq": 1, "mtd1d_pick": 1, "mtd1d_em": 2,
-                                                       "mtd1d_evaluate": 2, "total": 6}
+    assert planned_jobs(snakemake(tmp_path, "-n")) == {
+        "mtd1d_lsq": 1,
+        "mtd1d_pick": 1,
+        "mtd1d_em": 2,
+        "mtd1d_evaluate": 2,
+        "total": 6,
+    }
     cfg["experiments"]["exp_a"]["lsq"]["restarts"] = 2
 
     # change the noise of exp_a: its whole chain reruns, exp_b (EM already stale) is untouched beyond that
     cfg["experiments"]["exp_a"]["sigma"] = 0.4
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(tmp_path, "-n"))
-    assert jobs == {"mtd1d_segment": 2, "mtd1d_merge": 1, "mtd1d_lsq": 2, "mtd1d_pick": 1,
-                    "mtd1d_em": 2, "mtd1d_evaluate": 2, "total": 10}
+    assert jobs == {
+        "mtd1d_segment": 2,
+        "mtd1d_merge": 1,
+        "mtd1d_lsq": 2,
+        "mtd1d_pick": 1,
+        "mtd1d_em": 2,
+        "mtd1d_evaluate": 2,
+        "total": 10,
+    }

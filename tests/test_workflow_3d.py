@@ -25,8 +25,14 @@ CONFIG = {
             "seed": 7,
             # relative path: not in the working directory, so the repository copy is used
             "volume": {"source": "data/structures/5PTI.pdb", "L": 7},
-            "micrographs": {"n_micrographs": N_MICROGRAPHS, "size": 96, "gamma": 0.1, "snr": 2.0,
-                            "spacing": "separated", "ctf": {"defocus": [10000.0, 20000.0]}},
+            "micrographs": {
+                "n_micrographs": N_MICROGRAPHS,
+                "size": 96,
+                "gamma": 0.1,
+                "snr": 2.0,
+                "spacing": "separated",
+                "ctf": {"defocus": [10000.0, 20000.0]},
+            },
         }
     }
 }
@@ -65,8 +71,11 @@ def test_simulate_micrograph(workdir, run_workflow):
     from cryomtd.simulate import read_particles, simulate_from_truth
     from cryomtd.volume import read_image_mrc
 
-    targets = [res(sub, f"{k}.{ext}") for k in range(N_MICROGRAPHS)
-               for sub, ext in (("micrographs", "mrc"), ("particles", "star"), ("micrographs", "json"))]
+    targets = [
+        res(sub, f"{k}.{ext}")
+        for k in range(N_MICROGRAPHS)
+        for sub, ext in (("micrographs", "mrc"), ("particles", "star"), ("micrographs", "json"))
+    ]
     run_workflow(workdir, *targets)
     mic = CONFIG["experiments"][EXP]["micrographs"]
     for k in range(N_MICROGRAPHS):
@@ -78,8 +87,16 @@ def test_simulate_micrograph(workdir, run_workflow):
         assert info["gamma"] == pytest.approx(len(table) * 49 / 96**2)
         assert 10000 <= info["ctf"]["defocus"] <= 20000
         # same seed and index ⇒ same micrograph, in-process
-        m = simulate_from_truth(workdir / res("truth.npz"), k, seed=7, size=96, gamma=mic["gamma"],
-                                snr=mic["snr"], spacing=mic["spacing"], ctf=mic["ctf"])
+        m = simulate_from_truth(
+            workdir / res("truth.npz"),
+            k,
+            seed=7,
+            size=96,
+            gamma=mic["gamma"],
+            snr=mic["snr"],
+            spacing=mic["spacing"],
+            ctf=mic["ctf"],
+        )
         np.testing.assert_allclose(img, m.image, atol=1e-5 * np.abs(m.image).max())
         np.testing.assert_array_equal(table["x"], m.particles["x"])
     # a rerun resumes: nothing left to do

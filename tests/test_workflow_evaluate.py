@@ -50,20 +50,31 @@ def make_inputs(d: Path, L: int = 11, ell_max: int = 4, vs: float = 1.5, em: boo
     b = SphericalBessel(L, ell_max)
     c = np.arange(L) - L // 2
     z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    raw = sum(a * np.exp(-((x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2) / 3.0)
-              for a, px, py, pz in [(1.0, 2, 0, 0), (0.7, 0, 2.5, 1), (0.5, -1, -1, 2.5), (0.8, -2, 1, -1)])
+    raw = sum(
+        a * np.exp(-((x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2) / 3.0)
+        for a, px, py, pz in [(1.0, 2, 0, 0), (0.7, 0, 2.5, 1), (0.5, -1, -1, 2.5), (0.8, -2, 1, -1)]
+    )
     coef = b.expand(raw)
     save_npz(d / "truth.npz", coef=coef, L=L, ell_max=ell_max, voxel_size=vs)
     _mrc(d / "truth.mrc", b.evaluate(coef), vs)
     R1, R2 = rotations.random(2, seed)
     c_lsq = b.rotate(np.where(b.ell % 2 == 1, -1.0, 1.0) * coef, R1)
-    Estimate("lsq", c_lsq, 0.1, np.geomspace(1, 1e-4, 12), "least-squares cost", 2.0, {},
-             {"cost": 1e-4}).save(d / "lsq.npz")
+    Estimate("lsq", c_lsq, 0.1, np.geomspace(1, 1e-4, 12), "least-squares cost", 2.0, {}, {"cost": 1e-4}).save(
+        d / "lsq.npz"
+    )
     _mrc(d / "lsq.mrc", b.evaluate(c_lsq), vs)
     if em:
         c_em = b.rotate(coef, R2)
-        Estimate("em", c_em, float("nan"), np.array([-3.0, -2.0, -1.5]), "log-likelihood per patch", 4.0,
-                 {"fraction": 1.0}, {"rho": np.full((2 * L, 2 * L), 1 / (2 * L) ** 2)}).save(d / "em.npz")
+        Estimate(
+            "em",
+            c_em,
+            float("nan"),
+            np.array([-3.0, -2.0, -1.5]),
+            "log-likelihood per patch",
+            4.0,
+            {"fraction": 1.0},
+            {"rho": np.full((2 * L, 2 * L), 1 / (2 * L) ** 2)},
+        ).save(d / "em.npz")
         _mrc(d / "em.mrc", b.evaluate(c_em), vs)
         for k in range(2):
             write_json(d / "micrographs" / f"{k}.json", {"n_particles": 40, "size": 200, "L": L})
@@ -71,8 +82,24 @@ def make_inputs(d: Path, L: int = 11, ell_max: int = 4, vs: float = 1.5, em: boo
 
 def snakemake(repo: Path, wd: Path, targets: list[str], *args: str) -> subprocess.CompletedProcess:
     # targets first: --allowed-rules takes every following word up to the next option
-    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(repo / "Snakefile"), "-d", str(wd),
-           "--configfile", str(wd / "config.yaml"), "--cores", "2", *args, "--allowed-rules", "evaluate", "summary"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *targets,
+        "-s",
+        str(repo / "Snakefile"),
+        "-d",
+        str(wd),
+        "--configfile",
+        str(wd / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+        "--allowed-rules",
+        "evaluate",
+        "summary",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -98,8 +125,7 @@ def test_evaluate_rule_and_report(repo_root, tmp_path):
     for f in ("fsc", "slices", "projections", "mip", "convergence"):
         assert (tmp_path / f"results/syn3d/figures/{f}.png").stat().st_size > 1000
     rows = list(csv.DictReader((tmp_path / "results/summary.csv").open()))
-    assert [(r["experiment"], r["estimator"]) for r in rows] == [("syn3d", "lsq"), ("syn3d", "em"),
-                                                                 ("synexact", "lsq")]
+    assert [(r["experiment"], r["estimator"]) for r in rows] == [("syn3d", "lsq"), ("syn3d", "em"), ("synexact", "lsq")]
     rep = snakemake(repo_root, tmp_path, targets, "--report", str(tmp_path / "report.html"))
     assert rep.returncode == 0, rep.stderr[-3000:]
     html = (tmp_path / "report.html").read_text()

@@ -42,8 +42,13 @@ def snakemake_cmd(workdir: Path, *extra: str) -> list[str]:
 def start(workdir: Path, *extra: str, log_name: str) -> tuple[subprocess.Popen, Path]:
     """Start Snakemake in its own process group (so a kill reaches its jobs too)."""
     out = workdir / log_name
-    proc = subprocess.Popen(snakemake_cmd(workdir, *extra), stdout=out.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=workdir)
+    proc = subprocess.Popen(
+        snakemake_cmd(workdir, *extra),
+        stdout=out.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=workdir,
+    )
     return proc, out
 
 
@@ -62,8 +67,7 @@ def wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout: float 
 
 
 def run(workdir: Path, *extra: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake_cmd(workdir, *extra), capture_output=True, text=True, timeout=timeout,
-                          cwd=workdir)
+    return subprocess.run(snakemake_cmd(workdir, *extra), capture_output=True, text=True, timeout=timeout, cwd=workdir)
 
 
 def expected_total(seed: int, n_parts: int, size: int) -> dict:

@@ -19,8 +19,13 @@ CONFIG = {
             "basis": {"ell_max": 2},
             "moments": {"source": "exact", "window": 3},
             "micrographs": {"gamma": 0.1},
-            "lsq": {"restarts": 3, "max_iterations": 4, "refine_top": 2, "refine_iterations": 10,
-                    "advanced": {"optimizer": "gauss-newton", "marching": False, "a2_first": False, "threads": 2}},
+            "lsq": {
+                "restarts": 3,
+                "max_iterations": 4,
+                "refine_top": 2,
+                "refine_iterations": 10,
+                "advanced": {"optimizer": "gauss-newton", "marching": False, "a2_first": False, "threads": 2},
+            },
             "em": {"enabled": False},
         }
     }

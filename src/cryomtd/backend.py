@@ -29,8 +29,12 @@ CONCRETE = NAMES[1:]
 #: The backends that need a CUDA device (a workflow job then asks for ``gpu=1``).
 GPU_NAMES = ("torch-cuda", "cupy")
 
-_SUGGEST = {"cuda": "torch-cuda or cupy", "gpu": "torch-cuda or cupy", "torch": "torch-cpu or torch-cuda",
-            "cpu": "numpy or torch-cpu"}
+_SUGGEST = {
+    "cuda": "torch-cuda or cupy",
+    "gpu": "torch-cuda or cupy",
+    "torch": "torch-cpu or torch-cuda",
+    "cpu": "numpy or torch-cpu",
+}
 
 
 class BackendUnavailable(InputError, RuntimeError):
@@ -102,12 +106,16 @@ def resolve(name: str, what: str, supported: Iterable[str] = CONCRETE) -> str:
             return "cupy"
         return "numpy"
     if name not in supported:
-        raise InputError(f"{what}: backend {name!r} is not supported by this stage; expected one of {', '.join(allowed)}")
+        raise InputError(
+            f"{what}: backend {name!r} is not supported by this stage; expected one of {', '.join(allowed)}"
+        )
     if name == "torch-cpu" and not _torch_ok():
         raise BackendUnavailable(f"{what}: backend 'torch-cpu' requested but PyTorch is not installed")
     if name == "torch-cuda" and not _torch_cuda_ok():
-        raise BackendUnavailable(f"{what}: backend 'torch-cuda' requested but PyTorch sees no CUDA device "
-                                 "(torch.cuda.is_available() is False)")
+        raise BackendUnavailable(
+            f"{what}: backend 'torch-cuda' requested but PyTorch sees no CUDA device "
+            "(torch.cuda.is_available() is False)"
+        )
     if name == "cupy" and not _cupy_ok():
         raise BackendUnavailable(f"{what}: backend 'cupy' requested but CuPy is not installed or sees no CUDA device")
     return name

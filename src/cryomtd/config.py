@@ -35,8 +35,16 @@ import yaml
 
 from cryomtd.io import InputError
 
-__all__ = ["SCHEMA_DIR", "ConfigError", "check_config_file", "exit_on_error", "fill_defaults", "load_schema",
-           "schema_defaults", "validate_config"]
+__all__ = [
+    "SCHEMA_DIR",
+    "ConfigError",
+    "check_config_file",
+    "exit_on_error",
+    "fill_defaults",
+    "load_schema",
+    "schema_defaults",
+    "validate_config",
+]
 
 #: ``<repo>/workflow/schemas`` (this file is ``<repo>/src/cryomtd/config.py``; see the module docstring).
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
@@ -176,8 +184,15 @@ def _inline(schema: Any, base: Path) -> Any:
     return schema
 
 
-_JSON_TYPES = [(bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"),
-               (dict, "object"), (type(None), "null")]
+_JSON_TYPES = [
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (list, "array"),
+    (dict, "object"),
+    (type(None), "null"),
+]
 
 
 def _json_type(value: Any) -> str:
@@ -209,8 +224,11 @@ def _describe(schema: Any) -> str:
         return repr(schema["const"])
     types = schema.get("type")
     text = " or ".join(types) if isinstance(types, list) else str(types or "a value")
-    bounds = [f"{op} {schema[k]}" for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"),
-                                                   ("maximum", "<="), ("exclusiveMaximum", "<")) if k in schema]
+    bounds = [
+        f"{op} {schema[k]}"
+        for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
+        if k in schema
+    ]
     if bounds:
         text += " " + " and ".join(bounds)
     if types == "array" and ("minItems" in schema or "maxItems" in schema):
@@ -227,12 +245,17 @@ def _messages(error: jsonschema.ValidationError) -> list[str]:
     arg = error.validator_value
     if v == "additionalProperties" and isinstance(value, dict):
         known = list(schema.get("properties", {}))
-        extra = [k for k in value if k not in known and not any(
-            re.search(p, k) for p in schema.get("patternProperties", {}))]
+        extra = [
+            k for k in value if k not in known and not any(re.search(p, k) for p in schema.get("patternProperties", {}))
+        ]
         lines = []
         for key in extra:
             near = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else (f" (expected one of: {', '.join(known)})" if known else "")
+            hint = (
+                f" (did you mean {near[0]!r}?)"
+                if near
+                else (f" (expected one of: {', '.join(known)})" if known else "")
+            )
             lines.append(f"{at}unknown key {key!r}{hint}")
         return lines or [f"{at}{error.message}"]
     if v == "required":
@@ -274,13 +297,18 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     schema_path = Path(schema_path)
     schema = _inline(load_schema(schema_path), schema_path.parent)
     validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    errors = sorted(validator_cls(schema).iter_errors(config),
-                    key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     # an unknown `kind` makes every other key of that experiment look wrong: report the kind only
-    bad_kind = [tuple(e.absolute_path)[:-1] for e in errors
-                if e.validator == "enum" and tuple(e.absolute_path)[-1:] == ("kind",)]
-    errors = [e for e in errors if not any(tuple(e.absolute_path)[:len(b)] == b and tuple(e.absolute_path) != (*b, "kind")
-                                           for b in bad_kind)]
+    bad_kind = [
+        tuple(e.absolute_path)[:-1]
+        for e in errors
+        if e.validator == "enum" and tuple(e.absolute_path)[-1:] == ("kind",)
+    ]
+    errors = [
+        e
+        for e in errors
+        if not any(tuple(e.absolute_path)[: len(b)] == b and tuple(e.absolute_path) != (*b, "kind") for b in bad_kind)
+    ]
     lines: list[str] = []
     seen: set[str] = set()
     for error in errors:

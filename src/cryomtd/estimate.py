@@ -50,14 +50,20 @@ class Estimate:
         clash = set(self.extra) & set(REQUIRED_KEYS)
         if clash:
             raise ValueError(f"Estimate.extra must not use the reserved keys {sorted(clash)}")
-        save_npz(path, estimator=np.str_(self.estimator), coef=np.asarray(self.coef, dtype=np.float64),
-                 gamma=np.float64(np.nan if self.gamma is None else self.gamma),
-                 trace=np.asarray(self.trace, dtype=np.float64).ravel(), trace_label=np.str_(self.trace_label),
-                 wall_time_s=np.float64(self.wall_time_s), settings=np.str_(json.dumps(self.settings, sort_keys=True)),
-                 **self.extra)
+        save_npz(
+            path,
+            estimator=np.str_(self.estimator),
+            coef=np.asarray(self.coef, dtype=np.float64),
+            gamma=np.float64(np.nan if self.gamma is None else self.gamma),
+            trace=np.asarray(self.trace, dtype=np.float64).ravel(),
+            trace_label=np.str_(self.trace_label),
+            wall_time_s=np.float64(self.wall_time_s),
+            settings=np.str_(json.dumps(self.settings, sort_keys=True)),
+            **self.extra,
+        )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, what: str = "estimate file") -> "Estimate":
+    def load(cls, path: str | os.PathLike, what: str = "estimate file") -> Estimate:
         """Read an estimate file; a missing key raises :class:`~cryomtd.io.InputError` naming the file."""
         z = read_npz(path, REQUIRED_KEYS, what=what)
         try:
@@ -65,7 +71,13 @@ class Estimate:
         except json.JSONDecodeError as e:
             raise InputError(f"{path}: 'settings' is not JSON ({e})") from None
         extra = {k: v for k, v in z.items() if k not in REQUIRED_KEYS}
-        return cls(estimator=str(z["estimator"]), coef=np.asarray(z["coef"], dtype=np.float64),
-                   gamma=float(z["gamma"]), trace=np.asarray(z["trace"], dtype=np.float64).ravel(),
-                   trace_label=str(z["trace_label"]), wall_time_s=float(z["wall_time_s"]), settings=settings,
-                   extra=extra)
+        return cls(
+            estimator=str(z["estimator"]),
+            coef=np.asarray(z["coef"], dtype=np.float64),
+            gamma=float(z["gamma"]),
+            trace=np.asarray(z["trace"], dtype=np.float64).ravel(),
+            trace_label=str(z["trace_label"]),
+            wall_time_s=float(z["wall_time_s"]),
+            settings=settings,
+            extra=extra,
+        )

@@ -22,8 +22,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "current_umask", "save_npz", "save_npy", "read_npz", "write_json", "read_json",
-           "number_field", "log_to", "InputError"]
+__all__ = [
+    "atomic_path",
+    "current_umask",
+    "save_npz",
+    "save_npy",
+    "read_npz",
+    "write_json",
+    "read_json",
+    "number_field",
+    "log_to",
+    "InputError",
+]
 
 
 class InputError(ValueError):
@@ -135,9 +145,17 @@ def read_json(path: str | os.PathLike) -> Any:
 _MISSING = object()
 
 
-def number_field(record: Any, key: str, where: str | os.PathLike, *, integer: bool = False,
-                 minimum: float | None = None, positive: bool = False, default: Any = _MISSING,
-                 written_by: str | None = None) -> float | int:
+def number_field(
+    record: Any,
+    key: str,
+    where: str | os.PathLike,
+    *,
+    integer: bool = False,
+    minimum: float | None = None,
+    positive: bool = False,
+    default: Any = _MISSING,
+    written_by: str | None = None,
+) -> float | int:
     """Field ``key`` of a JSON record (e.g. a micrograph side file) as a finite number.
 
     ``where`` names the file in messages. ``integer`` accepts whole numbers only (``11``

@@ -11,8 +11,14 @@ from tqdm.auto import tqdm
 __all__ = ["progress"]
 
 
-def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str | None = None,
-             enable: bool | None = None, **kwargs: Any) -> tqdm:
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    total: int | None = None,
+    desc: str | None = None,
+    enable: bool | None = None,
+    **kwargs: Any,
+) -> tqdm:
     """``tqdm`` over ``iterable``; disabled unless ``enable`` or stderr is a TTY."""
     if enable is None:
         enable = sys.stderr.isatty()

@@ -52,11 +52,14 @@ def random(n: int, seed: int | np.random.Generator) -> np.ndarray:
 def _quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
     """Unit quaternions (w, x, y, z), shape (n, 4), → active rotation matrices (n, 3, 3)."""
     w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
 
 
 def euler_to_matrix(rot: npt.ArrayLike, tilt: npt.ArrayLike, psi: npt.ArrayLike, degrees: bool = True) -> np.ndarray:
@@ -70,11 +73,14 @@ def euler_to_matrix(rot: npt.ArrayLike, tilt: npt.ArrayLike, psi: npt.ArrayLike,
         a, b, g = np.deg2rad(a), np.deg2rad(b), np.deg2rad(g)
     ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
     cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
-    return np.stack([
-        np.stack([cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb], -1),
-        np.stack([-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb], -1),
-        np.stack([sc, ss, cb], -1),
-    ], -2)
+    return np.stack(
+        [
+            np.stack([cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb], -1),
+            np.stack([-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb], -1),
+            np.stack([sc, ss, cb], -1),
+        ],
+        -2,
+    )
 
 
 def matrix_to_euler(R: npt.ArrayLike, degrees: bool = True) -> np.ndarray:

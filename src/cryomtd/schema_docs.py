@@ -75,15 +75,26 @@ def _rows(schema: dict[str, Any], prefix: str) -> list[tuple[str, str, str, str]
 
 def reference_markdown(schema_dir: Path = SCHEMA_DIR) -> str:
     """The whole reference page as Markdown."""
-    out = ["# Config reference", "",
-           "Generated from `workflow/schemas/` by `python -m cryomtd.schema_docs` (do not edit by hand).",
-           "A commented example of a full config is `configs/example.yaml`. Unknown keys are errors;",
-           "keys under `advanced:` change speed, memory or the optimiser's path, not what is estimated.", ""]
+    out = [
+        "# Config reference",
+        "",
+        "Generated from `workflow/schemas/` by `python -m cryomtd.schema_docs` (do not edit by hand).",
+        "A commented example of a full config is `configs/example.yaml`. Unknown keys are errors;",
+        "keys under `advanced:` change speed, memory or the optimiser's path, not what is estimated.",
+        "",
+    ]
     for title, file, where in BLOCKS:
         schema = load_schema(schema_dir / file)
         desc = " ".join(str(schema.get("description", "")).split())
-        out += [f"## {title}", "", f"At `{where}`." if where else "", desc, "",
-                "| key | type | default | description |", "|---|---|---|---|"]
+        out += [
+            f"## {title}",
+            "",
+            f"At `{where}`." if where else "",
+            desc,
+            "",
+            "| key | type | default | description |",
+            "|---|---|---|---|",
+        ]
         for name, typ, default, d in _rows(schema, ""):
             out.append(f"| `{name}` | {typ} | {default} | {d.replace('|', chr(92) + '|')} |")
         out.append("")

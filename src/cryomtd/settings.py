@@ -45,8 +45,10 @@ def from_block(cls: type[T], block: Mapping[str, Any] | None, where: str) -> T:
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(block) - set(names))
     if unknown:
-        raise InputError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))} "
-                         f"(expected one of: {', '.join(names)})")
+        raise InputError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))} "
+            f"(expected one of: {', '.join(names)})"
+        )
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in block.items():
@@ -92,8 +94,11 @@ def override(settings: T, where: str, **changes: Any) -> T:
         return settings
     top: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
-    subs = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)  # type: ignore[arg-type]
-            if dataclasses.is_dataclass(getattr(settings, f.name))}
+    subs = {
+        f.name: getattr(settings, f.name)
+        for f in dataclasses.fields(settings)  # type: ignore[arg-type]
+        if dataclasses.is_dataclass(getattr(settings, f.name))
+    }
     names = {f.name for f in dataclasses.fields(settings)}  # type: ignore[arg-type]
     for key, value in changes.items():
         if key in names:

@@ -79,8 +79,9 @@ def min_distance(spacing: str | int, L: int) -> int:
     raise InputError(f"micrographs.spacing: expected 'separated', 'nonoverlapping' or an integer ≥ 1, got {spacing!r}")
 
 
-def place_particles(size: int, L: int, n: int, distance: int, g: np.random.Generator,
-                    max_rounds: int = 64) -> np.ndarray:
+def place_particles(
+    size: int, L: int, n: int, distance: int, g: np.random.Generator, max_rounds: int = 64
+) -> np.ndarray:
     """Top-left corners (n, 2) int [t_y, t_x] of ``n`` L×L boxes in a size×size image, centres ≥ ``distance`` apart (∞-norm).
 
     Random sequential adsorption on a grid of ``distance × distance`` cells over the
@@ -101,7 +102,7 @@ def place_particles(size: int, L: int, n: int, distance: int, g: np.random.Gener
         return np.zeros((0, 2), dtype=np.int64)
     d = int(distance)
     nc = -(-M // d)
-    base = (np.arange(nc) * d)
+    base = np.arange(nc) * d
     occupied = np.zeros((nc, nc), dtype=bool)
     pos = np.full((2, nc + 2, nc + 2), -(10 * (size + d)), dtype=np.int64)  # padded, far-away sentinel
     occ_pad = np.zeros((nc + 2, nc + 2), dtype=bool)
@@ -140,8 +141,7 @@ def paste(size: int, corners: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Sum L×L ``boxes`` (n, L, L) into a size×size image at top-left ``corners`` (n, 2) [t_y, t_x]; overlaps add."""
     n, L, _ = boxes.shape
     ar = np.arange(L)
-    flat = ((corners[:, 0, None, None] + ar[None, :, None]) * size
-            + corners[:, 1, None, None] + ar[None, None, :])
+    flat = (corners[:, 0, None, None] + ar[None, :, None]) * size + corners[:, 1, None, None] + ar[None, None, :]
     return np.bincount(flat.ravel(), weights=boxes.ravel(), minlength=size * size).reshape(size, size)
 
 
@@ -166,10 +166,10 @@ def real_space_projector(volume: np.ndarray, order: int = 1) -> Projector:
         R = np.asarray(R).reshape(-1, 3, 3)
         out = np.empty((len(R), L, L))
         for a in range(0, len(R), chunk):
-            q = np.einsum("nji,jk->ink", R[a:a + chunk], p)  # Rᵀ p, (3, n, L³) as (x, y, z)
+            q = np.einsum("nji,jk->ink", R[a : a + chunk], p)  # Rᵀ p, (3, n, L³) as (x, y, z)
             idx = q[::-1] + L // 2  # (z, y, x) indices
             vals = map_coordinates(volume, idx.reshape(3, -1), order=order, mode="constant", cval=0.0)
-            out[a:a + chunk] = vals.reshape(-1, L, L, L).sum(axis=1)
+            out[a : a + chunk] = vals.reshape(-1, L, L, L).sum(axis=1)
         return out
 
     return project
@@ -218,8 +218,12 @@ class EulerProjector:
         t = 0.7
         Ry = rotations.euler_to_matrix(0.0, t, 0.0, degrees=False)
         Rz = rotations.euler_to_matrix(t, 0.0, 0.0, degrees=False)
-        for Q in (rotations.euler_to_matrix(a, b, c, degrees=False)
-                  for a in (np.pi / 2, -np.pi / 2) for b in (np.pi / 2, -np.pi / 2) for c in (0.0, np.pi / 2, -np.pi / 2, np.pi)):
+        for Q in (
+            rotations.euler_to_matrix(a, b, c, degrees=False)
+            for a in (np.pi / 2, -np.pi / 2)
+            for b in (np.pi / 2, -np.pi / 2)
+            for c in (0.0, np.pi / 2, -np.pi / 2, np.pi)
+        ):
             if np.allclose(Q @ Rz @ Q.T, Ry, atol=1e-12):
                 break
         else:  # pragma: no cover - geometry guarantees a candidate
@@ -297,15 +301,14 @@ def basis_signal_energy(basis, coef: np.ndarray) -> float:
     return total
 
 
-def signal_energy(project: Projector, L: int, basis=None, coef: np.ndarray | None = None,
-                  batch: int = 1024) -> float:
+def signal_energy(project: Projector, L: int, basis=None, coef: np.ndarray | None = None, batch: int = 1024) -> float:
     """E_ω ‖P_ω x‖²_F: exact (:func:`basis_signal_energy`) with a basis and its coefficients, else the mean over a fixed Haar set."""
     if basis is not None and coef is not None:
         return basis_signal_energy(basis, coef)
     R = rotations.random(N_SNR_ROTATIONS, seeded_rng(0, "snr", 0))
     total = 0.0
     for start in range(0, len(R), batch):
-        im = project(R[start:start + batch])
+        im = project(R[start : start + batch])
         total += float(np.sum(im**2))
     return total / len(R)
 
@@ -353,10 +356,21 @@ class Micrograph:
         }
 
 
-def micrograph(volume_or_coef: np.ndarray, size: int, *, gamma: float, snr: float | None,
-               seed: int | np.random.Generator, spacing: str | int = "separated", ctf: CTF | None = None,
-               basis=None, pixel_size: float = 1.0, micrograph_name: str = "", batch: int = 4096,
-               energy: float | None = None) -> Micrograph:
+def micrograph(
+    volume_or_coef: np.ndarray,
+    size: int,
+    *,
+    gamma: float,
+    snr: float | None,
+    seed: int | np.random.Generator,
+    spacing: str | int = "separated",
+    ctf: CTF | None = None,
+    basis=None,
+    pixel_size: float = 1.0,
+    micrograph_name: str = "",
+    batch: int = 4096,
+    energy: float | None = None,
+) -> Micrograph:
     """Simulate one micrograph.
 
     ``volume_or_coef``: basis coefficients (size,) with ``basis`` given (projections
@@ -406,16 +420,34 @@ def micrograph(volume_or_coef: np.ndarray, size: int, *, gamma: float, snr: floa
     euler = rotations.matrix_to_euler(R) if n else np.zeros((0, 3))
     cy = corners[:, 0] + L // 2
     cx = corners[:, 1] + L // 2
-    particles = pd.DataFrame({
-        "x": cx, "y": cy,
-        "rlnCoordinateX": cx.astype(np.float64), "rlnCoordinateY": cy.astype(np.float64),
-        "rlnAngleRot": euler[:, 0], "rlnAngleTilt": euler[:, 1], "rlnAnglePsi": euler[:, 2],
-        "rlnMicrographName": [micrograph_name] * n,
-    })
-    return Micrograph(image=image, clean=clean, particles=particles, sigma=sigma, snr=snr_value,
-                      gamma=n * L * L / size**2, L=L, signal_energy=float(energy), ctf=ctf,
-                      info={"spacing": spacing if isinstance(spacing, str) else int(spacing),
-                            "min_distance": d, "pixel_size": float(pixel_size)})
+    particles = pd.DataFrame(
+        {
+            "x": cx,
+            "y": cy,
+            "rlnCoordinateX": cx.astype(np.float64),
+            "rlnCoordinateY": cy.astype(np.float64),
+            "rlnAngleRot": euler[:, 0],
+            "rlnAngleTilt": euler[:, 1],
+            "rlnAnglePsi": euler[:, 2],
+            "rlnMicrographName": [micrograph_name] * n,
+        }
+    )
+    return Micrograph(
+        image=image,
+        clean=clean,
+        particles=particles,
+        sigma=sigma,
+        snr=snr_value,
+        gamma=n * L * L / size**2,
+        L=L,
+        signal_energy=float(energy),
+        ctf=ctf,
+        info={
+            "spacing": spacing if isinstance(spacing, str) else int(spacing),
+            "min_distance": d,
+            "pixel_size": float(pixel_size),
+        },
+    )
 
 
 # --------------------------------------------------------------------------- STAR files
@@ -484,18 +516,28 @@ class MicrographSettings:
     ctf: CtfSettings | None = None
 
     @classmethod
-    def from_config(cls, block: Any, where: str = "micrographs") -> "MicrographSettings":
+    def from_config(cls, block: Any, where: str = "micrographs") -> MicrographSettings:
         from cryomtd.settings import from_block
 
         return from_block(cls, block, where)
 
-    def simulate(self, truth_path: str | os.PathLike, index: int, *, seed: int, micrograph_name: str = "") -> "Micrograph":
+    def simulate(
+        self, truth_path: str | os.PathLike, index: int, *, seed: int, micrograph_name: str = ""
+    ) -> Micrograph:
         """Micrograph ``index`` (:func:`simulate_from_truth`) with these settings."""
         from cryomtd.settings import to_block
 
-        return simulate_from_truth(truth_path, index, seed=seed, size=self.size, gamma=self.gamma, snr=self.snr,
-                                   spacing=self.spacing, ctf=None if self.ctf is None else to_block(self.ctf),
-                                   micrograph_name=micrograph_name)
+        return simulate_from_truth(
+            truth_path,
+            index,
+            seed=seed,
+            size=self.size,
+            gamma=self.gamma,
+            snr=self.snr,
+            spacing=self.spacing,
+            ctf=None if self.ctf is None else to_block(self.ctf),
+            micrograph_name=micrograph_name,
+        )
 
 
 def ctf_for_micrograph(ctf: dict | None, g: np.random.Generator) -> CTF | None:
@@ -512,9 +554,18 @@ def ctf_for_micrograph(ctf: dict | None, g: np.random.Generator) -> CTF | None:
     return CTF(defocus=float(defocus), **params)
 
 
-def simulate_from_truth(truth_path: str | os.PathLike, index: int, *, seed: int, size: int, gamma: float,
-                        snr: float | None, spacing: str | int = "separated", ctf: dict | None = None,
-                        micrograph_name: str = "") -> Micrograph:
+def simulate_from_truth(
+    truth_path: str | os.PathLike,
+    index: int,
+    *,
+    seed: int,
+    size: int,
+    gamma: float,
+    snr: float | None,
+    spacing: str | int = "separated",
+    ctf: dict | None = None,
+    micrograph_name: str = "",
+) -> Micrograph:
     """Micrograph ``index`` of an experiment: projections of ``truth.npz`` through its basis.
 
     The generator is ``rng(seed, "micrograph", index)``; it draws the defocus (when a
@@ -527,13 +578,23 @@ def simulate_from_truth(truth_path: str | os.PathLike, index: int, *, seed: int,
     truth = load_truth(truth_path)
     basis = SphericalBessel(truth["L"], truth["ell_max"])
     g = seeded_rng(int(seed), "micrograph", int(index))
-    return micrograph(truth["coef"], size, gamma=gamma, snr=snr, seed=g, spacing=spacing,
-                      ctf=ctf_for_micrograph(ctf, g), basis=basis, pixel_size=truth["voxel_size"] or 1.0,
-                      micrograph_name=micrograph_name)
+    return micrograph(
+        truth["coef"],
+        size,
+        gamma=gamma,
+        snr=snr,
+        seed=g,
+        spacing=spacing,
+        ctf=ctf_for_micrograph(ctf, g),
+        basis=basis,
+        pixel_size=truth["voxel_size"] or 1.0,
+        micrograph_name=micrograph_name,
+    )
 
 
-def save_micrograph(m: Micrograph, mrc_path: str | os.PathLike, star_path: str | os.PathLike,
-                    json_path: str | os.PathLike) -> None:
+def save_micrograph(
+    m: Micrograph, mrc_path: str | os.PathLike, star_path: str | os.PathLike, json_path: str | os.PathLike
+) -> None:
     """Write the image (float32 MRC, pixel size in the header), the particle STAR file and the JSON summary, atomically."""
     from cryomtd.io import write_json
     from cryomtd.volume import write_image_mrc

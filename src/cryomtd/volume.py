@@ -223,18 +223,20 @@ def downsample(vol: np.ndarray, L: int) -> np.ndarray:
 # --------------------------------------------------------------------------- phantoms
 # 3-D Shepp–Logan ellipsoids (Kak & Slaney; as in Schabel's phantom3d):
 # A, a, b, c (semi-axes), x0, y0, z0 (centre), phi, theta, psi (degrees), on [-1, 1]^3.
-_SHEPP_LOGAN_GEOMETRY = np.array([
-    [0.6900, 0.920, 0.810, 0.00, 0.0000, 0.00, 0.0, 0.0, 0.0],
-    [0.6624, 0.874, 0.780, 0.00, -0.0184, 0.00, 0.0, 0.0, 0.0],
-    [0.1100, 0.310, 0.220, 0.22, 0.0000, 0.00, -18.0, 0.0, 10.0],
-    [0.1600, 0.410, 0.280, -0.22, 0.0000, 0.00, 18.0, 0.0, 10.0],
-    [0.2100, 0.250, 0.410, 0.00, 0.3500, -0.15, 0.0, 0.0, 0.0],
-    [0.0460, 0.046, 0.050, 0.00, 0.1000, 0.25, 0.0, 0.0, 0.0],
-    [0.0460, 0.046, 0.050, 0.00, -0.1000, 0.25, 0.0, 0.0, 0.0],
-    [0.0460, 0.023, 0.050, -0.08, -0.6050, 0.00, 0.0, 0.0, 0.0],
-    [0.0230, 0.023, 0.020, 0.00, -0.6060, 0.00, 0.0, 0.0, 0.0],
-    [0.0230, 0.046, 0.020, 0.06, -0.6050, 0.00, 0.0, 0.0, 0.0],
-])
+_SHEPP_LOGAN_GEOMETRY = np.array(
+    [
+        [0.6900, 0.920, 0.810, 0.00, 0.0000, 0.00, 0.0, 0.0, 0.0],
+        [0.6624, 0.874, 0.780, 0.00, -0.0184, 0.00, 0.0, 0.0, 0.0],
+        [0.1100, 0.310, 0.220, 0.22, 0.0000, 0.00, -18.0, 0.0, 10.0],
+        [0.1600, 0.410, 0.280, -0.22, 0.0000, 0.00, 18.0, 0.0, 10.0],
+        [0.2100, 0.250, 0.410, 0.00, 0.3500, -0.15, 0.0, 0.0, 0.0],
+        [0.0460, 0.046, 0.050, 0.00, 0.1000, 0.25, 0.0, 0.0, 0.0],
+        [0.0460, 0.046, 0.050, 0.00, -0.1000, 0.25, 0.0, 0.0, 0.0],
+        [0.0460, 0.023, 0.050, -0.08, -0.6050, 0.00, 0.0, 0.0, 0.0],
+        [0.0230, 0.023, 0.020, 0.00, -0.6060, 0.00, 0.0, 0.0, 0.0],
+        [0.0230, 0.046, 0.020, 0.06, -0.6050, 0.00, 0.0, 0.0, 0.0],
+    ]
+)
 _SHEPP_LOGAN_INTENSITY = {
     "original": np.array([1.0, -0.98, -0.02, -0.02, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]),
     "modified": np.array([1.0, -0.8, -0.2, -0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]),
@@ -245,11 +247,13 @@ def _zxz_matrix(phi: float, theta: float, psi: float) -> np.ndarray:
     """The Euler matrix of phantom3d (ZXZ, degrees), applied to coordinates."""
     p, t, s = np.deg2rad([phi, theta, psi])
     cp, sp, ct, st, cs, ss = np.cos(p), np.sin(p), np.cos(t), np.sin(t), np.cos(s), np.sin(s)
-    return np.array([
-        [cs * cp - ct * sp * ss, cs * sp + ct * cp * ss, ss * st],
-        [-ss * cp - ct * sp * cs, -ss * sp + ct * cp * cs, cs * st],
-        [st * sp, -st * cp, ct],
-    ])
+    return np.array(
+        [
+            [cs * cp - ct * sp * ss, cs * sp + ct * cp * ss, ss * st],
+            [-ss * cp - ct * sp * cs, -ss * sp + ct * cp * cs, cs * st],
+            [st * sp, -st * cp, ct],
+        ]
+    )
 
 
 def shepp_logan(L: int, variant: str = "modified") -> np.ndarray:
@@ -293,9 +297,11 @@ def gaussian_blobs(L: int, n_blobs: int, seed: int | np.random.Generator = 0) ->
     sigma = g.uniform(L / 16, L / 8, size=n_blobs)
     amp = g.uniform(0.5, 1.0, size=n_blobs)
     z, y, x = centred_coordinates(L)
-    r2 = ((x[None] - centres[:, 0, None, None, None]) ** 2
-          + (y[None] - centres[:, 1, None, None, None]) ** 2
-          + (z[None] - centres[:, 2, None, None, None]) ** 2)
+    r2 = (
+        (x[None] - centres[:, 0, None, None, None]) ** 2
+        + (y[None] - centres[:, 1, None, None, None]) ** 2
+        + (z[None] - centres[:, 2, None, None, None]) ** 2
+    )
     vol = np.einsum("n,nzyx->zyx", amp, np.exp(-r2 / (2 * sigma[:, None, None, None] ** 2)))
     return vol * ball_mask(L)
 
@@ -353,7 +359,9 @@ def from_structure(path: str | os.PathLike, L: int, voxel_size: float, resolutio
 
     path = Path(path)
     if L < 2 or voxel_size <= 0 or resolution <= 0:
-        raise InputError(f"from_structure: need L ≥ 2, voxel_size > 0, resolution > 0; got {L}, {voxel_size}, {resolution}")
+        raise InputError(
+            f"from_structure: need L ≥ 2, voxel_size > 0, resolution > 0; got {L}, {voxel_size}, {resolution}"
+        )
     st = _load_structure(path)
     model = st[0]
     masses, positions = [], []
@@ -375,8 +383,13 @@ def from_structure(path: str | os.PathLike, L: int, voxel_size: float, resolutio
         cra.atom.pos = cra.atom.pos + shift
     r_max = float(np.max(np.linalg.norm(positions - com, axis=1)))
     if r_max > L * voxel_size / 2:
-        log.warning("%s: atoms reach %.1f Å from the centre of mass, beyond the ball radius %.1f Å "
-                    "(L·voxel_size/2); the density is cut by the periodic box", path, r_max, L * voxel_size / 2)
+        log.warning(
+            "%s: atoms reach %.1f Å from the centre of mass, beyond the ball radius %.1f Å "
+            "(L·voxel_size/2); the density is cut by the periodic box",
+            path,
+            r_max,
+            L * voxel_size / 2,
+        )
     st.cell = gemmi.UnitCell(box, box, box, 90, 90, 90)
     st.spacegroup_hm = "P 1"
     dc = gemmi.DensityCalculatorE()
@@ -449,16 +462,24 @@ class VolumeSettings:
     normalize: str = "l2"
 
     @classmethod
-    def from_config(cls, block: Any, where: str = "volume") -> "VolumeSettings":
+    def from_config(cls, block: Any, where: str = "volume") -> VolumeSettings:
         from cryomtd.settings import from_block
 
         return from_block(cls, block, where)
 
-    def prepare(self, *, source: str | None = None, ell_max: int | None = None, seed: int = 0) -> "PreparedVolume":
+    def prepare(self, *, source: str | None = None, ell_max: int | None = None, seed: int = 0) -> PreparedVolume:
         """:func:`prepare_volume` with these settings (``source``: the resolved path, default ``self.source``)."""
-        return prepare_volume(source or self.source, self.L, voxel_size=self.voxel_size, resolution=self.resolution,
-                              n_blobs=self.n_blobs, variant=self.variant, normalize=self.normalize, ell_max=ell_max,
-                              seed=seed)
+        return prepare_volume(
+            source or self.source,
+            self.L,
+            voxel_size=self.voxel_size,
+            resolution=self.resolution,
+            n_blobs=self.n_blobs,
+            variant=self.variant,
+            normalize=self.normalize,
+            ell_max=ell_max,
+            seed=seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -488,19 +509,37 @@ class PreparedVolume:
 
         write_mrc(raw_path, self.raw, self.voxel_size)
         write_mrc(truth_path, self.truth, self.voxel_size)
-        save_npz(npz_path, coef=self.coef, L=np.int64(self.L), ell_max=np.int64(self.ell_max),
-                 voxel_size=np.float64(self.voxel_size), expansion_error=np.float64(self.expansion_error))
+        save_npz(
+            npz_path,
+            coef=self.coef,
+            L=np.int64(self.L),
+            ell_max=np.int64(self.ell_max),
+            voxel_size=np.float64(self.voxel_size),
+            expansion_error=np.float64(self.expansion_error),
+        )
 
 
 def load_truth(path: str | os.PathLike) -> dict:
     """Read ``truth.npz``: dict with coef (size,), L, ell_max (ints), voxel_size (float)."""
     z = read_npz(path, ("coef", "L", "ell_max", "voxel_size"), what="truth file (written by prepare_volume)")
-    return {"coef": z["coef"].astype(np.float64), "L": int(z["L"]), "ell_max": int(z["ell_max"]),
-            "voxel_size": float(z["voxel_size"])}
+    return {
+        "coef": z["coef"].astype(np.float64),
+        "L": int(z["L"]),
+        "ell_max": int(z["ell_max"]),
+        "voxel_size": float(z["voxel_size"]),
+    }
 
 
-def make_volume(source: str, L: int, *, voxel_size: float | None = None, resolution: float | None = None,
-                n_blobs: int = 8, variant: str = "modified", seed: int = 0) -> tuple[np.ndarray, float]:
+def make_volume(
+    source: str,
+    L: int,
+    *,
+    voxel_size: float | None = None,
+    resolution: float | None = None,
+    n_blobs: int = 8,
+    variant: str = "modified",
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
     """The raw (L, L, L) volume of ``volume.source`` and its voxel size (Å).
 
     Phantoms use ``voxel_size`` (default 1 Å). Structures: ``voxel_size`` default
@@ -528,9 +567,18 @@ def make_volume(source: str, L: int, *, voxel_size: float | None = None, resolut
     return downsample(vol, L), vs * N / L
 
 
-def prepare_volume(source: str, L: int, *, voxel_size: float | None = None, resolution: float | None = None,
-                   n_blobs: int = 8, variant: str = "modified", normalize: str = "l2",
-                   ell_max: int | None = None, seed: int = 0) -> PreparedVolume:
+def prepare_volume(
+    source: str,
+    L: int,
+    *,
+    voxel_size: float | None = None,
+    resolution: float | None = None,
+    n_blobs: int = 8,
+    variant: str = "modified",
+    normalize: str = "l2",
+    ell_max: int | None = None,
+    seed: int = 0,
+) -> PreparedVolume:
     """The ``prepare_volume`` stage: raw volume (:func:`make_volume`), normalised, expanded in the basis.
 
     ``normalize``: ``"l2"`` scales the raw volume to unit Euclidean norm (voxel sum),
@@ -539,8 +587,9 @@ def prepare_volume(source: str, L: int, *, voxel_size: float | None = None, reso
     """
     from cryomtd.basis import SphericalBessel
 
-    raw, vs = make_volume(source, L, voxel_size=voxel_size, resolution=resolution, n_blobs=n_blobs,
-                          variant=variant, seed=seed)
+    raw, vs = make_volume(
+        source, L, voxel_size=voxel_size, resolution=resolution, n_blobs=n_blobs, variant=variant, seed=seed
+    )
     if normalize == "l2":
         raw = raw / np.linalg.norm(raw)
     elif normalize == "max":
@@ -551,7 +600,15 @@ def prepare_volume(source: str, L: int, *, voxel_size: float | None = None, reso
     coef = basis.expand(raw)
     truth = basis.evaluate(coef)
     err = float(np.linalg.norm(truth - raw) / np.linalg.norm(raw))
-    log.info("volume %s: L=%d voxel %.3f Å, basis ell_max=%d size=%d, expansion error %.4f",
-             source, L, vs, basis.ell_max, basis.size, err)
-    return PreparedVolume(raw=raw, truth=truth, coef=coef, voxel_size=vs, ell_max=int(basis.ell_max),
-                          expansion_error=err)
+    log.info(
+        "volume %s: L=%d voxel %.3f Å, basis ell_max=%d size=%d, expansion error %.4f",
+        source,
+        L,
+        vs,
+        basis.ell_max,
+        basis.size,
+        err,
+    )
+    return PreparedVolume(
+        raw=raw, truth=truth, coef=coef, voxel_size=vs, ell_max=int(basis.ell_max), expansion_error=err
+    )

@@ -41,8 +41,9 @@ def real_sph_harm_blocks(ell_max: int, points: np.ndarray, out: np.ndarray | Non
     safe_rho = np.where(rho > 0, rho, 1.0)
     e1 = np.where(rho > 0, (x + 1j * y) / safe_rho, 1.0)  # e^{iφ}
     # √2·cos(mφ), √2·sin(mφ) for m = 0..ell_max on the last axis
-    eim = np.sqrt(2.0) * np.cumprod(np.concatenate([np.ones(shape + (1,), complex),
-                                                    np.repeat(e1[..., None], ell_max, axis=-1)], axis=-1), axis=-1)
+    eim = np.sqrt(2.0) * np.cumprod(
+        np.concatenate([np.ones(shape + (1,), complex), np.repeat(e1[..., None], ell_max, axis=-1)], axis=-1), axis=-1
+    )
     cos_m, sin_m = np.ascontiguousarray(eim.real), np.ascontiguousarray(eim.imag)
     q_prev2 = np.zeros(shape + (0,))
     q_prev = np.zeros(shape + (0,))
@@ -56,13 +57,13 @@ def real_sph_harm_blocks(ell_max: int, points: np.ndarray, out: np.ndarray | Non
             a = np.sqrt((4.0 * ell * ell - 1) / (ell * ell - m * m))
             b = np.sqrt(np.maximum((ell - 1.0) ** 2 - m * m, 0) / max(4.0 * (ell - 1) ** 2 - 1, 1.0))
             np.multiply(c, q_prev, out=q[..., :ell])
-            q[..., :ell - 1] -= b[:ell - 1] * q_prev2
+            q[..., : ell - 1] -= b[: ell - 1] * q_prev2
             q[..., :ell] *= a
         q[..., ell] = diag
-        block = np.empty(shape + (2 * ell + 1,)) if out is None else out[..., ell * ell:(ell + 1) ** 2]
+        block = np.empty(shape + (2 * ell + 1,)) if out is None else out[..., ell * ell : (ell + 1) ** 2]
         block[..., ell] = q[..., 0]
         if ell > 0:
-            np.multiply(q[..., 1:], cos_m[..., 1:ell + 1], out=block[..., ell + 1:])
+            np.multiply(q[..., 1:], cos_m[..., 1 : ell + 1], out=block[..., ell + 1 :])
             np.multiply(q[..., :0:-1], sin_m[..., ell:0:-1], out=block[..., :ell])
         yield block
         q_prev2, q_prev = q_prev, q

@@ -18,5 +18,5 @@ class BasisSettings:
     ell_max: int | None = None
 
     @classmethod
-    def from_config(cls, block: Mapping[str, Any] | None, where: str = "basis") -> "BasisSettings":
+    def from_config(cls, block: Mapping[str, Any] | None, where: str = "basis") -> BasisSettings:
         return from_block(cls, block, where)

@@ -103,8 +103,9 @@ def _voxel_tables(L: int, ell_max: int) -> _VoxelTables:
     r_unique, which = np.unique(r, return_inverse=True)
     radial = tuple(radial_functions(ell, zeros[ell], r_unique, R) for ell in range(ell_max + 1))
     angular = real_sph_harm(ell_max, p)
-    summer = scipy.sparse.csr_matrix((np.ones(inside.size), (which, np.arange(inside.size))),
-                                     shape=(r_unique.size, inside.size))
+    summer = scipy.sparse.csr_matrix(
+        (np.ones(inside.size), (which, np.arange(inside.size))), shape=(r_unique.size, inside.size)
+    )
     for a in radial + (angular, which, inside):
         a.setflags(write=False)
     return _VoxelTables(inside, which, radial, angular, summer)
@@ -135,8 +136,9 @@ def _projection_matrix(L: int, ell_max: int, n_nodes: int) -> np.ndarray:
     zq = half[:, None] * t[None, :]  # (U, Q)
     wq = half[:, None] * w[None, :]
     r = np.sqrt(rho2_unique[:, None] + zq**2)
-    pts = np.concatenate([np.broadcast_to(xy[pix][:, None, :], (pix.size, t.size, 2)),
-                          zq[which][..., None]], axis=-1)  # (P, Q, 3)
+    pts = np.concatenate(
+        [np.broadcast_to(xy[pix][:, None, :], (pix.size, t.size, 2)), zq[which][..., None]], axis=-1
+    )  # (P, Q, 3)
     blocks = []
     for ell, ang in enumerate(real_sph_harm_blocks(ell_max, pts)):
         rad = (radial_functions(ell, zeros[ell], r, R) * wq[..., None])[which]  # (P, Q, S)
@@ -174,8 +176,10 @@ class SphericalBessel:
         zeros = _zeros_for(self.L, int(ell_max))
         if len(zeros) <= ell_max:
             top = default_ell_max(self.L)
-            raise InputError(f"basis.ell_max = {ell_max} exceeds the sampling limit {top} for L = {self.L} "
-                             f"(j_ℓ has no zero below πL/2 for ℓ > {top}); use ell_max <= {top} or null")
+            raise InputError(
+                f"basis.ell_max = {ell_max} exceeds the sampling limit {top} for L = {self.L} "
+                f"(j_ℓ has no zero below πL/2 for ℓ > {top}); use ell_max <= {top} or null"
+            )
         self.ell_max = int(ell_max)
         self.zeros = [z.copy() for z in zeros[: self.ell_max + 1]]
         self.n_radial = np.array([z.size for z in self.zeros], dtype=np.int64)
@@ -213,8 +217,10 @@ class SphericalBessel:
 
     def _blocks(self, coef: np.ndarray) -> list[np.ndarray]:
         """Per-ℓ views (..., S, 2ℓ+1) of coefficient arrays (..., size)."""
-        return [coef[..., sl].reshape(coef.shape[:-1] + (int(S), 2 * l + 1))
-                for l, (sl, S) in enumerate(zip(self.ell_slices, self.n_radial))]
+        return [
+            coef[..., sl].reshape(coef.shape[:-1] + (int(S), 2 * l + 1))
+            for l, (sl, S) in enumerate(zip(self.ell_slices, self.n_radial))
+        ]
 
     # ------------------------------------------------------------- real space
     def functions_at(self, points: np.ndarray) -> np.ndarray:
@@ -225,8 +231,10 @@ class SphericalBessel:
         p = np.asarray(points, dtype=np.float64)
         r = np.linalg.norm(p, axis=-1)
         R = self.L / 2
-        cols = [(radial_functions(l, self.zeros[l], r, R)[..., :, None] * Y[..., None, :]).reshape(r.shape + (-1,))
-                for l, Y in enumerate(real_sph_harm_blocks(self.ell_max, p))]
+        cols = [
+            (radial_functions(l, self.zeros[l], r, R)[..., :, None] * Y[..., None, :]).reshape(r.shape + (-1,))
+            for l, Y in enumerate(real_sph_harm_blocks(self.ell_max, p))
+        ]
         return np.concatenate(cols, axis=-1)
 
     def evaluate(self, coef: np.ndarray) -> np.ndarray:
@@ -246,7 +254,7 @@ class SphericalBessel:
         """Φᵀ applied to in-ball voxel values (n_ball,) → (size,)."""
         t = _voxel_tables(self.L, self.ell_max)
         B = t.summer @ (t.angular * vals[:, None])  # (U, (ℓmax+1)²): Σ over voxels of each radius
-        return np.concatenate([(f.T @ B[:, l * l:(l + 1) ** 2]).ravel() for l, f in enumerate(t.radial)])
+        return np.concatenate([(f.T @ B[:, l * l : (l + 1) ** 2]).ravel() for l, f in enumerate(t.radial)])
 
     def expand(self, vol: np.ndarray, *, rtol: float = 1e-10, maxiter: int = 500) -> np.ndarray:
         """Least-squares coefficients (size,) of a volume (L, L, L) on its voxels inside the ball.
@@ -298,7 +306,7 @@ class SphericalBessel:
         """In place: X (n, S, 2ℓ+1) in [0 | +k | −k] order, c, s = cos, sin(k·angle) (n, ℓ)."""
         l = c.shape[1]
         c, s = c[:, None, :], s[:, None, :]
-        p, q = X[..., 1:l + 1], X[..., l + 1:]
+        p, q = X[..., 1 : l + 1], X[..., l + 1 :]
         new_p = c * p + s * q
         q *= c
         q -= s * p
@@ -337,7 +345,7 @@ class SphericalBessel:
                 out.append(np.broadcast_to(C, (n, S, 1)).copy())
                 continue
             # Z(rot) then D(Q)ᵀ, folded: X = Σ_t trig_t(rot) · (E_t Cp) Dp with fixed E_t, one GEMM.
-            pos, neg = Cp[:, 1:l + 1], Cp[:, l + 1:]
+            pos, neg = Cp[:, 1 : l + 1], Cp[:, l + 1 :]
             G = np.zeros((M, S, M))
             G[0, :, 0] = Cp[:, 0]
             idx = np.arange(l)

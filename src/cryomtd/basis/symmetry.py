@@ -32,8 +32,14 @@ import numpy as np
 
 from cryomtd.io import InputError
 
-__all__ = ["point_group", "parse_symmetry", "invariant_blocks", "symmetric_subspace", "subspace_from_blocks",
-           "symmetrize"]
+__all__ = [
+    "point_group",
+    "parse_symmetry",
+    "invariant_blocks",
+    "symmetric_subspace",
+    "subspace_from_blocks",
+    "symmetrize",
+]
 
 _SYMBOL = re.compile(r"^(?:([CD])([1-9][0-9]*)|([TOI]))$")
 
@@ -73,7 +79,7 @@ def _closure(generators: list[np.ndarray], limit: int = 120) -> np.ndarray:
     return np.stack(elems)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _group(symbol: str) -> np.ndarray:
     z, x = np.array([0.0, 0, 1]), np.array([1.0, 0, 0])
     if symbol[0] in "CD":
@@ -87,8 +93,12 @@ def _group(symbol: str) -> np.ndarray:
         gens = [_axis_rotation(z, np.pi / 2), _axis_rotation(x, np.pi / 2)]
     else:  # I
         phi = (1 + np.sqrt(5)) / 2
-        gens = [_axis_rotation(z, np.pi), _axis_rotation(x, np.pi), _axis_rotation([1, 1, 1], 2 * np.pi / 3),
-                _axis_rotation([0, 1, phi], 2 * np.pi / 5)]
+        gens = [
+            _axis_rotation(z, np.pi),
+            _axis_rotation(x, np.pi),
+            _axis_rotation([1, 1, 1], 2 * np.pi / 3),
+            _axis_rotation([0, 1, phi], 2 * np.pi / 5),
+        ]
     G = _closure(gens)
     G[np.abs(G) < 1e-15] = 0.0
     G.setflags(write=False)
@@ -153,7 +163,7 @@ def subspace_from_blocks(basis: Any, angular: list[np.ndarray]) -> np.ndarray:
     Q = np.zeros((basis.size, sum(b.shape[1] for b in blocks)))
     col = 0
     for sl, b in zip(basis.ell_slices, blocks):
-        Q[sl, col:col + b.shape[1]] = b
+        Q[sl, col : col + b.shape[1]] = b
         col += b.shape[1]
     return Q
 

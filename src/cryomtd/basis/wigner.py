@@ -25,7 +25,7 @@ __all__ = ["real_wigner"]
 _CHUNK = 128  # rotations per chunk: keeps the work arrays of one degree in cache
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _recursion_matrix(l: int) -> tuple[np.ndarray, np.ndarray]:
     """Constant M_ℓ (2ℓ+1, 3(2ℓ−1)) and column scale c_ℓ (2ℓ+1,) with D^ℓ = (M_ℓ · P) ⊙ c_ℓ.
 
@@ -83,12 +83,12 @@ def real_wigner(ell_max: int, R: np.ndarray) -> list[np.ndarray]:
     out = [np.ones((n, 1, 1))] + [np.empty((n, 2 * l + 1, 2 * l + 1)) for l in range(1, ell_max + 1)]
     perm = [1, 2, 0]  # (x, y, z) → (y, z, x) = order of m = −1, 0, 1
     for a in range(0, n, _CHUNK):
-        D1 = R[a:a + _CHUNK][:, perm][:, :, perm]
+        D1 = R[a : a + _CHUNK][:, perm][:, :, perm]
         if ell_max >= 1:
-            out[1][a:a + _CHUNK] = D1
+            out[1][a : a + _CHUNK] = D1
         D1 = np.ascontiguousarray(D1.transpose(1, 0, 2))  # rows first
         Dp = D1
         for l in range(2, ell_max + 1):
             Dp = _step(D1, Dp, l)
-            out[l][a:a + _CHUNK] = Dp.transpose(1, 0, 2)
+            out[l][a : a + _CHUNK] = Dp.transpose(1, 0, 2)
     return out

@@ -21,12 +21,23 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     paths = Layout(str(out.parent), out.name)
     checkpoint = args.checkpoint or paths.em_checkpoint
-    res, basis, pixel = reconstruct(mics, infos, settings=settings, ell_max=args.ell_max, seed=args.seed,
-                                    lsq_npz=args.start, checkpoint=checkpoint, show_progress=True)
-    write_outputs(res, basis, pixel, settings, npz=paths.estimate("em"), mrc=paths.estimate_mrc("em"),
-                  trace=paths.em_trace)
-    print(f"em: {res.iterations} iterations, loglik/patch {res.loglik[-1]:.6g}, "
-          f"{res.wall_time_s:.1f} s → {paths.estimate('em')}, {paths.estimate_mrc('em')}, {paths.em_trace}")
+    res, basis, pixel = reconstruct(
+        mics,
+        infos,
+        settings=settings,
+        ell_max=args.ell_max,
+        seed=args.seed,
+        lsq_npz=args.start,
+        checkpoint=checkpoint,
+        show_progress=True,
+    )
+    write_outputs(
+        res, basis, pixel, settings, npz=paths.estimate("em"), mrc=paths.estimate_mrc("em"), trace=paths.em_trace
+    )
+    print(
+        f"em: {res.iterations} iterations, loglik/patch {res.loglik[-1]:.6g}, "
+        f"{res.wall_time_s:.1f} s → {paths.estimate('em')}, {paths.estimate_mrc('em')}, {paths.em_trace}"
+    )
     return 0
 
 
@@ -35,10 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     from cryomtd.cli.options import add_settings_options
     from cryomtd.em3d.settings import EmSettings
 
-    p = sub.add_parser("em", help="approximate EM from micrographs (rule approx_em)",
-                       description="Approximate expectation-maximisation over rotations × in-patch shifts × "
-                       "the empty patch, directly from micrographs (docs/em3d.md). Reads each micrograph's "
-                       "side file (sigma, L, pixel_size); resumes from the checkpoint when rerun.")
+    p = sub.add_parser(
+        "em",
+        help="approximate EM from micrographs (rule approx_em)",
+        description="Approximate expectation-maximisation over rotations × in-patch shifts × "
+        "the empty patch, directly from micrographs (docs/em3d.md). Reads each micrograph's "
+        "side file (sigma, L, pixel_size); resumes from the checkpoint when rerun.",
+    )
     p.add_argument("micrographs", nargs="+", help="micrograph MRC files")
     p.add_argument("--infos", nargs="*", help="their side files (default: same name with .json)")
     p.add_argument("--out", default=".", help="output folder for em.npz, em.mrc, em_trace.json (default: .)")

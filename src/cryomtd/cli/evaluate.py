@@ -49,15 +49,32 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
     est, vs = _read(args.estimate)
     ref, vs_ref = _read(args.reference)
-    al = align(est, ref, reflections=not args.no_reflections, ell_max=args.ell_max, grid_step=args.grid_step,
-               refine=not args.no_refine, shift=args.shift, output="interpolate")
+    al = align(
+        est,
+        ref,
+        reflections=not args.no_reflections,
+        ell_max=args.ell_max,
+        grid_step=args.grid_step,
+        refine=not args.no_refine,
+        shift=args.shift,
+        output="interpolate",
+    )
     vs = vs_ref or vs or 1.0
     write_mrc(args.out, al.volume, vs)
     curve = fsc(al.volume, ref)
-    print(json.dumps({
-        "rotation": al.rotation.round(6).tolist(), "reflected": al.reflected, "shift": al.shift.round(4).tolist(),
-        "correlation": round(al.correlation, 6), "resolution_0.5": resolution(curve, 0.5, vs, L=ref.shape[0]),
-        "out": args.out}, indent=2))
+    print(
+        json.dumps(
+            {
+                "rotation": al.rotation.round(6).tolist(),
+                "reflected": al.reflected,
+                "shift": al.shift.round(4).tolist(),
+                "correlation": round(al.correlation, 6),
+                "resolution_0.5": resolution(curve, 0.5, vs, L=ref.shape[0]),
+                "out": args.out,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -74,13 +91,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     estimators = [n for n in ESTIMATORS if Path(layout.estimate(n)).exists() and n not in args.skip]
     infos = sorted((d / "micrographs").glob("*.json")) if (d / "micrographs").is_dir() else []
     advanced = {} if args.grid_step is None else {"grid_step": args.grid_step}
-    settings = EvaluationSettings.from_config({"reflections": not args.no_reflections, "shift": not args.no_shift,
-                                               "advanced": advanced}, "cryomtd evaluate")
+    settings = EvaluationSettings.from_config(
+        {"reflections": not args.no_reflections, "shift": not args.no_shift, "advanced": advanced}, "cryomtd evaluate"
+    )
     ev = evaluate_experiment(layout, estimators, micrograph_infos=infos, gamma_true=args.gamma, settings=settings)
     write_evaluation(ev, layout)
     for n, m in ev.metrics["estimators"].items():
-        print(f"{n}: relative error {m['relative_error']:.4f}, resolution {m['resolution_0.5']:.3f} at FSC 0.5 "
-              f"(criterion against the truth; half-map criterion 0.143: {m['resolution_0.143']:.3f})")
+        print(
+            f"{n}: relative error {m['relative_error']:.4f}, resolution {m['resolution_0.5']:.3f} at FSC 0.5 "
+            f"(criterion against the truth; half-map criterion 0.143: {m['resolution_0.143']:.3f})"
+        )
     return 0
 
 
@@ -102,9 +122,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("a", help="first volume (MRC)")
     p.add_argument("b", help="second volume (MRC), same box")
     p.add_argument("--voxel-size", type=float, default=None, help="Å per voxel (default: from the header of A)")
-    p.add_argument("--thresholds", type=float, nargs="+", default=d.get("thresholds"),
-                   help="FSC values whose crossing is reported (default %(default)s; 0.5 is the criterion "
-                        "against a known truth, 0.143 the half-map criterion)")
+    p.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=d.get("thresholds"),
+        help="FSC values whose crossing is reported (default %(default)s; 0.5 is the criterion "
+        "against a known truth, 0.143 the half-map criterion)",
+    )
     p.add_argument("--json", help="also write the curve and resolutions to this JSON file")
     p.set_defaults(func=_cmd_fsc)
 
@@ -113,8 +138,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("reference", help="volume to align to (MRC), same box")
     p.add_argument("--out", required=True, help="aligned estimate (MRC, voxel size of the reference)")
     p.add_argument("--ell-max", type=int, default=None, help="basis degree for the search (default: the basis default)")
-    p.add_argument("--grid-step", type=float, default=adv.get("grid_step"),
-                   help="coarse rotation grid step in degrees (default %(default)s)")
+    p.add_argument(
+        "--grid-step",
+        type=float,
+        default=adv.get("grid_step"),
+        help="coarse rotation grid step in degrees (default %(default)s)",
+    )
     p.add_argument("--no-reflections", action="store_true", help="search rotations only")
     p.add_argument("--no-refine", action="store_true", help="keep the best grid rotation")
     p.add_argument("--shift", action="store_true", help="also fit a sub-voxel translation")
@@ -123,8 +152,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a 3-D experiment folder (truth, lsq, em) like the workflow rule")
     p.add_argument("results", help="results/<experiment> folder with truth.npz, truth.mrc, lsq.*/em.*")
     p.add_argument("--gamma", type=float, default=None, help="true γ when there are no micrographs/*.json")
-    p.add_argument("--grid-step", type=float, default=adv.get("grid_step"),
-                   help="coarse rotation grid step in degrees (evaluate.advanced.grid_step; default %(default)s)")
+    p.add_argument(
+        "--grid-step",
+        type=float,
+        default=adv.get("grid_step"),
+        help="coarse rotation grid step in degrees (evaluate.advanced.grid_step; default %(default)s)",
+    )
     p.add_argument("--no-reflections", action="store_true")
     p.add_argument("--no-shift", action="store_true", help="rotation/reflection only (no translation fit)")
     p.add_argument("--skip", nargs="*", default=[], choices=["lsq", "em"], help="estimators to leave out")

@@ -24,28 +24,41 @@ def _recover(args: argparse.Namespace) -> int:
     for r in range(settings.restarts):
         f = paths.lsq_restart(r)
         if not Path(f).exists():  # reruns resume
-            recover_restart_file(args.moments, f, L=args.L, ell_max=args.ell_max, settings=settings, seed=args.seed,
-                                 restart=r, exact=args.exact)
+            recover_restart_file(
+                args.moments,
+                f,
+                L=args.L,
+                ell_max=args.ell_max,
+                settings=settings,
+                seed=args.seed,
+                restart=r,
+                exact=args.exact,
+            )
         files.append(f)
     refined = []
     for k in range(settings.refine_top):
         f = paths.lsq_refine(k)
         if not Path(f).exists():
-            refine_restart_file(args.moments, files, f, rank=k, L=args.L, ell_max=args.ell_max, settings=settings,
-                                exact=args.exact)
+            refine_restart_file(
+                args.moments, files, f, rank=k, L=args.L, ell_max=args.ell_max, settings=settings, exact=args.exact
+            )
         refined.append(f)
-    best = pick_best_file(files + refined, paths.estimate("lsq"), paths.estimate_mrc("lsq"),
-                          voxel_size=args.voxel_size, settings=settings)
-    print(f"recover-lsq: best of {len(files + refined)} fits: {(files + refined)[best]} → "
-          f"{paths.estimate('lsq')}, {paths.estimate_mrc('lsq')}")
+    best = pick_best_file(
+        files + refined, paths.estimate("lsq"), paths.estimate_mrc("lsq"), voxel_size=args.voxel_size, settings=settings
+    )
+    print(
+        f"recover-lsq: best of {len(files + refined)} fits: {(files + refined)[best]} → "
+        f"{paths.estimate('lsq')}, {paths.estimate_mrc('lsq')}"
+    )
     return 0
 
 
 def _exact(args: argparse.Namespace) -> int:
     from cryomtd.mom3d.stage import exact_moments_file
 
-    exact_moments_file(args.truth, args.out, gamma=args.gamma, window=args.window, fit_ell_max=args.fit_ell_max,
-                       threads=args.threads)
+    exact_moments_file(
+        args.truth, args.out, gamma=args.gamma, window=args.window, fit_ell_max=args.fit_ell_max, threads=args.threads
+    )
     print(f"exact-moments: → {args.out}")
     return 0
 
@@ -55,10 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     from cryomtd.cli.options import add_settings_options
     from cryomtd.mom3d.settings import LsqSettings
 
-    p = sub.add_parser("recover-lsq", help="3-D volume from moments by least squares (rules recover_lsq + pick_best_restart)",
-                       description="Fit spherical-Bessel coefficients and the density γ to merged micrograph "
-                       "moments at their window (docs/mom3d.md). Writes OUT/lsq/restart_{r}.npz (and "
-                       "refine_{k}.npz), OUT/lsq.npz and OUT/lsq.mrc; existing restart files are reused.")
+    p = sub.add_parser(
+        "recover-lsq",
+        help="3-D volume from moments by least squares (rules recover_lsq + pick_best_restart)",
+        description="Fit spherical-Bessel coefficients and the density γ to merged micrograph "
+        "moments at their window (docs/mom3d.md). Writes OUT/lsq/restart_{r}.npz (and "
+        "refine_{k}.npz), OUT/lsq.npz and OUT/lsq.mrc; existing restart files are reused.",
+    )
     p.add_argument("moments", help="moments.npz (cryomtd.moments.Moments2D)")
     p.add_argument("--L", type=int, required=True, help="volume box size L")
     p.add_argument("--ell-max", type=int, default=None, help="experiment basis ell_max (default: sampling criterion)")
@@ -69,9 +85,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_settings_options(p, LsqSettings, schema="lsq3d", skip=("enabled",), rename={"ell_max": "fit-ell-max"})
     p.set_defaults(func=_recover)
 
-    e = sub.add_parser("exact-moments", help="exact model moments of a truth.npz (rule exact_moments)",
-                       description="The exact expected micrograph moments (Moments2D .npz) of the volume in "
-                       "truth.npz at density γ, noise-free (docs/mom3d.md).")
+    e = sub.add_parser(
+        "exact-moments",
+        help="exact model moments of a truth.npz (rule exact_moments)",
+        description="The exact expected micrograph moments (Moments2D .npz) of the volume in "
+        "truth.npz at density γ, noise-free (docs/mom3d.md).",
+    )
     e.add_argument("truth", help="truth.npz (coef, L, ell_max)")
     e.add_argument("--gamma", type=float, default=0.1)
     e.add_argument("--window", type=int, default=None, help="window W (default (L-1)//2+1)")

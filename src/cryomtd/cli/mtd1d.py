@@ -26,7 +26,9 @@ def _exp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", "-e", required=True, help="name of an mtd1d experiment in the config")
 
 
-def _setting_fields(cls: type = Mtd1dSettings, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
+def _setting_fields(
+    cls: type = Mtd1dSettings, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
     """(path, type hint, default) of every scalar setting, nested blocks included (not ``kind``)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -65,8 +67,14 @@ def _setting_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("settings (override the config; default: the config's value, else the one shown)")
     for path, hint, default in _setting_fields():
         shown = "required" if default is dataclasses.MISSING else json.dumps(default)
-        g.add_argument("--" + "-".join(path).replace("_", "-"), dest=_dest(path), type=_converter(hint),
-                       default=argparse.SUPPRESS, metavar="VALUE", help=f"{'.'.join(path)} ({shown})")
+        g.add_argument(
+            "--" + "-".join(path).replace("_", "-"),
+            dest=_dest(path),
+            type=_converter(hint),
+            default=argparse.SUPPRESS,
+            metavar="VALUE",
+            help=f"{'.'.join(path)} ({shown})",
+        )
 
 
 def _overrides(args) -> dict[tuple[str, ...], Any]:
@@ -101,8 +109,9 @@ def load_experiment(config_path, name: str, overrides: dict[tuple[str, ...], Any
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = value
-    errors = sorted(jsonschema.Draft202012Validator(load_schema(SCHEMA_DIR / "mtd1d.schema.yaml")).iter_errors(exp),
-                    key=str)
+    errors = sorted(
+        jsonschema.Draft202012Validator(load_schema(SCHEMA_DIR / "mtd1d.schema.yaml")).iter_errors(exp), key=str
+    )
     if errors:
         e = errors[0]
         at = ".".join(str(p) for p in e.absolute_path)
@@ -162,8 +171,16 @@ def _evaluate(args) -> int:
     from cryomtd.mtd1d.stages import run_evaluate
 
     lay = _layout(args.dir)
-    m = run_evaluate(_settings(args), lay.moments, lay.estimate("lsq"), lay.estimate("em"), lay.metrics,
-                     lay.figure("overlay"), lay.figure("loglik"), name=args.experiment)
+    m = run_evaluate(
+        _settings(args),
+        lay.moments,
+        lay.estimate("lsq"),
+        lay.estimate("em"),
+        lay.metrics,
+        lay.figure("overlay"),
+        lay.figure("loglik"),
+        name=args.experiment,
+    )
     print(json.dumps(m, indent=2))
     return 0
 
@@ -180,9 +197,12 @@ def _run(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cryomtd mtd1d {segment,merge,lsq,pick,em,evaluate,run}``."""
-    p = sub.add_parser("mtd1d", help="1-D multi-target detection stages",
-                       description="1-D multi-target detection: simulate segments, merge moments, "
-                       "least squares, approximate EM, evaluate (docs/mtd1d.md).")
+    p = sub.add_parser(
+        "mtd1d",
+        help="1-D multi-target detection stages",
+        description="1-D multi-target detection: simulate segments, merge moments, "
+        "least squares, approximate EM, evaluate (docs/mtd1d.md).",
+    )
     s = p.add_subparsers(dest="mtd1d_command", metavar="STAGE", required=True)
 
     q = s.add_parser("segment", help="simulate one segment in chunks and write its moment sums")

@@ -55,8 +55,14 @@ def _scalar_type(hint: Any) -> Any:
     return hint
 
 
-def add_settings_options(parser: argparse.ArgumentParser, cls: type, *, schema: str | None = None,
-                         skip: tuple[str, ...] = (), rename: dict[str, str] | None = None) -> None:
+def add_settings_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    schema: str | None = None,
+    skip: tuple[str, ...] = (),
+    rename: dict[str, str] | None = None,
+) -> None:
     """One ``--option`` per leaf field of the settings dataclass ``cls`` (fields in ``skip`` left
     out; ``rename`` maps a field name to another option name where it would clash)."""
     group = parser.add_argument_group(f"{cls.__name__} (config block defaults)")
@@ -66,8 +72,11 @@ def add_settings_options(parser: argparse.ArgumentParser, cls: type, *, schema: 
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         node = _schema_props(schema, path)
         desc = " ".join(str(node.get("description", "")).split())
-        kw: dict[str, Any] = {"dest": "_".join(path), "default": default,
-                              "help": (desc + " " if desc else "") + "(default: %(default)s)"}
+        kw: dict[str, Any] = {
+            "dest": "_".join(path),
+            "default": default,
+            "help": (desc + " " if desc else "") + "(default: %(default)s)",
+        }
         t = _scalar_type(hint)
         if "enum" in node:
             kw["choices"] = node["enum"]

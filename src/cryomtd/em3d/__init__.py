@@ -16,6 +16,24 @@ from .mstep import mstep, normal_equations, solve, weight_images
 from .patches import PatchSource
 from .settings import EmAdvanced, EmSettings, StepSettings
 
-__all__ = ["run", "em", "EMResult", "ProjectionModel", "PatchSource", "Statistics", "estep_batch",
-           "log_likelihoods", "projection_spectra", "mstep", "normal_equations", "solve", "weight_images",
-           "step_size", "Backend", "get_backend", "EmSettings", "EmAdvanced", "StepSettings"]
+__all__ = [
+    "run",
+    "em",
+    "EMResult",
+    "ProjectionModel",
+    "PatchSource",
+    "Statistics",
+    "estep_batch",
+    "log_likelihoods",
+    "projection_spectra",
+    "mstep",
+    "normal_equations",
+    "solve",
+    "weight_images",
+    "step_size",
+    "Backend",
+    "get_backend",
+    "EmSettings",
+    "EmAdvanced",
+    "StepSettings",
+]

@@ -121,8 +121,9 @@ class Backend:
             torch.cuda.synchronize()
 
 
-def get_backend(backend: str = "auto", dtype: str = "float64", workers: int = 1,
-                what: str = "em.advanced.backend") -> Backend:
+def get_backend(
+    backend: str = "auto", dtype: str = "float64", workers: int = 1, what: str = "em.advanced.backend"
+) -> Backend:
     """Resolve a backend name of :data:`cryomtd.backend.NAMES` to a :class:`Backend`.
 
     ``"auto"`` gives ``torch-cuda`` when PyTorch sees a GPU, else ``numpy``; ``torch-cpu`` and

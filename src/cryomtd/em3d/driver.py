@@ -88,10 +88,19 @@ class EMResult:
 
     def trace(self) -> dict[str, Any]:
         """The JSON-ready per-iteration record (``em_trace.json``)."""
-        return {"empty_probability": self.empty_probability, "loglik": self.loglik, "objective": self.objective, "estep_s": self.estep_s,
-                "mstep_s": self.mstep_s, "step": self.step, "iterations": self.iterations,
-                "converged": self.converged, "n_patches": self.n_patches,
-                "resumed_from": self.resumed_from, "wall_time_s": self.wall_time_s}
+        return {
+            "empty_probability": self.empty_probability,
+            "loglik": self.loglik,
+            "objective": self.objective,
+            "estep_s": self.estep_s,
+            "mstep_s": self.mstep_s,
+            "step": self.step,
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "n_patches": self.n_patches,
+            "resumed_from": self.resumed_from,
+            "wall_time_s": self.wall_time_s,
+        }
 
 
 def step_size(k: int, burn_in: int, decay: float) -> float:
@@ -111,10 +120,13 @@ def _fingerprint(**parts: Any) -> str:
     return h.hexdigest()
 
 
-def _save_checkpoint(path: Path, res: EMResult, stats: Statistics | None,
-                     gen: np.random.Generator, fingerprint: str) -> None:
+def _save_checkpoint(
+    path: Path, res: EMResult, stats: Statistics | None, gen: np.random.Generator, fingerprint: str
+) -> None:
     arrays: dict[str, Any] = {
-        "coef": res.coef, "rho": res.rho, "pi": res.pi,
+        "coef": res.coef,
+        "rho": res.rho,
+        "pi": res.pi,
         "history": np.array(json.dumps({k: v for k, v in res.trace().items() if k != "wall_time_s"})),
         "rng_state": np.array(json.dumps(gen.bit_generator.state)),
         "fingerprint": np.array(fingerprint),
@@ -142,11 +154,14 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[EMResult, Statistics
             res.iterations, res.converged, res.n_patches = hist["iterations"], hist["converged"], hist["n_patches"]
             stats = None
             if "stat_n" in z.files:
-                stats = Statistics(float(z["stat_count"]), float(z["stat_loglik"]), z["stat_n"].copy(), z["stat_b"].copy())
+                stats = Statistics(
+                    float(z["stat_count"]), float(z["stat_loglik"]), z["stat_n"].copy(), z["stat_b"].copy()
+                )
             rng_state = json.loads(str(z["rng_state"]))
     except Exception as exc:  # zipfile, format, JSON and missing-field errors, with varied types
-        raise InputError(f"{path}: unreadable EM checkpoint ({type(exc).__name__}: {exc}); "
-                         "delete it to start afresh") from None
+        raise InputError(
+            f"{path}: unreadable EM checkpoint ({type(exc).__name__}: {exc}); delete it to start afresh"
+        ) from None
     return res, stats, rng_state
 
 
@@ -163,8 +178,9 @@ class _Plan:
     stochastic: bool
 
 
-def _plan(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, sigma: float,
-          settings: EmSettings) -> _Plan:
+def _plan(
+    source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, sigma: float, settings: EmSettings
+) -> _Plan:
     """Check the settings against the data; choose the backend, the E-step method and the batches."""
     adv = settings.advanced
     if not sigma > 0:
@@ -197,16 +213,30 @@ def _start(source: PatchSource, model: ProjectionModel, sigma: float, x0: np.nda
     return x0
 
 
-def _iterate(res: EMResult, smoothed: Statistics | None, idx: np.ndarray, source: PatchSource,
-             model: ProjectionModel, wigner: WignerBlocks, sigma: float, settings: EmSettings,
-             plan: _Plan) -> Statistics:
+def _iterate(
+    res: EMResult,
+    smoothed: Statistics | None,
+    idx: np.ndarray,
+    source: PatchSource,
+    model: ProjectionModel,
+    wigner: WignerBlocks,
+    sigma: float,
+    settings: EmSettings,
+    plan: _Plan,
+) -> Statistics:
     """One E-step over the patches ``idx`` and one M-step; updates ``res`` in place, returns the smoothed statistics."""
     k = res.iterations + 1
     N, L, xp = source.n, model.L, plan.xp
     t0 = time.perf_counter()
     with np.errstate(divide="ignore"):
-        spectra = projection_spectra(model.project(res.coef, wigner), np.log(res.rho), np.log(res.pi), xp,
-                                     plan.method, stack_mb=settings.advanced.memory_mb / 4)
+        spectra = projection_spectra(
+            model.project(res.coef, wigner),
+            np.log(res.rho),
+            np.log(res.pi),
+            xp,
+            plan.method,
+            stack_mb=settings.advanced.memory_mb / 4,
+        )
     stats = Statistics.zeros(plan.R, L)
     for _, patches in source.batches(idx, plan.P_batch):
         stats.add(estep_batch(patches, spectra, sigma, xp, plan.rot_chunk))
@@ -217,11 +247,21 @@ def _iterate(res: EMResult, smoothed: Statistics | None, idx: np.ndarray, source
     if smoothed is None or eta >= 1.0:
         smoothed = per_patch
     else:
-        smoothed = Statistics(1.0, smoothed.loglik + eta * (per_patch.loglik - smoothed.loglik),
-                              smoothed.n + eta * (per_patch.n - smoothed.n),
-                              smoothed.b + eta * (per_patch.b - smoothed.b))
-    new = mstep(smoothed.scaled(N), model, wigner, sigma, prior_weight=settings.prior_weight,
-                learn_rotation_prior=settings.learn_rotation_prior, xp=xp)
+        smoothed = Statistics(
+            1.0,
+            smoothed.loglik + eta * (per_patch.loglik - smoothed.loglik),
+            smoothed.n + eta * (per_patch.n - smoothed.n),
+            smoothed.b + eta * (per_patch.b - smoothed.b),
+        )
+    new = mstep(
+        smoothed.scaled(N),
+        model,
+        wigner,
+        sigma,
+        prior_weight=settings.prior_weight,
+        learn_rotation_prior=settings.learn_rotation_prior,
+        xp=xp,
+    )
     t2 = time.perf_counter()
     ll = per_patch.loglik
     res.loglik.append(ll)
@@ -240,10 +280,20 @@ def _iterate(res: EMResult, smoothed: Statistics | None, idx: np.ndarray, source
     return smoothed
 
 
-def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sigma: float,
-       settings: EmSettings | None = None, x0: np.ndarray | None = None, seed: int = 0,
-       checkpoint: str | os.PathLike | None = None, callback: Callable[[int, EMResult], None] | None = None,
-       show_progress: bool | None = None, **overrides: Any) -> EMResult:
+def em(
+    source: PatchSource,
+    model: ProjectionModel,
+    wigner: WignerBlocks,
+    *,
+    sigma: float,
+    settings: EmSettings | None = None,
+    x0: np.ndarray | None = None,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    callback: Callable[[int, EMResult], None] | None = None,
+    show_progress: bool | None = None,
+    **overrides: Any,
+) -> EMResult:
     """Approximate EM over rotations (the ``wigner`` blocks) × shifts for the patches of ``source``.
 
     ``sigma`` noise standard deviation; ``settings`` the ``em`` block (:class:`EmSettings`;
@@ -257,15 +307,26 @@ def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sig
     plan = _plan(source, model, wigner, sigma, settings)
     x0 = _start(source, model, sigma, x0, seed)
     L, N = model.L, source.n
-    fp = _fingerprint(x0=x0, psi_shape=model.psi.shape, psi_sum=float(model.psi.sum()), R=plan.R,
-                      wsum=float(sum(float(np.abs(w).sum()) for w in wigner)), n=N, sigma=float(sigma),
-                      fraction=float(settings.fraction), burn_in=int(settings.step.burn_in),
-                      decay=float(settings.step.decay), prior=float(settings.prior_weight),
-                      learn_pi=bool(settings.learn_rotation_prior), seed=int(seed),
-                      data=float(source.get(np.arange(min(N, 8))).sum()))
+    fp = _fingerprint(
+        x0=x0,
+        psi_shape=model.psi.shape,
+        psi_sum=float(model.psi.sum()),
+        R=plan.R,
+        wsum=float(sum(float(np.abs(w).sum()) for w in wigner)),
+        n=N,
+        sigma=float(sigma),
+        fraction=float(settings.fraction),
+        burn_in=int(settings.step.burn_in),
+        decay=float(settings.step.decay),
+        prior=float(settings.prior_weight),
+        learn_pi=bool(settings.learn_rotation_prior),
+        seed=int(seed),
+        data=float(source.get(np.arange(min(N, 8))).sum()),
+    )
     gen = rng(seed, "em3d", 1)  # patch subsets of SAEM
-    res = EMResult(coef=x0.copy(), rho=np.full((2 * L, 2 * L), 1.0 / (4 * L * L)), pi=np.full(plan.R, 1.0 / plan.R),
-                   n_patches=N)
+    res = EMResult(
+        coef=x0.copy(), rho=np.full((2 * L, 2 * L), 1.0 / (4 * L * L)), pi=np.full(plan.R, 1.0 / plan.R), n_patches=N
+    )
     smoothed: Statistics | None = None
     ck = Path(checkpoint) if checkpoint is not None else None
     if ck is not None:
@@ -290,9 +351,17 @@ def em(source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, *, sig
     return res
 
 
-def run(micrographs: Sequence[np.ndarray | str | os.PathLike], basis: Any, *, sigma: float,
-        settings: EmSettings | None = None, x0: np.ndarray | None = None, seed: int = 0,
-        rotations: np.ndarray | None = None, **kwargs: Any) -> EMResult:
+def run(
+    micrographs: Sequence[np.ndarray | str | os.PathLike],
+    basis: Any,
+    *,
+    sigma: float,
+    settings: EmSettings | None = None,
+    x0: np.ndarray | None = None,
+    seed: int = 0,
+    rotations: np.ndarray | None = None,
+    **kwargs: Any,
+) -> EMResult:
     """Approximate EM from micrographs (2-D arrays ``[y, x]`` or MRC paths) in ``basis``
     (a ``cryomtd.basis.SphericalBessel``; patch size = ``basis.L``).
 
@@ -313,5 +382,13 @@ def run(micrographs: Sequence[np.ndarray | str | os.PathLike], basis: Any, *, si
     model = ProjectionModel.from_basis(basis)
     wigner = [np.asarray(w, dtype=np.float64) for w in basis.wigner(rotations)]
     source = PatchSource(micrographs, model.L)
-    return em(source, model, wigner, sigma=sigma, settings=settings, x0=x0, seed=seed,
-              **{k: v for k, v in kwargs.items() if k in names})
+    return em(
+        source,
+        model,
+        wigner,
+        sigma=sigma,
+        settings=settings,
+        x0=x0,
+        seed=seed,
+        **{k: v for k, v in kwargs.items() if k in names},
+    )

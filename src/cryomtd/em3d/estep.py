@@ -29,8 +29,16 @@ import scipy.sparse
 
 from .backend import Backend
 
-__all__ = ["Spectra", "Statistics", "projection_spectra", "log_likelihoods", "responsibilities", "estep_batch",
-           "batch_sizes", "shift_index"]
+__all__ = [
+    "Spectra",
+    "Statistics",
+    "projection_spectra",
+    "log_likelihoods",
+    "responsibilities",
+    "estep_batch",
+    "batch_sizes",
+    "shift_index",
+]
 
 METHODS = ("fft", "matmul")
 
@@ -80,16 +88,16 @@ class Statistics:
     b: np.ndarray
 
     @classmethod
-    def zeros(cls, R: int, L: int) -> "Statistics":
+    def zeros(cls, R: int, L: int) -> Statistics:
         return cls(0.0, 0.0, np.zeros((R, 2 * L, 2 * L)), np.zeros((R, L, L)))
 
-    def add(self, other: "Statistics") -> None:
+    def add(self, other: Statistics) -> None:
         self.count += other.count
         self.loglik += other.loglik
         self.n += other.n
         self.b += other.b
 
-    def scaled(self, factor: float) -> "Statistics":
+    def scaled(self, factor: float) -> Statistics:
         return Statistics(self.count * factor, self.loglik * factor, self.n * factor, self.b * factor)
 
 
@@ -101,8 +109,9 @@ def pad(images: Any, xp: Backend, dtype: str | None = None) -> Any:
     return out
 
 
-def projection_spectra(proj: np.ndarray, log_rho: np.ndarray, log_pi: np.ndarray, xp: Backend,
-                       method: str = "fft", stack_mb: float = 256.0) -> Spectra:
+def projection_spectra(
+    proj: np.ndarray, log_rho: np.ndarray, log_pi: np.ndarray, xp: Backend, method: str = "fft", stack_mb: float = 256.0
+) -> Spectra:
     """Per-iteration terms of projections ``proj`` (R, L, L) for the shift prior
     ``log_rho`` (2L, 2L) and rotation prior ``log_pi`` (R,). With ``method="matmul"`` the
     (R·4L², L²) stack of shifted projections is kept when it fits in ``stack_mb``."""
@@ -146,7 +155,7 @@ def _stack(spectra: Spectra, r0: int, r1: int, xp: Backend) -> Any:
     """(r·4L², L²) all shifted-and-cropped projections C R_s Z p_ω of rotations r0:r1."""
     S = 4 * spectra.L * spectra.L
     if spectra.stack is not None:
-        return spectra.stack[r0 * S:r1 * S]
+        return spectra.stack[r0 * S : r1 * S]
     z = spectra.z[r0:r1]
     if xp.name == "numpy":
         q = z[:, spectra.index]
@@ -155,7 +164,9 @@ def _stack(spectra: Spectra, r0: int, r1: int, xp: Backend) -> Any:
     return q.reshape(-1, spectra.L * spectra.L)
 
 
-def log_likelihoods(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int) -> tuple[Any, Any]:
+def log_likelihoods(
+    patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int
+) -> tuple[Any, Any]:
     """log p(y_i, ω, s) for a batch of patches (P, L, L) → ((P, R, 2L, 2L) float64, Ŷ or None)."""
     L = spectra.L
     P = patches.shape[0]
@@ -228,5 +239,9 @@ def estep_batch(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend
                 bp = xp.zeros((r1 - r0, 4 * L * L), dtype="float64")
                 bp.index_add_(1, spectra.index.reshape(-1), V)
             b.append(xp.to_numpy(bp.reshape(r1 - r0, 2 * L, 2 * L)[:, :L, :L]))
-    return Statistics(float(P), float(xp.to_numpy(xp.sum(lse, 0))), np.asarray(xp.to_numpy(n), dtype=np.float64),
-                      np.concatenate(b, axis=0).astype(np.float64))
+    return Statistics(
+        float(P),
+        float(xp.to_numpy(xp.sum(lse, 0))),
+        np.asarray(xp.to_numpy(n), dtype=np.float64),
+        np.concatenate(b, axis=0).astype(np.float64),
+    )

@@ -50,7 +50,9 @@ class ProjectionModel:
             count = int(np.sum(ell == l))
             d = 2 * int(l) + 1
             if count % d or not np.all(ell[start : start + count] == l):
-                raise InputError(f"coefficient layout: degree {l} is not one contiguous block of (S, 2ℓ+1) coefficients")
+                raise InputError(
+                    f"coefficient layout: degree {l} is not one contiguous block of (S, 2ℓ+1) coefficients"
+                )
             blocks.append((int(l), start, count // d))
             start += count
         object.__setattr__(self, "blocks", blocks)
@@ -60,7 +62,7 @@ class ProjectionModel:
         return int(self.ell.size)
 
     @classmethod
-    def from_basis(cls, basis: Any) -> "ProjectionModel":
+    def from_basis(cls, basis: Any) -> ProjectionModel:
         """From a ``cryomtd.basis.SphericalBessel`` (uses ``projection_matrix``, ``ell``, ``s``, ``L``)."""
         return cls(np.asarray(basis.projection_matrix), np.asarray(basis.ell), np.asarray(basis.s), int(basis.L))
 

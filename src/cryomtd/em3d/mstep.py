@@ -23,8 +23,8 @@ import logging
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 import scipy.fft
+import scipy.linalg
 
 from .backend import Backend
 from .estep import Statistics
@@ -39,13 +39,15 @@ def weight_images(stats: Statistics, L: int) -> tuple[np.ndarray, np.ndarray]:
     """(m_ω, b_ω): per-rotation weight and back-shifted data images, each (R, L, L)."""
     mask = np.zeros((2 * L, 2 * L))
     mask[:L, :L] = 1.0
-    m = scipy.fft.irfft2(scipy.fft.rfft2(mask)[None] * np.conj(scipy.fft.rfft2(stats.n, axes=(-2, -1))),
-                         s=(2 * L, 2 * L), axes=(-2, -1))[:, :L, :L]
+    m = scipy.fft.irfft2(
+        scipy.fft.rfft2(mask)[None] * np.conj(scipy.fft.rfft2(stats.n, axes=(-2, -1))), s=(2 * L, 2 * L), axes=(-2, -1)
+    )[:, :L, :L]
     return m, stats.b
 
 
-def normal_equations(model: ProjectionModel, wigner: WignerBlocks, m: np.ndarray, b: np.ndarray,
-                     xp: Backend, rot_chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def normal_equations(
+    model: ProjectionModel, wigner: WignerBlocks, m: np.ndarray, b: np.ndarray, xp: Backend, rot_chunk: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """A = Σ_ω G_ωᵀ diag(m_ω) G_ω (size, size) and r = Σ_ω G_ωᵀ b_ω (size,), float64."""
     R = m.shape[0]
     K = model.size
@@ -69,18 +71,29 @@ def solve(A: np.ndarray, r: np.ndarray, sigma: float, prior_weight: float) -> np
     if H.shape[0] <= 4096:
         ev = np.linalg.eigvalsh(H)
         if ev[-1] > 0 and ev[0] < 1e-6 * ev[-1]:
-            log.warning("M-step normal equations nearly singular (eigenvalue ratio %.1e): some coefficient "
-                        "directions are barely seen by the rotation grid; use a finer em.grid_step, a smaller "
-                        "basis.ell_max or em.prior_weight > 0", ev[0] / ev[-1])
+            log.warning(
+                "M-step normal equations nearly singular (eigenvalue ratio %.1e): some coefficient "
+                "directions are barely seen by the rotation grid; use a finer em.grid_step, a smaller "
+                "basis.ell_max or em.prior_weight > 0",
+                ev[0] / ev[-1],
+            )
     try:
         return scipy.linalg.cho_solve(scipy.linalg.cho_factor(H), r / sigma**2)
     except np.linalg.LinAlgError:
         return np.linalg.lstsq(H, r / sigma**2, rcond=None)[0]
 
 
-def mstep(stats: Statistics, model: ProjectionModel, wigner: WignerBlocks, sigma: float, *,
-          prior_weight: float = 0.0, learn_rotation_prior: bool = False, xp: Backend | None = None,
-          rot_chunk: int = 64) -> dict[str, Any]:
+def mstep(
+    stats: Statistics,
+    model: ProjectionModel,
+    wigner: WignerBlocks,
+    sigma: float,
+    *,
+    prior_weight: float = 0.0,
+    learn_rotation_prior: bool = False,
+    xp: Backend | None = None,
+    rot_chunk: int = 64,
+) -> dict[str, Any]:
     """New parameters from statistics: ``coef`` (size,), ``rho`` (2L, 2L), ``pi`` (R,) or None."""
     xp = xp or Backend("numpy")
     L = model.L

@@ -79,8 +79,9 @@ class PatchSource:
         if not np.isfinite(rows).all():
             if isinstance(m, (str, os.PathLike)):
                 with self._mmap(k) as data:
-                    bad = sum(int(np.count_nonzero(~np.isfinite(np.asarray(r, dtype=np.float64))))
-                              for r in np.squeeze(data))
+                    bad = sum(
+                        int(np.count_nonzero(~np.isfinite(np.asarray(r, dtype=np.float64)))) for r in np.squeeze(data)
+                    )
             else:
                 bad = int(np.count_nonzero(~np.isfinite(np.asarray(m, dtype=np.float64))))
             raise InputError(f"{self._name(k)}: micrograph holds {bad} non-finite pixels (NaN/Inf)")
@@ -105,7 +106,9 @@ class PatchSource:
             out[sel] = band[r - r_lo, c]
         return out
 
-    def batches(self, indices: np.ndarray | None = None, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(
+        self, indices: np.ndarray | None = None, batch_size: int = 1024
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(indices_batch, patches (b, L, L))`` over ``indices`` (default: all, in order)."""
         if indices is None:
             indices = np.arange(self.n, dtype=np.int64)

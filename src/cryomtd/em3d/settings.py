@@ -52,6 +52,6 @@ class EmSettings:
     advanced: EmAdvanced = field(default_factory=EmAdvanced)
 
     @classmethod
-    def from_config(cls, block: Mapping[str, Any] | None, where: str = "em") -> "EmSettings":
+    def from_config(cls, block: Mapping[str, Any] | None, where: str = "em") -> EmSettings:
         """From a (validated) ``em`` config block; unknown keys are errors naming ``where``."""
         return from_block(cls, block, where)

@@ -39,8 +39,10 @@ def em_inputs(exp_cfg: Mapping[str, Any], exp: str, results: str) -> dict[str, A
     ``em.init`` is ``lsq``, or ``auto`` with the lsq stage enabled."""
     n = int(exp_cfg["micrographs"]["n_micrographs"])
     paths = Layout(results, exp)
-    d: dict[str, Any] = {"micrographs": [paths.micrograph(k) for k in range(n)],
-                         "infos": [paths.micrograph_info(k) for k in range(n)]}
+    d: dict[str, Any] = {
+        "micrographs": [paths.micrograph(k) for k in range(n)],
+        "infos": [paths.micrograph_info(k) for k in range(n)],
+    }
     init = EmSettings.from_config(exp_cfg.get("em")).init
     if init == "lsq" or (init == "auto" and exp_cfg.get("lsq", {}).get("enabled", True)):
         d["lsq_npz"] = paths.estimate("lsq")
@@ -83,10 +85,17 @@ def initial_coefficients(lsq_npz: str | os.PathLike | None, size: int) -> np.nda
     return coef
 
 
-def reconstruct(micrographs: Sequence[str | os.PathLike], infos: Sequence[str | os.PathLike], *,
-                settings: EmSettings | Mapping[str, Any] | None = None, ell_max: int | None = None, seed: int = 0,
-                lsq_npz: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
-                show_progress: bool | None = None) -> tuple[EMResult, Any, float]:
+def reconstruct(
+    micrographs: Sequence[str | os.PathLike],
+    infos: Sequence[str | os.PathLike],
+    *,
+    settings: EmSettings | Mapping[str, Any] | None = None,
+    ell_max: int | None = None,
+    seed: int = 0,
+    lsq_npz: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    show_progress: bool | None = None,
+) -> tuple[EMResult, Any, float]:
     """Run EM with an experiment's ``em`` settings (an :class:`EmSettings` or the config block)
     in the basis ``SphericalBessel(L, ell_max)`` (L from the side files) → (result, basis, pixel size Å)."""
     from cryomtd.basis import SphericalBessel
@@ -97,16 +106,37 @@ def reconstruct(micrographs: Sequence[str | os.PathLike], infos: Sequence[str | 
     sigma, L, pixel = noise_and_box([read_json(p) for p in infos], [str(p) for p in infos])
     b = SphericalBessel(L, ell_max)
     x0 = initial_coefficients(lsq_npz, b.size)
-    res = run(list(micrographs), b, sigma=sigma, settings=settings, x0=x0, seed=int(seed), checkpoint=checkpoint,
-              show_progress=show_progress)
-    log.info("approx_em: %d patches, σ = %.4g, init = %s, %d iterations, loglik/patch %s",
-             res.n_patches, sigma, "lsq" if x0 is not None else "random", res.iterations,
-             f"{res.loglik[-1]:.6g}" if res.loglik else "-")
+    res = run(
+        list(micrographs),
+        b,
+        sigma=sigma,
+        settings=settings,
+        x0=x0,
+        seed=int(seed),
+        checkpoint=checkpoint,
+        show_progress=show_progress,
+    )
+    log.info(
+        "approx_em: %d patches, σ = %.4g, init = %s, %d iterations, loglik/patch %s",
+        res.n_patches,
+        sigma,
+        "lsq" if x0 is not None else "random",
+        res.iterations,
+        f"{res.loglik[-1]:.6g}" if res.loglik else "-",
+    )
     return res, b, pixel
 
 
-def write_outputs(res: EMResult, basis: Any, pixel_size: float, settings: EmSettings, *, npz: str | os.PathLike,
-                  mrc: str | os.PathLike, trace: str | os.PathLike) -> None:
+def write_outputs(
+    res: EMResult,
+    basis: Any,
+    pixel_size: float,
+    settings: EmSettings,
+    *,
+    npz: str | os.PathLike,
+    mrc: str | os.PathLike,
+    trace: str | os.PathLike,
+) -> None:
     """em.npz (the common :class:`~cryomtd.estimate.Estimate` format; extra: rho, pi, objective,
     L, ell_max, voxel_size), em.mrc (basis.evaluate(coef)), em_trace.json."""
     from cryomtd.estimate import Estimate
@@ -115,9 +145,22 @@ def write_outputs(res: EMResult, basis: Any, pixel_size: float, settings: EmSett
     label = "log-likelihood per patch"
     if settings.fraction < 1:
         label += f" (over each iteration's {settings.fraction:.0%} subset of patches)"
-    Estimate("em", coef=res.coef, gamma=res.gamma, trace=np.asarray(res.loglik), trace_label=label,
-             wall_time_s=res.wall_time_s, settings=to_block(settings),
-             extra={"rho": res.rho, "pi": res.pi, "objective": np.asarray(res.objective), "L": np.int64(basis.L),
-                    "ell_max": np.int64(basis.ell_max), "voxel_size": np.float64(pixel_size)}).save(npz)
+    Estimate(
+        "em",
+        coef=res.coef,
+        gamma=res.gamma,
+        trace=np.asarray(res.loglik),
+        trace_label=label,
+        wall_time_s=res.wall_time_s,
+        settings=to_block(settings),
+        extra={
+            "rho": res.rho,
+            "pi": res.pi,
+            "objective": np.asarray(res.objective),
+            "L": np.int64(basis.L),
+            "ell_max": np.int64(basis.ell_max),
+            "voxel_size": np.float64(pixel_size),
+        },
+    ).save(npz)
     write_mrc(mrc, basis.evaluate(res.coef), voxel_size=pixel_size)
     write_json(trace, res.trace())

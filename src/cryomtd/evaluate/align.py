@@ -127,15 +127,21 @@ def _contractions(est: np.ndarray, ref: np.ndarray, ell: np.ndarray, cap: int) -
     return [(l, ref[idx].T @ est[idx]) for l, idx in _blocks(ell, cap)]
 
 
-def coefficient_correlations(est: np.ndarray, ref: np.ndarray, basis: SphericalBessel, rotations: np.ndarray,
-                             ell_max: int | None = None, chunk: int = 4096) -> np.ndarray:
+def coefficient_correlations(
+    est: np.ndarray,
+    ref: np.ndarray,
+    basis: SphericalBessel,
+    rotations: np.ndarray,
+    ell_max: int | None = None,
+    chunk: int = 4096,
+) -> np.ndarray:
     """C(R) = ⟨D(R) est, ref⟩ over the blocks ℓ ≤ ``ell_max`` (default all) for R (n, 3, 3) → (n,)."""
     cap = basis.ell_max if ell_max is None else min(int(ell_max), basis.ell_max)
     rotations = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
     mats = _contractions(np.asarray(est, float), np.asarray(ref, float), np.asarray(basis.ell), cap)
     out = np.empty(len(rotations))
     for start in range(0, len(rotations), chunk):
-        out[start:start + chunk] = _correlations(_wigner(cap, rotations[start:start + chunk]), mats)
+        out[start : start + chunk] = _correlations(_wigner(cap, rotations[start : start + chunk]), mats)
     return out
 
 
@@ -157,9 +163,18 @@ def _refine(mats, cap: int, R0: np.ndarray, h: float = 1e-5, maxiter: int = 60) 
     return _perturb(R0, res.x[None, :])[0], -float(res.fun)
 
 
-def align_coefficients(est: np.ndarray, ref: np.ndarray, basis: SphericalBessel, *, reflections: bool = True,
-                       grid_step: float = 15.0, ell_search: int = 6, ell_refine: int | None = 12,
-                       refine: bool = True, n_candidates: int = 4) -> tuple[np.ndarray, bool, float]:
+def align_coefficients(
+    est: np.ndarray,
+    ref: np.ndarray,
+    basis: SphericalBessel,
+    *,
+    reflections: bool = True,
+    grid_step: float = 15.0,
+    ell_search: int = 6,
+    ell_refine: int | None = 12,
+    refine: bool = True,
+    n_candidates: int = 4,
+) -> tuple[np.ndarray, bool, float]:
     """Best (R, reflected, normalised coefficient correlation) maximising ⟨D(R)·(±)est, ref⟩.
 
     Three stages, each cheap: (1) correlations of the blocks ℓ ≤ ``ell_search`` at every
@@ -195,8 +210,9 @@ def align_coefficients(est: np.ndarray, ref: np.ndarray, basis: SphericalBessel,
     return R, reflected, c_all / norm
 
 
-def transform_volume(vol: np.ndarray, rotation: np.ndarray, reflected: bool = False,
-                     shift: np.ndarray | None = None, order: int = 3) -> np.ndarray:
+def transform_volume(
+    vol: np.ndarray, rotation: np.ndarray, reflected: bool = False, shift: np.ndarray | None = None, order: int = 3
+) -> np.ndarray:
     """out(p) = vol(s · Rᵀ (p − t)) by spline interpolation (zero outside the box)."""
     vol = np.asarray(vol, dtype=np.float64)
     L = vol.shape[0]
@@ -207,8 +223,7 @@ def transform_volume(vol: np.ndarray, rotation: np.ndarray, reflected: bool = Fa
     P = np.eye(3)[::-1]
     M = P @ A @ P
     offset = c - M @ (np.full(3, c) + P @ t)
-    return ndimage.affine_transform(vol, M, offset=offset, order=order, mode="constant", cval=0.0,
-                                    prefilter=order > 1)
+    return ndimage.affine_transform(vol, M, offset=offset, order=order, mode="constant", cval=0.0, prefilter=order > 1)
 
 
 def _find_shift(vol: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -244,8 +259,9 @@ def energy_centroid(vol: np.ndarray) -> np.ndarray:
     w = np.asarray(vol, dtype=np.float64) ** 2
     c = np.arange(w.shape[0]) - w.shape[0] // 2
     tot = w.sum()
-    return np.array([(w.sum(axis=(0, 1)) * c).sum(), (w.sum(axis=(0, 2)) * c).sum(),
-                     (w.sum(axis=(1, 2)) * c).sum()]) / tot
+    return (
+        np.array([(w.sum(axis=(0, 1)) * c).sum(), (w.sum(axis=(0, 2)) * c).sum(), (w.sum(axis=(1, 2)) * c).sum()]) / tot
+    )
 
 
 def _fourier_shift(vol: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -260,12 +276,24 @@ def relative_error(vol: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(vol) - ref) / np.linalg.norm(ref))
 
 
-def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = True,
-          basis: SphericalBessel | None = None,
-          ell_max: int | None = None, grid_step: float = 15.0, ell_search: int = 6, ell_refine: int | None = 12,
-          refine: bool = True, n_candidates: int = 4, shift: bool = False, shift_iterations: int = 1,
-          output: Literal["interpolate", "basis"] = "interpolate",
-          est_coef: np.ndarray | None = None, ref_coef: np.ndarray | None = None) -> Alignment:
+def align(
+    estimate: np.ndarray,
+    reference: np.ndarray,
+    *,
+    reflections: bool = True,
+    basis: SphericalBessel | None = None,
+    ell_max: int | None = None,
+    grid_step: float = 15.0,
+    ell_search: int = 6,
+    ell_refine: int | None = 12,
+    refine: bool = True,
+    n_candidates: int = 4,
+    shift: bool = False,
+    shift_iterations: int = 1,
+    output: Literal["interpolate", "basis"] = "interpolate",
+    est_coef: np.ndarray | None = None,
+    ref_coef: np.ndarray | None = None,
+) -> Alignment:
     """Rotate (and reflect, optionally shift) ``estimate`` (L, L, L) onto ``reference`` (L, L, L).
 
     ``basis`` defaults to ``SphericalBessel(L, ell_max)`` with ``ell_max`` defaulting to
@@ -290,8 +318,9 @@ def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = Tr
     cr = basis.expand(reference, rtol=1e-4) if ref_coef is None else np.asarray(ref_coef, dtype=np.float64)
     if output not in ("basis", "interpolate"):
         raise ValueError(f"output must be 'basis' or 'interpolate', got {output!r}")
-    search = dict(grid_step=grid_step, ell_search=ell_search, ell_refine=ell_refine, refine=refine,
-                  n_candidates=n_candidates)
+    search = dict(
+        grid_step=grid_step, ell_search=ell_search, ell_refine=ell_refine, refine=refine, n_candidates=n_candidates
+    )
     t = np.zeros(3)
     if not shift:
         R, reflected, ccorr = align_coefficients(ce, cr, basis, reflections=reflections, **search)
@@ -319,12 +348,20 @@ def align(estimate: np.ndarray, reference: np.ndarray, *, reflections: bool = Tr
         # applied after (R, t) gives (Q R, Q t)).
         for _ in range(shift_iterations):
             t = t + _find_shift(apply(R, t), reference)
-            Q, _, ccorr = align_coefficients(basis.expand(apply(R, t), rtol=1e-6), cr, basis, reflections=False,
-                                             **search)
+            Q, _, ccorr = align_coefficients(
+                basis.expand(apply(R, t), rtol=1e-6), cr, basis, reflections=False, **search
+            )
             R, t = Q @ R, Q @ t
         t = t + _find_shift(apply(R, t), reference)
     coef = basis.rotate(ce_s, R)
     vol = apply(R, t)
     corr = float(np.vdot(vol, reference) / (np.linalg.norm(vol) * np.linalg.norm(reference)))
-    return Alignment(volume=vol, rotation=R, reflected=bool(reflected), correlation=corr, shift=t,
-                     coef_correlation=float(ccorr), coef=coef)
+    return Alignment(
+        volume=vol,
+        rotation=R,
+        reflected=bool(reflected),
+        correlation=corr,
+        shift=t,
+        coef_correlation=float(ccorr),
+        coef=coef,
+    )

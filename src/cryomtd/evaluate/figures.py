@@ -89,9 +89,15 @@ def _length_unit(voxel_size: float | None) -> str:
     return "voxels" if voxel_size is None or voxel_size == 1.0 else "Å"
 
 
-def plot_fsc(curves: Mapping[str, np.ndarray], frequencies: np.ndarray,
-             thresholds: Sequence[float] = (CRITERION, HALF_MAP), *, voxel_size: float = 1.0, title: str = "",
-             resolutions: Mapping[str, tuple[float, bool]] | None = None) -> plt.Figure:
+def plot_fsc(
+    curves: Mapping[str, np.ndarray],
+    frequencies: np.ndarray,
+    thresholds: Sequence[float] = (CRITERION, HALF_MAP),
+    *,
+    voxel_size: float = 1.0,
+    title: str = "",
+    resolutions: Mapping[str, tuple[float, bool]] | None = None,
+) -> plt.Figure:
     """FSC of each estimator vs spatial frequency (1/Å, or 1/voxel when ``voxel_size`` is 1).
 
     The threshold lines carry their labels inside the axes (left end, just above the line);
@@ -106,16 +112,28 @@ def plot_fsc(curves: Mapping[str, np.ndarray], frequencies: np.ndarray,
         label = name
         if resolutions and name in resolutions:
             r, bound = resolutions[name]
-            label = (f"{name}: above {CRITERION:g} to the last shell ({r:.3g} {unit})" if bound
-                     else f"{name}: {r:.3g} {unit} at FSC {CRITERION:g}")
+            label = (
+                f"{name}: above {CRITERION:g} to the last shell ({r:.3g} {unit})"
+                if bound
+                else f"{name}: {r:.3g} {unit} at FSC {CRITERION:g}"
+            )
         ax.plot(frequencies, c, marker="o", ms=3, label=label)
     trans = ax.get_yaxis_transform()  # x in axes fraction, y in data
     for t in thresholds:
         main = math.isclose(t, CRITERION)
         ax.axhline(t, color="0.25" if main else "0.55", lw=1.0 if main else 0.8, ls="-" if main else "--", zorder=0)
-        ax.text(0.015, t, threshold_label(t), transform=trans, ha="left", va="bottom", fontsize=8,
-                color="0.2" if main else "0.45", gid=f"threshold-{t:g}",
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+        ax.text(
+            0.015,
+            t,
+            threshold_label(t),
+            transform=trans,
+            ha="left",
+            va="bottom",
+            fontsize=8,
+            color="0.2" if main else "0.45",
+            gid=f"threshold-{t:g}",
+            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
     ax.set_xlabel("spatial frequency (1/Å)" if unit == "Å" else "spatial frequency (1/voxel)")
     ax.set_ylabel("FSC with the truth")
     ax.set_ylim(min(-0.1, min((float(np.min(c)) for c in curves.values()), default=0.0)), 1.05)
@@ -155,22 +173,31 @@ def _add_scale_bar(ax: plt.Axes, n_pixels: int, voxel_size: float | None) -> Anc
     vs = 1.0 if voxel_size is None else float(voxel_size)
     unit = _length_unit(voxel_size)
     length = scale_bar_length(n_pixels * vs)
-    bar = AnchoredSizeBar(ax.transData, length / vs, f"{length:g} {unit}", loc="lower left", pad=0.3, sep=2,
-                          color=_SCALE_BAR_COLOR, frameon=False, size_vertical=max(0.25, n_pixels / 60),
-                          fontproperties={"size": 7})
+    bar = AnchoredSizeBar(
+        ax.transData,
+        length / vs,
+        f"{length:g} {unit}",
+        loc="lower left",
+        pad=0.3,
+        sep=2,
+        color=_SCALE_BAR_COLOR,
+        frameon=False,
+        size_vertical=max(0.25, n_pixels / 60),
+        fontproperties={"size": 7},
+    )
     bar.set_gid("scale-bar")
     ax.add_artist(bar)
     return bar
 
 
 def _panel_title(name: str, kind: str, axis: str, L: int) -> str:
-    what = {"slices": f"slice {axis} = {L // 2}", "projections": f"sum along {axis}",
-            "mip": f"max along {axis}"}[kind]
+    what = {"slices": f"slice {axis} = {L // 2}", "projections": f"sum along {axis}", "mip": f"max along {axis}"}[kind]
     return f"{name}: {what}"
 
 
-def plot_volume_panels(volumes: Mapping[str, np.ndarray], kind: str, *, voxel_size: float | None = None,
-                       title: str = "") -> plt.Figure:
+def plot_volume_panels(
+    volumes: Mapping[str, np.ndarray], kind: str, *, voxel_size: float | None = None, title: str = ""
+) -> plt.Figure:
     """Rows: volumes (truth first); columns: along z, y, x. ``kind``: slices | projections | mip.
 
     Every panel is titled with its volume and its cut (``"lsq: slice z = 5"``) and its image
@@ -236,11 +263,29 @@ def plot_convergence(traces: Mapping[str, ConvergenceTrace], *, title: str = "")
             starts = [0, *bounds]
             stops = [*bounds, vals.size]
             for lab, s0, s1 in zip(tr.stage_labels, starts, stops):
-                a.text((s0 + s1) / 2 + 0.5, 0.97, lab, transform=a.get_xaxis_transform(), ha="center", va="top",
-                       fontsize=7, color="0.35")
+                a.text(
+                    (s0 + s1) / 2 + 0.5,
+                    0.97,
+                    lab,
+                    transform=a.get_xaxis_transform(),
+                    ha="center",
+                    va="top",
+                    fontsize=7,
+                    color="0.35",
+                )
         if tr.note:  # under the x label (offset in points, clear of tick labels and label): never over the curve
-            a.annotate(textwrap.fill(tr.note, 64), xy=(0.0, 0.0), xycoords="axes fraction", xytext=(0, -38),
-                       textcoords="offset points", ha="left", va="top", fontsize=7.5, color="0.25", gid="trace-note")
+            a.annotate(
+                textwrap.fill(tr.note, 64),
+                xy=(0.0, 0.0),
+                xycoords="axes fraction",
+                xytext=(0, -38),
+                textcoords="offset points",
+                ha="left",
+                va="top",
+                fontsize=7.5,
+                color="0.25",
+                gid="trace-note",
+            )
         a.set_xlabel("iteration")
         a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         a.set_ylabel(tr.label)

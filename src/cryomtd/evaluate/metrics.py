@@ -135,8 +135,10 @@ def load_truth(truth_npz: str | os.PathLike, truth_mrc: str | os.PathLike) -> Tr
     basis = SphericalBessel(L, int(t["ell_max"]) if "ell_max" in t else None)
     coef = np.asarray(t["coef"], dtype=np.float64).ravel()
     if coef.size != basis.size:
-        raise InputError(f"{truth_npz}: 'coef' has {coef.size} entries, SphericalBessel(L={L}, "
-                         f"ell_max={basis.ell_max}) has {basis.size}")
+        raise InputError(
+            f"{truth_npz}: 'coef' has {coef.size} entries, SphericalBessel(L={L}, "
+            f"ell_max={basis.ell_max}) has {basis.size}"
+        )
     voxel_size = float(t["voxel_size"]) if "voxel_size" in t else 1.0
     return Truth(volume=volume, coef=coef, basis=basis, voxel_size=voxel_size)
 
@@ -198,8 +200,9 @@ def gamma_from_shift_prior(rho: np.ndarray, L: int) -> float:
     return float((1.0 - rho[empty].sum()) * L**2 / (2 * L - 1) ** 2)
 
 
-def read_estimate(npz: str | os.PathLike, mrc: str | os.PathLike, truth: Truth,
-                  name: str = "estimate") -> tuple[Estimate, np.ndarray]:
+def read_estimate(
+    npz: str | os.PathLike, mrc: str | os.PathLike, truth: Truth, name: str = "estimate"
+) -> tuple[Estimate, np.ndarray]:
     """An estimator's result: ``<name>.npz`` (:meth:`cryomtd.estimate.Estimate.load`) and its
     volume ``<name>.mrc`` (same box as the truth)."""
     est = Estimate.load(npz, what=f"{name} estimate file")
@@ -235,15 +238,23 @@ def estimate_trace(est: Estimate) -> ConvergenceTrace | None:
     note = ""
     fraction = est.settings.get("fraction") if isinstance(est.settings, Mapping) else None
     if fraction is not None and float(fraction) < 1.0:
-        note = (f"stochastic EM: each value is evaluated over that iteration's random subset "
-                f"of patches ({100 * float(fraction):g} %), so it fluctuates")
+        note = (
+            f"stochastic EM: each value is evaluated over that iteration's random subset "
+            f"of patches ({100 * float(fraction):g} %), so it fluctuates"
+        )
     return ConvergenceTrace(label=est.trace_label, values=values, stage_ends=ends, stage_labels=labels, note=note)
 
 
-def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis: SphericalBessel | None = None,
-                      truth_coef: np.ndarray | None = None, est_coef: np.ndarray | None = None,
-                      voxel_size: float = 1.0, settings: EvaluationSettings | None = None,
-                      ) -> tuple[dict[str, Any], np.ndarray]:
+def estimator_metrics(
+    truth: np.ndarray,
+    estimate: np.ndarray,
+    *,
+    basis: SphericalBessel | None = None,
+    truth_coef: np.ndarray | None = None,
+    est_coef: np.ndarray | None = None,
+    voxel_size: float = 1.0,
+    settings: EvaluationSettings | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
     """Align ``estimate`` (L, L, L) to ``truth`` and measure it. Returns (metrics dict, aligned volume).
 
     ``settings`` None: the defaults (:class:`EvaluationSettings`)."""
@@ -251,13 +262,23 @@ def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis: Spheric
     L = truth.shape[0]
     adv = settings.advanced
     coef_ok = basis is not None and est_coef is not None and np.size(est_coef) == basis.size
-    al = align(estimate, truth, reflections=settings.reflections, basis=basis, grid_step=adv.grid_step,
-               ell_search=adv.ell_search, ell_refine=adv.ell_refine, refine=adv.refine,
-               n_candidates=adv.n_candidates, shift=settings.shift,
-               output=adv.output if coef_ok else "interpolate",
-               est_coef=est_coef if coef_ok else None,
-               ref_coef=truth_coef if (truth_coef is not None and basis is not None
-                                       and np.size(truth_coef) == basis.size) else None)
+    al = align(
+        estimate,
+        truth,
+        reflections=settings.reflections,
+        basis=basis,
+        grid_step=adv.grid_step,
+        ell_search=adv.ell_search,
+        ell_refine=adv.ell_refine,
+        refine=adv.refine,
+        n_candidates=adv.n_candidates,
+        shift=settings.shift,
+        output=adv.output if coef_ok else "interpolate",
+        est_coef=est_coef if coef_ok else None,
+        ref_coef=truth_coef
+        if (truth_coef is not None and basis is not None and np.size(truth_coef) == basis.size)
+        else None,
+    )
     curve = fsc(al.volume, truth)
     out: dict[str, Any] = {"fsc": curve}
     for t in settings.thresholds:
@@ -270,8 +291,13 @@ def estimator_metrics(truth: np.ndarray, estimate: np.ndarray, *, basis: Spheric
         # the aligned volume is expanded again.
         coef = al.coef if not np.any(al.shift) else basis.expand(al.volume, rtol=1e-8)
         rel_coef = float(np.linalg.norm(coef - truth_coef) / np.linalg.norm(truth_coef))
-    out.update(relative_error_coef=rel_coef, correlation=al.correlation, reflected=al.reflected,
-               rotation=al.rotation, shift=al.shift)
+    out.update(
+        relative_error_coef=rel_coef,
+        correlation=al.correlation,
+        reflected=al.reflected,
+        rotation=al.rotation,
+        shift=al.shift,
+    )
     return out, al.volume
 
 
@@ -293,24 +319,38 @@ def embed_coefficients(coef: np.ndarray, basis: SphericalBessel) -> np.ndarray |
     return out
 
 
-def measure_estimate(truth: Truth, est: Estimate, volume: np.ndarray, *, gamma_true: float | None = None,
-                     settings: EvaluationSettings | None = None) -> tuple[dict[str, Any], np.ndarray]:
+def measure_estimate(
+    truth: Truth,
+    est: Estimate,
+    volume: np.ndarray,
+    *,
+    gamma_true: float | None = None,
+    settings: EvaluationSettings | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
     """Metrics of one estimate against the truth (its ``estimators.<name>`` entry of
     metrics.json) and the aligned volume: alignment, FSC and resolutions, errors, γ, wall time,
     iterations and, for a cost trace, the final cost."""
     settings = settings or EvaluationSettings()
-    m, aligned = estimator_metrics(truth.volume, volume, basis=truth.basis, truth_coef=truth.coef,
-                                   est_coef=embed_coefficients(est.coef, truth.basis),
-                                   voxel_size=truth.voxel_size, settings=settings)
+    m, aligned = estimator_metrics(
+        truth.volume,
+        volume,
+        basis=truth.basis,
+        truth_coef=truth.coef,
+        est_coef=embed_coefficients(est.coef, truth.basis),
+        voxel_size=truth.voxel_size,
+        settings=settings,
+    )
     gamma = estimate_gamma(est, truth.L)
     m["gamma"] = gamma
-    m["gamma_relative_error"] = (abs(gamma - gamma_true) / gamma_true
-                                 if gamma is not None and gamma_true else None)
+    m["gamma_relative_error"] = abs(gamma - gamma_true) / gamma_true if gamma is not None and gamma_true else None
     m["wall_time_s"] = _finite_or_none(est.wall_time_s)
     trace = np.asarray(est.trace, dtype=np.float64).ravel()
     iterations = est.extra.get("iterations")
-    m["iterations"] = int(np.asarray(iterations).reshape(-1)[0]) if iterations is not None else (
-        int(trace.size) if trace.size else None)
+    m["iterations"] = (
+        int(np.asarray(iterations).reshape(-1)[0])
+        if iterations is not None
+        else (int(trace.size) if trace.size else None)
+    )
     if "cost" in est.extra:
         m["final_cost"] = _finite_or_none(est.extra["cost"])
     elif "cost" in est.trace_label and trace.size:
@@ -318,9 +358,14 @@ def measure_estimate(truth: Truth, est: Estimate, volume: np.ndarray, *, gamma_t
     return m, aligned
 
 
-def evaluate_experiment(layout: Layout, estimators: Sequence[str] | None = None, *,
-                        micrograph_infos: Sequence[str | os.PathLike] = (), gamma_true: float | None = None,
-                        settings: EvaluationSettings | None = None) -> Evaluation:
+def evaluate_experiment(
+    layout: Layout,
+    estimators: Sequence[str] | None = None,
+    *,
+    micrograph_infos: Sequence[str | os.PathLike] = (),
+    gamma_true: float | None = None,
+    settings: EvaluationSettings | None = None,
+) -> Evaluation:
     """Evaluate the estimators of one cryo3d experiment, files named by ``layout``.
 
     Reads ``layout.truth_npz``/``truth_mrc`` and, for each name in ``estimators`` (default:
@@ -335,9 +380,15 @@ def evaluate_experiment(layout: Layout, estimators: Sequence[str] | None = None,
         estimators = [n for n in ESTIMATORS if os.path.exists(layout.estimate(n))]
     gamma = true_gamma(micrograph_infos, truth.L, gamma_true)
     metrics: dict[str, Any] = {
-        "experiment": str(layout.exp), "kind": "cryo3d", "L": truth.L, "ell_max": truth.basis.ell_max,
-        "voxel_size": truth.voxel_size, "gamma_true": gamma, "thresholds": list(settings.thresholds),
-        "frequencies": shell_frequencies(truth.L, truth.voxel_size), "estimators": {},
+        "experiment": str(layout.exp),
+        "kind": "cryo3d",
+        "L": truth.L,
+        "ell_max": truth.basis.ell_max,
+        "voxel_size": truth.voxel_size,
+        "gamma_true": gamma,
+        "thresholds": list(settings.thresholds),
+        "frequencies": shell_frequencies(truth.L, truth.voxel_size),
+        "estimators": {},
     }
     out = Evaluation(metrics=metrics, truth=truth)
     for name in estimators:
@@ -348,8 +399,13 @@ def evaluate_experiment(layout: Layout, estimators: Sequence[str] | None = None,
         trace = estimate_trace(est)
         if trace is not None:
             out.traces[name] = trace
-        log.info("%s: relative error %.4f, resolution at FSC 0.5 %.3g (FSC 0.143: %.3g)", name,
-                 m["relative_error"], m.get("resolution_0.5", math.nan), m.get("resolution_0.143", math.nan))
+        log.info(
+            "%s: relative error %.4f, resolution at FSC 0.5 %.3g (FSC 0.143: %.3g)",
+            name,
+            m["relative_error"],
+            m.get("resolution_0.5", math.nan),
+            m.get("resolution_0.143", math.nan),
+        )
     return out
 
 
@@ -391,8 +447,9 @@ def summary_rows(metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_summary(metrics_paths: Sequence[str | os.PathLike], out: str | os.PathLike,
-                  kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def write_summary(
+    metrics_paths: Sequence[str | os.PathLike], out: str | os.PathLike, kinds: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Read every metrics.json, write ``summary.csv`` atomically (columns: union, first-seen order).
 
     ``kinds`` (same length as ``metrics_paths``) fills the ``kind`` column where a metrics

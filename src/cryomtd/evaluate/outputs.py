@@ -29,13 +29,20 @@ def make_figure(ev: Evaluation, name: str) -> F.plt.Figure:
         curves = {k: np.asarray(v["fsc"]) for k, v in ests.items()}
         key = f"resolution_{F.CRITERION:g}"
         res = {k: (float(v[key]), bool(v.get(f"{key}_bound", False))) for k, v in ests.items() if key in v}
-        return F.plot_fsc(curves, np.asarray(m["frequencies"]), m.get("thresholds", (F.CRITERION, F.HALF_MAP)),
-                          voxel_size=vs, resolutions=res, title=f"{exp}: FSC against the truth")
+        return F.plot_fsc(
+            curves,
+            np.asarray(m["frequencies"]),
+            m.get("thresholds", (F.CRITERION, F.HALF_MAP)),
+            voxel_size=vs,
+            resolutions=res,
+            title=f"{exp}: FSC against the truth",
+        )
     if name in ("slices", "projections", "mip"):
         vols = {"truth": ev.truth.volume, **ev.aligned}
         what = {"slices": "central slices", "projections": "projections", "mip": "max-intensity projections"}[name]
-        return F.plot_volume_panels(vols, name, voxel_size=vs,
-                                    title=f"{exp}: {what} of the truth and the aligned estimates")
+        return F.plot_volume_panels(
+            vols, name, voxel_size=vs, title=f"{exp}: {what} of the truth and the aligned estimates"
+        )
     if name == "convergence":
         return F.plot_convergence(ev.traces, title=f"{exp}: convergence")
     raise ValueError(f"unknown figure {name!r}; expected one of {F.FIGURES}")

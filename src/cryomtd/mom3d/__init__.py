@@ -13,8 +13,18 @@ Public API (stable):
 
 from cryomtd.mom3d.fit import FitResult, cost_terms, fit, fit_restart
 from cryomtd.mom3d.model import ModelMoments, MomentModel, expected_moments
-from cryomtd.mom3d.settings import LsqAdvanced, LsqSettings
 from cryomtd.mom3d.quadrature import euler_quadrature
+from cryomtd.mom3d.settings import LsqAdvanced, LsqSettings
 
-__all__ = ["expected_moments", "fit", "fit_restart", "FitResult", "ModelMoments", "MomentModel",
-           "cost_terms", "euler_quadrature", "LsqSettings", "LsqAdvanced"]
+__all__ = [
+    "expected_moments",
+    "fit",
+    "fit_restart",
+    "FitResult",
+    "ModelMoments",
+    "MomentModel",
+    "cost_terms",
+    "euler_quadrature",
+    "LsqSettings",
+    "LsqAdvanced",
+]

@@ -29,21 +29,31 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from cryomtd.basis.symmetry import parse_symmetry
 from cryomtd.mom3d.model import MomentModel
-from cryomtd.mom3d.start import INIT_KINDS, random_start, start_point
 from cryomtd.mom3d.settings import LsqSettings
+from cryomtd.mom3d.start import INIT_KINDS, random_start, start_point
 from cryomtd.mom3d.symmetric import SymmetricModel
 from cryomtd.settings import override
 
-__all__ = ["FitResult", "fit", "fit_restart", "refine_restart", "rank_by_cost", "crop_moments", "cost_terms",
-           "gauss_newton_polish", "make_model"]
+__all__ = [
+    "FitResult",
+    "fit",
+    "fit_restart",
+    "refine_restart",
+    "rank_by_cost",
+    "crop_moments",
+    "cost_terms",
+    "gauss_newton_polish",
+    "make_model",
+]
 
 log = logging.getLogger("cryomtd.mom3d")
 
@@ -72,8 +82,8 @@ def crop_moments(moments: Any, W: int) -> tuple[float, np.ndarray, np.ndarray]:
         raise ValueError(f"fit window {W} exceeds the moments' window {Wd}")
     o = Wd - W
     K = 2 * W - 1
-    a2 = np.asarray(moments.a2, dtype=np.float64)[o:o + K, o:o + K]
-    a3 = np.asarray(moments.a3, dtype=np.float64)[o:o + K, o:o + K, o:o + K, o:o + K]
+    a2 = np.asarray(moments.a2, dtype=np.float64)[o : o + K, o : o + K]
+    a3 = np.asarray(moments.a3, dtype=np.float64)[o : o + K, o : o + K, o : o + K, o : o + K]
     return float(moments.a1), a2, a3
 
 
@@ -98,8 +108,15 @@ def _masks(W: int, exclude_biased: bool) -> tuple[torch.Tensor, torch.Tensor]:
 class _Cost:
     """The cost f(c, γ) as a torch function of (coef, gamma) for one data set."""
 
-    def __init__(self, model: MomentModel, data: tuple[float, np.ndarray, np.ndarray], *, sigma: float | None,
-                 weights: Sequence[float], prior_weight: float) -> None:
+    def __init__(
+        self,
+        model: MomentModel,
+        data: tuple[float, np.ndarray, np.ndarray],
+        *,
+        sigma: float | None,
+        weights: Sequence[float],
+        prior_weight: float,
+    ) -> None:
         self.model = model
         self.sigma = 0.0 if sigma is None else float(sigma)
         self.m2, self.m3 = _masks(model.W, sigma is None)
@@ -130,7 +147,7 @@ class _Cost:
         W = self.model.W
         _, class_to_orbit, _ = d4_orbits(W)
         m3 = self.m3.numpy()
-        orbit = class_to_orbit[a3_index_map(W).astype(np.int64).ravel()[m3]]   # orbit of each S3 entry
+        orbit = class_to_orbit[a3_index_map(W).astype(np.int64).ravel()[m3]]  # orbit of each S3 entry
         uniq, first, inv = np.unique(orbit, return_index=True, return_inverse=True)
         count = np.bincount(inv).astype(np.float64)
         d3 = self.d3.numpy()
@@ -144,8 +161,11 @@ class _Cost:
     def terms(self, coef: torch.Tensor, gamma: torch.Tensor) -> list[torch.Tensor]:
         a1, a2, a3 = self.model.moments(coef, gamma, self.sigma, third=self.w[2] != 0)
         t = [(a1 - self.d1) ** 2 / self.n1, ((a2.reshape(-1)[self.m2] - self.d2) ** 2).sum() / self.n2]
-        t.append(((a3.reshape(-1)[self.m3] - self.d3) ** 2).sum() / self.n3 if a3 is not None
-                 else torch.zeros((), dtype=torch.float64))
+        t.append(
+            ((a3.reshape(-1)[self.m3] - self.d3) ** 2).sum() / self.n3
+            if a3 is not None
+            else torch.zeros((), dtype=torch.float64)
+        )
         return t
 
     def box_vector(self, coef: torch.Tensor, *, third_only: bool = False, orbits: bool = False) -> torch.Tensor:
@@ -181,8 +201,13 @@ class _Cost:
             s3, d3 = (self.w[2] / self.n3 * self.o3_count) ** 0.5, self.o3_mean
         else:
             s3, d3 = torch.full((self.d3.numel(),), (self.w[2] / self.n3) ** 0.5, dtype=f64), self.d3
-        s = torch.cat([torch.full((1,), (self.w[0] / self.n1) ** 0.5, dtype=f64),
-                       torch.full((self.d2.numel(),), (self.w[1] / self.n2) ** 0.5, dtype=f64), s3])
+        s = torch.cat(
+            [
+                torch.full((1,), (self.w[0] / self.n1) ** 0.5, dtype=f64),
+                torch.full((self.d2.numel(),), (self.w[1] / self.n2) ** 0.5, dtype=f64),
+                s3,
+            ]
+        )
         d = torch.cat([self.d1.reshape(1), self.d2, d3])
         return s, d
 
@@ -201,7 +226,9 @@ class _Cost:
         return f
 
 
-def cost_terms(model: MomentModel, moments: Any, coef: np.ndarray, gamma: float, *, sigma: float | None = 0.0) -> list[float]:
+def cost_terms(
+    model: MomentModel, moments: Any, coef: np.ndarray, gamma: float, *, sigma: float | None = 0.0
+) -> list[float]:
     """The three unweighted relative residuals (order 1, 2, 3) of (coef, gamma) against ``moments``."""
     cf = _Cost(model, crop_moments(moments, model.W), sigma=sigma, weights=(1, 1, 1), prior_weight=0.0)
     with torch.no_grad():
@@ -220,8 +247,13 @@ class ArmijoLineSearcher:
     starts afresh from 1/‖d‖, and up to ``max_iterations`` halvings are tried.
     """
 
-    def __init__(self, contraction_factor: float = 0.5, sufficient_decrease: float = 0.5,
-                 max_iterations: int = 30, initial_step_size: float = 1.0) -> None:
+    def __init__(
+        self,
+        contraction_factor: float = 0.5,
+        sufficient_decrease: float = 0.5,
+        max_iterations: int = 30,
+        initial_step_size: float = 1.0,
+    ) -> None:
         self.contraction_factor = contraction_factor
         self.sufficient_decrease = sufficient_decrease
         self.max_iterations = max_iterations
@@ -249,8 +281,17 @@ class ArmijoLineSearcher:
         return alpha * norm_d, newx
 
 
-def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, *,
-              optimizer: str, max_iterations: int, min_gradient_norm: float, max_inner: int | None) -> tuple[np.ndarray, float, float, list[float], int]:
+def _optimise(
+    cost: _Cost,
+    model: MomentModel,
+    c0: np.ndarray,
+    gamma0: float,
+    *,
+    optimizer: str,
+    max_iterations: int,
+    min_gradient_norm: float,
+    max_inner: int | None,
+) -> tuple[np.ndarray, float, float, list[float], int]:
     if optimizer == "gauss-newton":  # exact-Jacobian least squares for the whole stage
         return gauss_newton_polish(cost, c0, gamma0, max_iterations=max_iterations)
     import pymanopt
@@ -272,8 +313,9 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, *,
     problem = pymanopt.Problem(manifold, f)
     # min_step_size 0: pymanopt's 1e-10 stopped CG after 2 iterations when the first line search
     # backtracked far (the a3 term switched on after the a2-first stage); iterations bound the run
-    kw = dict(max_iterations=max_iterations, min_gradient_norm=min_gradient_norm, min_step_size=0.0, verbosity=0,
-              max_time=1e9)
+    kw = dict(
+        max_iterations=max_iterations, min_gradient_norm=min_gradient_norm, min_step_size=0.0, verbosity=0, max_time=1e9
+    )
     if optimizer == "trust-regions":
         opt = TrustRegions(**kw)
     elif optimizer == "conjugate-gradient":
@@ -281,10 +323,15 @@ def _optimise(cost: _Cost, model: MomentModel, c0: np.ndarray, gamma0: float, *,
         # 0/0 (NaN → stop after 2 iterations) on a BPTI ℓmax = 3 fit
         opt = ConjugateGradient(beta_rule="PolakRibiere", line_searcher=ArmijoLineSearcher(), **kw)
     else:
-        raise ValueError(f"optimizer must be 'trust-regions', 'conjugate-gradient' or 'gauss-newton', got {optimizer!r}")
+        raise ValueError(
+            f"optimizer must be 'trust-regions', 'conjugate-gradient' or 'gauss-newton', got {optimizer!r}"
+        )
     x0 = [np.asarray(c0, dtype=np.float64), np.array([[gamma0]])]
-    res = opt.run(problem, initial_point=x0, maxinner=max_inner) if optimizer == "trust-regions" \
+    res = (
+        opt.run(problem, initial_point=x0, maxinner=max_inner)
+        if optimizer == "trust-regions"
         else opt.run(problem, initial_point=x0)
+    )
     log.info("  %s: %s", optimizer, res.stopping_criterion)
     x, g = res.point
     coef = np.asarray(x, dtype=np.float64)
@@ -304,13 +351,20 @@ def _noise_terms(cost: _Cost, *, orbits: bool = False) -> tuple[np.ndarray, np.n
     n2, n3 = cost.d2.numel(), idx3.numel()
     n0, u3 = np.zeros(1 + n2 + n3), np.zeros(1 + n2 + n3)
     if cost.sigma:
-        n0[1:1 + n2] = cost.a2_noise()
-        u3[1 + n2:] = cost.sigma**2 * _delta3(K, torch.float64).reshape(-1)[idx3].numpy()
+        n0[1 : 1 + n2] = cost.a2_noise()
+        u3[1 + n2 :] = cost.sigma**2 * _delta3(K, torch.float64).reshape(-1)[idx3].numpy()
     return n0, u3
 
 
-def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *, max_iterations: int = 30, tol: float = 1e-15,
-                        single_jacobian_above: int | None = 2**24) -> tuple[np.ndarray, float, float, list[float], int]:
+def gauss_newton_polish(
+    cost: _Cost,
+    coef: np.ndarray,
+    gamma: float,
+    *,
+    max_iterations: int = 30,
+    tol: float = 1e-15,
+    single_jacobian_above: int | None = 2**24,
+) -> tuple[np.ndarray, float, float, list[float], int]:
     """Polish (coef, γ) by Gauss–Newton trust-region least squares with the exact Jacobian.
 
     The moment cost is badly conditioned (Hessian eigenvalues spread over ~10 decades for
@@ -338,7 +392,7 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *, max_iter
 
     model = cost.model
     size = model.size
-    sw, d = cost.residual_scales(orbits=True)   # a3 rows per D4 orbit: same cost up to `offset`
+    sw, d = cost.residual_scales(orbits=True)  # a3 rows per D4 orbit: same cost up to `offset`
     sw, d = sw.numpy(), d.numpy()
     offset = cost.w[2] * cost.d3_spread / cost.n3 if cost.w[2] != 0 else 0.0
     L2 = float(model.L**2)
@@ -376,16 +430,16 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *, max_iter
         if analytic:  # exact Jacobian of the box sums from the invariant map
             with torch.no_grad():
                 Jm = cost.box_jacobian(torch.as_tensor(c), orbits=True, single=single).numpy()
-            J[:d.size, :-1] = sw[:, None] * scale * (Jm + Jm[0][None, :] * u3[:, None])
+            J[: d.size, :-1] = sw[:, None] * scale * (Jm + Jm[0][None, :] * u3[:, None])
         else:
             for j in range(size):  # a loop over coefficients, each column two model evaluations
                 col = 0.5 * (box(c + eye[j]) - box(c - eye[j]))
                 if n_third:
                     col[-n_third:] -= third_unit[:, j]
-                J[:d.size, j] = sw * scale * (col + col[0] * u3)
-        J[:d.size, -1] = sw * (m + m[0] * u3) / L2
+                J[: d.size, j] = sw * scale * (col + col[0] * u3)
+        J[: d.size, -1] = sw * (m + m[0] * u3) / L2
         if prior:
-            J[d.size:, :-1] = np.sqrt(prior / size) * eye
+            J[d.size :, :-1] = np.sqrt(prior / size) * eye
         return J
 
     trace: list[float] = []
@@ -397,8 +451,18 @@ def gauss_newton_polish(cost: _Cost, coef: np.ndarray, gamma: float, *, max_iter
 
     x0 = np.r_[np.asarray(coef, dtype=np.float64), float(gamma)]
     lo = np.r_[np.full(size, -np.inf), 0.0]
-    res = least_squares(fun, x0, jac=jac, bounds=(lo, np.inf), method="trf", x_scale="jac",
-                        ftol=tol, xtol=tol, gtol=tol, max_nfev=max_iterations)
+    res = least_squares(
+        fun,
+        x0,
+        jac=jac,
+        bounds=(lo, np.inf),
+        method="trf",
+        x_scale="jac",
+        ftol=tol,
+        xtol=tol,
+        gtol=tol,
+        max_nfev=max_iterations,
+    )
     c = res.x[:-1].copy()
     f = float(res.fun @ res.fun) + offset
     log.info("  gauss-newton polish: cost %.3e after %d Jacobians (%s)", f, res.njev, res.message)
@@ -430,12 +494,23 @@ def _stage_model(L: int, ell_max: int, W: int, kind: str = "invariants", cache_d
     return make_model(SphericalBessel(L, ell_max), W, kind, cache_dir)
 
 
-def _fit_stage(cost: _Cost, cost2: _Cost | None, sub: Any, c0: np.ndarray, gamma: float, settings: LsqSettings,
-               min_gradient_norm: float) -> tuple[np.ndarray, float, float, list[float], int]:
+def _fit_stage(
+    cost: _Cost,
+    cost2: _Cost | None,
+    sub: Any,
+    c0: np.ndarray,
+    gamma: float,
+    settings: LsqSettings,
+    min_gradient_norm: float,
+) -> tuple[np.ndarray, float, float, list[float], int]:
     """One marching stage: the a1 + a2 warm start (``cost2``, when given), then the full cost."""
     adv = settings.advanced
-    opt = dict(optimizer=adv.optimizer, max_iterations=settings.max_iterations, min_gradient_norm=min_gradient_norm,
-               max_inner=adv.max_inner)
+    opt = dict(
+        optimizer=adv.optimizer,
+        max_iterations=settings.max_iterations,
+        min_gradient_norm=min_gradient_norm,
+        max_inner=adv.max_inner,
+    )
     iters = 0
     if cost2 is not None:  # cheap warm start: a1 + a2 only (no rotations: the a2 map works on invariants)
         c0, gamma, _, _, it = _optimise(cost2, sub, c0, gamma, **opt)
@@ -444,9 +519,19 @@ def _fit_stage(cost: _Cost, cost2: _Cost | None, sub: Any, c0: np.ndarray, gamma
     return coef, gamma, f, trace, iters + it
 
 
-def fit_restart(moments: Any, basis: Any, settings: LsqSettings | None = None, *, rng: np.random.Generator,
-                sigma: float | None = 0.0, window: int | None = None, model: MomentModel | None = None,
-                restart: int = 0, min_gradient_norm: float = 1e-10, **overrides: Any) -> FitResult:
+def fit_restart(
+    moments: Any,
+    basis: Any,
+    settings: LsqSettings | None = None,
+    *,
+    rng: np.random.Generator,
+    sigma: float | None = 0.0,
+    window: int | None = None,
+    model: MomentModel | None = None,
+    restart: int = 0,
+    min_gradient_norm: float = 1e-10,
+    **overrides: Any,
+) -> FitResult:
     """One restart of the fit with the ``lsq`` settings (default: the workflow's), its start drawn from ``rng``.
 
     ``overrides`` change single settings by name (``max_iterations=50``, ``optimizer="trust-regions"``;
@@ -482,15 +567,19 @@ def fit_restart(moments: Any, basis: Any, settings: LsqSettings | None = None, *
         if coef is None:
             c0 = start_point(adv.init, sub, cost, rng, gamma, radius=adv.init_radius, spread=adv.init_spread)
         else:  # marching: keep the fitted low frequencies, small random high ones
-            c0 = np.r_[coef, 1e-2 * random_start(sub, cost, rng, gamma)[coef.size:]]
-        cost2 = (_Cost(sub, data, sigma=sigma, weights=(adv.weights[0], adv.weights[1], 0.0),
-                       prior_weight=s.prior_weight) if adv.a2_first else None)
+            c0 = np.r_[coef, 1e-2 * random_start(sub, cost, rng, gamma)[coef.size :]]
+        cost2 = (
+            _Cost(sub, data, sigma=sigma, weights=(adv.weights[0], adv.weights[1], 0.0), prior_weight=s.prior_weight)
+            if adv.a2_first
+            else None
+        )
         coef, gamma, f, tr, it = _fit_stage(cost, cost2, sub, c0, gamma, s, min_gradient_norm)
         trace += tr
         iters += it
         ends.append(len(trace))
-        log.info("restart %d: ell<=%d cost %.3e after %d iterations (%.1f s)", restart, lmax, f, it,
-                 time.perf_counter() - t0)
+        log.info(
+            "restart %d: ell<=%d cost %.3e after %d iterations (%.1f s)", restart, lmax, f, it, time.perf_counter() - t0
+        )
     assert coef is not None
     if adv.polish:
         coef, gamma, f, tr, it = gauss_newton_polish(cost, coef, gamma, max_iterations=int(adv.polish))
@@ -499,13 +588,32 @@ def fit_restart(moments: Any, basis: Any, settings: LsqSettings | None = None, *
         ends.append(len(trace))
     if symmetry != "C1":
         coef = sub.full(torch.as_tensor(coef)).numpy()
-    return FitResult(coef=coef, gamma=gamma, cost=f, cost_trace=np.asarray(trace), iterations=iters,
-                     wall_time_s=time.perf_counter() - t0, restart=restart, restart_costs=[f], stage_ends=ends)
+    return FitResult(
+        coef=coef,
+        gamma=gamma,
+        cost=f,
+        cost_trace=np.asarray(trace),
+        iterations=iters,
+        wall_time_s=time.perf_counter() - t0,
+        restart=restart,
+        restart_costs=[f],
+        stage_ends=ends,
+    )
 
 
-def refine_restart(moments: Any, basis: Any, coef: np.ndarray, gamma: float, settings: LsqSettings | None = None, *,
-                   sigma: float | None = 0.0, window: int | None = None, model: MomentModel | None = None,
-                   restart: int = 0, **overrides: Any) -> FitResult:
+def refine_restart(
+    moments: Any,
+    basis: Any,
+    coef: np.ndarray,
+    gamma: float,
+    settings: LsqSettings | None = None,
+    *,
+    sigma: float | None = 0.0,
+    window: int | None = None,
+    model: MomentModel | None = None,
+    restart: int = 0,
+    **overrides: Any,
+) -> FitResult:
     """Continue a fit from (``coef`` (basis.size,), ``gamma``) by at most ``refine_iterations`` cost
     evaluations of :func:`gauss_newton_polish` on the same cost as :func:`fit_restart` (same
     window, noise, weights, prior and ``symmetry``; a symmetric fit continues from the
@@ -515,8 +623,9 @@ def refine_restart(moments: Any, basis: Any, coef: np.ndarray, gamma: float, set
     s = override(settings or LsqSettings(), "lsq", **overrides)
     symmetry = parse_symmetry(s.symmetry)
     W = int(window or getattr(moments, "window", basis.L))
-    model = model if model is not None and model.W == W else make_model(basis, W, s.advanced.model,
-                                                                         s.advanced.cache_dir)
+    model = (
+        model if model is not None and model.W == W else make_model(basis, W, s.advanced.model, s.advanced.cache_dir)
+    )
     coef = np.asarray(coef, dtype=np.float64)
     if coef.shape != (basis.size,):
         raise ValueError(f"coef has shape {coef.shape}, expected ({basis.size},)")
@@ -527,8 +636,17 @@ def refine_restart(moments: Any, basis: Any, coef: np.ndarray, gamma: float, set
     if symmetry != "C1":
         x = sub.full(torch.as_tensor(x)).numpy()
     log.info("refine restart %d: cost %.3e after %d Jacobians (%.1f s)", restart, f, it, time.perf_counter() - t0)
-    return FitResult(coef=x, gamma=gamma, cost=f, cost_trace=np.asarray(trace), iterations=it,
-                     wall_time_s=time.perf_counter() - t0, restart=restart, restart_costs=[f], stage_ends=[len(trace)])
+    return FitResult(
+        coef=x,
+        gamma=gamma,
+        cost=f,
+        cost_trace=np.asarray(trace),
+        iterations=it,
+        wall_time_s=time.perf_counter() - t0,
+        restart=restart,
+        restart_costs=[f],
+        stage_ends=[len(trace)],
+    )
 
 
 def rank_by_cost(costs: Sequence[float]) -> np.ndarray:
@@ -537,8 +655,16 @@ def rank_by_cost(costs: Sequence[float]) -> np.ndarray:
     return np.argsort(np.where(np.isfinite(c), c, np.inf), kind="stable")
 
 
-def fit(moments: Any, basis: Any, settings: LsqSettings | None = None, *, sigma: float | None = 0.0, seed: int = 0,
-        window: int | None = None, **overrides: Any) -> FitResult:
+def fit(
+    moments: Any,
+    basis: Any,
+    settings: LsqSettings | None = None,
+    *,
+    sigma: float | None = 0.0,
+    seed: int = 0,
+    window: int | None = None,
+    **overrides: Any,
+) -> FitResult:
     """Fit (coefficients, γ) to ``moments`` by least squares: the workflow's lsq stage in one call.
 
     ``moments``: a :class:`cryomtd.moments.Moments2D` (or anything with ``.window``, ``.a1``,
@@ -556,13 +682,16 @@ def fit(moments: Any, basis: Any, settings: LsqSettings | None = None, *, sigma:
     s = override(settings or LsqSettings(), "lsq", **overrides)
     W = int(window or getattr(moments, "window", basis.L))
     model = make_model(basis, W, s.advanced.model, s.advanced.cache_dir)
-    runs = [fit_restart(moments, basis, s, rng=rng(seed, "lsq3d", r), sigma=sigma, window=W, model=model, restart=r)
-            for r in progress(range(s.restarts), desc="restarts")]
+    runs = [
+        fit_restart(moments, basis, s, rng=rng(seed, "lsq3d", r), sigma=sigma, window=W, model=model, restart=r)
+        for r in progress(range(s.restarts), desc="restarts")
+    ]
     costs = [r.cost for r in runs]
-    for k in rank_by_cost(costs)[:s.refine_top]:
+    for k in rank_by_cost(costs)[: s.refine_top]:
         src = runs[k]
-        more = refine_restart(moments, basis, src.coef, src.gamma, s, sigma=sigma, window=W, model=model,
-                              restart=src.restart)
+        more = refine_restart(
+            moments, basis, src.coef, src.gamma, s, sigma=sigma, window=W, model=model, restart=src.restart
+        )
         more.cost_trace = np.r_[src.cost_trace, more.cost_trace]
         more.stage_ends = src.stage_ends + [len(more.cost_trace)]
         more.iterations += src.iterations

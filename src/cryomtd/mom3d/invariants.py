@@ -35,9 +35,10 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,8 +54,9 @@ log = logging.getLogger("cryomtd.mom3d")
 
 def ell_triples(ell_max: int) -> list[tuple[int, int, int]]:
     """Sorted degree triples ℓ1 ≤ ℓ2 ≤ ℓ3 ≤ ell_max with ℓ3 ≤ ℓ1 + ℓ2 (those with an invariant)."""
-    return [(a, b, c) for a in range(ell_max + 1) for b in range(a, ell_max + 1)
-            for c in range(b, min(ell_max, a + b) + 1)]
+    return [
+        (a, b, c) for a in range(ell_max + 1) for b in range(a, ell_max + 1) for c in range(b, min(ell_max, a + b) + 1)
+    ]
 
 
 def invariant_tensor(basis: Any, triple: tuple[int, int, int]) -> np.ndarray:
@@ -109,8 +111,8 @@ def d4_orbits(W: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         l1 = lags[:, :2] @ g.T
         l2 = lags[:, 2:] @ g.T
         images.append(cls[l1[:, 0] + o, l1[:, 1] + o, l2[:, 0] + o, l2[:, 1] + o])
-    images = np.stack(images)                     # (8, K3) class of each image
-    root = images.min(axis=0)                     # orbit named by its smallest class index
+    images = np.stack(images)  # (8, K3) class of each image
+    root = images.min(axis=0)  # orbit named by its smallest class index
     reps, class_to_orbit = np.unique(root, return_inverse=True)
     size = np.bincount(class_to_orbit)
     return lags[reps], class_to_orbit.astype(np.int64), size
@@ -137,8 +139,16 @@ class InvariantMomentModel(MomentModel):
 
     kind = "invariants"
 
-    def __init__(self, basis: Any, window: int, *, cache_dir: str | os.PathLike | None = None,
-                 max_chunk_elements: int = 2**24, max_map_bytes: float = 8 * 2**30, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        basis: Any,
+        window: int,
+        *,
+        cache_dir: str | os.PathLike | None = None,
+        max_chunk_elements: int = 2**24,
+        max_map_bytes: float = 8 * 2**30,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(basis, window, **kwargs)
         t0 = time.perf_counter()
         if cache_dir is None:
@@ -151,9 +161,11 @@ class InvariantMomentModel(MomentModel):
         orbit_lags, class_to_orbit, _ = d4_orbits(self.W)
         nbytes = 8.0 * orbit_lags.shape[0] * self.n_invariants
         if nbytes > max_map_bytes:
-            raise ValueError(f"lsq.model: invariants needs a {orbit_lags.shape[0]} x {self.n_invariants} map "
-                             f"({nbytes / 2**30:.1f} GiB > {max_map_bytes / 2**30:.1f} GiB) for L={self.L}, "
-                             f"ell_max={self.ell_max}, W={self.W}; use lsq.model: quadrature or a smaller window")
+            raise ValueError(
+                f"lsq.model: invariants needs a {orbit_lags.shape[0]} x {self.n_invariants} map "
+                f"({nbytes / 2**30:.1f} GiB > {max_map_bytes / 2**30:.1f} GiB) for L={self.L}, "
+                f"ell_max={self.ell_max}, W={self.W}; use lsq.model: quadrature or a smaller window"
+            )
         from cryomtd.moments.lags import a3_index_map
 
         self.dense_to_orbit = torch.as_tensor(class_to_orbit[a3_index_map(self.W).astype(np.int64).ravel()])
@@ -166,8 +178,10 @@ class InvariantMomentModel(MomentModel):
         if path is not None and path.exists():
             self.map3t = torch.from_numpy(np.load(path))
             if self.map3t.shape != (self.n_invariants, orbit_lags.shape[0]) or not self.map3t.is_contiguous():
-                raise ValueError(f"{path}: cached invariant map has shape {tuple(self.map3t.shape)}, expected "
-                                 f"{(self.n_invariants, orbit_lags.shape[0])}; delete the file")
+                raise ValueError(
+                    f"{path}: cached invariant map has shape {tuple(self.map3t.shape)}, expected "
+                    f"{(self.n_invariants, orbit_lags.shape[0])}; delete the file"
+                )
             log.info("invariant map: %d orbits x %d invariants, loaded from %s", *self.map3.shape, path)
             return
         self.map3t = self._third_moment_map(orbit_lags, max_chunk_elements)  # (n_invariants, n_orb)
@@ -185,16 +199,16 @@ class InvariantMomentModel(MomentModel):
         """Ψ of the ℓ block as images (S, 2ℓ+1, n, n)."""
         start, S = next((st, s) for ll, st, s in self.blocks if ll == l)
         m = 2 * l + 1
-        return self.psi[:, start:start + S * m].T.reshape(S, m, self.n, self.n)
+        return self.psi[:, start : start + S * m].T.reshape(S, m, self.n, self.n)
 
     def _third_moment_map(self, orbit_lags: np.ndarray, max_chunk: int) -> torch.Tensor:
         """M3ᵀ (n_invariants, n_orb), contiguous: m3 on the orbit representatives = M3 · b(c)."""
         W, K = self.W, 2 * self.W - 1
-        rows = self.rows                                      # base pixels r with some Ψ[r] ≠ 0
+        rows = self.rows  # base pixels r with some Ψ[r] ≠ 0
         R = int(rows.numel())
         f1 = (orbit_lags[:, 0] + W - 1) * K + orbit_lags[:, 1] + W - 1
         f2 = (orbit_lags[:, 2] + W - 1) * K + orbit_lags[:, 3] + W - 1
-        u1, inv1 = np.unique(f1, return_inverse=True)          # distinct first lags
+        u1, inv1 = np.unique(f1, return_inverse=True)  # distinct first lags
         groups = [torch.as_tensor(np.flatnonzero(inv1 == i)) for i in range(u1.size)]
         f2 = torch.as_tensor(f2)
         # per first lag: the base pixels r (indices into rows) with r + lag1 also in rows
@@ -211,51 +225,64 @@ class InvariantMomentModel(MomentModel):
         n_orb = orbit_lags.shape[0]
         images = {l: self._block_images(l) for l, _, _ in self.blocks}
         # windows of every block image at base pixels r: [s, m, r, lag] = Ψ_{s,m}[r + lag]
-        windows = {l: _patches(im.reshape(-1, self.n, self.n), W)[:, rows].reshape(im.shape[0], im.shape[1], R, K * K)
-                   for l, im in images.items()}
+        windows = {
+            l: _patches(im.reshape(-1, self.n, self.n), W)[:, rows].reshape(im.shape[0], im.shape[1], R, K * K)
+            for l, im in images.items()
+        }
         base = {l: im.reshape(im.shape[0], im.shape[1], -1)[:, :, rows] for l, im in images.items()}  # (S, m, R)
         out = torch.zeros(self.n_invariants, n_orb, dtype=self.dtype)
         col = 0
         for triple, T, size in zip(self.triples, self.tensors, self.invariant_sizes):
             S3 = tuple(windows[l].shape[0] for l in triple)
-            block = out[col:col + size].view(*S3, n_orb)
+            block = out[col : col + size].view(*S3, n_orb)
             seen = set()
-            for perm in itertools.permutations(range(3)):       # position p holds sorted index perm[p]
+            for perm in itertools.permutations(range(3)):  # position p holds sorted index perm[p]
                 ordered = tuple(triple[p] for p in perm)
                 if ordered in seen:
                     continue
                 seen.add(ordered)
-                inv = [perm.index(q) for q in range(3)]          # sorted axis q ← position inv[q]
-                Q = self._ordered_block(T.permute(*perm), ordered, base, windows, u1, groups, overlap, f2, n_orb,
-                                        max_chunk)
+                inv = [perm.index(q) for q in range(3)]  # sorted axis q ← position inv[q]
+                Q = self._ordered_block(
+                    T.permute(*perm), ordered, base, windows, u1, groups, overlap, f2, n_orb, max_chunk
+                )
                 block += Q.permute(*inv, 3)
             col += size
         return out
 
-    def _ordered_block(self, T: torch.Tensor, ordered: tuple[int, int, int], base: dict, windows: dict,
-                       u1: np.ndarray, groups: list[torch.Tensor], overlap: list[torch.Tensor], f2: torch.Tensor, n_orb: int,
-                       max_chunk: int) -> torch.Tensor:
+    def _ordered_block(
+        self,
+        T: torch.Tensor,
+        ordered: tuple[int, int, int],
+        base: dict,
+        windows: dict,
+        u1: np.ndarray,
+        groups: list[torch.Tensor],
+        overlap: list[torch.Tensor],
+        f2: torch.Tensor,
+        n_orb: int,
+        max_chunk: int,
+    ) -> torch.Tensor:
         """Q (Sa, Sb, Sc, n_orb) = Σ_r Σ_m T(ma, mb, mc) Ψa[r] Ψb[r + lag1] Ψc[r + lag2] per orbit row."""
         la, lb, lc = ordered
         Pa, Xb, Xc = base[la], windows[lb], windows[lc]
         Sa, Sb, Sc = Pa.shape[0], Xb.shape[0], Xc.shape[0]
         Mb, Mc = Xb.shape[1], Xc.shape[1]
         R = Pa.shape[2]
-        A = torch.einsum("abc,iar->ribc", T, Pa).reshape(R, Sa, Mb, Mc)       # (R, Sa, Mb, Mc)
-        A = A.permute(0, 3, 1, 2).reshape(R, Mc * Sa, Mb)                      # (R, Mc·Sa, Mb)
-        Xc_lag = Xc.permute(3, 0, 2, 1).contiguous()                           # (K², Sc, r, mc)
+        A = torch.einsum("abc,iar->ribc", T, Pa).reshape(R, Sa, Mb, Mc)  # (R, Sa, Mb, Mc)
+        A = A.permute(0, 3, 1, 2).reshape(R, Mc * Sa, Mb)  # (R, Mc·Sa, Mb)
+        Xc_lag = Xc.permute(3, 0, 2, 1).contiguous()  # (K², Sc, r, mc)
         Q = torch.empty(n_orb, Sc, Sa * Sb, dtype=self.dtype)
         per_l1 = R * Sa * Mc * Sb
         step = max(1, max_chunk // per_l1)
         for c0 in range(0, u1.size, step):
-            lags1 = torch.as_tensor(u1[c0:c0 + step])
+            lags1 = torch.as_tensor(u1[c0 : c0 + step])
             n1 = lags1.numel()
             B = Xb[:, :, :, lags1].permute(2, 1, 3, 0).reshape(R, Mb, n1 * Sb)  # (R, Mb, n1·Sb)
-            Y = torch.bmm(A, B).reshape(R, Mc, Sa, n1, Sb)                       # Σ_mb, per base r
+            Y = torch.bmm(A, B).reshape(R, Mc, Sa, n1, Sb)  # Σ_mb, per base r
             for i in range(n1):
-                g, keep = groups[c0 + i], overlap[c0 + i]   # rows with this lag1; r with Ψ[r], Ψ[r+lag1] ≠ 0
-                X = Xc_lag.index_select(0, f2[g]).index_select(2, keep)         # (rows, Sc, r, mc)
-                Yk = Y[:, :, :, i].index_select(0, keep).reshape(-1, Sa * Sb)    # ((r, mc), Sa·Sb)
+                g, keep = groups[c0 + i], overlap[c0 + i]  # rows with this lag1; r with Ψ[r], Ψ[r+lag1] ≠ 0
+                X = Xc_lag.index_select(0, f2[g]).index_select(2, keep)  # (rows, Sc, r, mc)
+                Yk = Y[:, :, :, i].index_select(0, keep).reshape(-1, Sa * Sb)  # ((r, mc), Sa·Sb)
                 Q[g] = (X.reshape(g.numel() * Sc, -1) @ Yk).reshape(g.numel(), Sc, Sa * Sb)
         return Q.reshape(n_orb, Sc, Sa, Sb).permute(2, 3, 1, 0)
 
@@ -288,9 +315,14 @@ class InvariantMomentModel(MomentModel):
             out.append(bool(Tr.numel()) and float(Tr.abs().max()) > 1e-12)
         return out
 
-    def box_jacobian(self, coef: torch.Tensor, angular: Sequence[torch.Tensor] | None = None, *,
-                     active: Sequence[bool] | None = None, single: bool = False
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def box_jacobian(
+        self,
+        coef: torch.Tensor,
+        angular: Sequence[torch.Tensor] | None = None,
+        *,
+        active: Sequence[bool] | None = None,
+        single: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Exact Jacobians of the box sums: ∂m1/∂c (size,), ∂m2/∂c (K², size) and the third
         moment's ∂m3/∂c on the orbit representatives (n_orb, size).
 
@@ -327,8 +359,8 @@ class InvariantMomentModel(MomentModel):
         J1 = torch.zeros(n_cols, dtype=self.dtype)
         J2 = torch.zeros(K2, n_cols, dtype=self.dtype)
         for (l, st, S), M in zip(self.blocks, self._m2):
-            J1[start[l]:start[l] + width[l]] = reduce(l, self.a1_row[st:st + S * (2 * l + 1)].reshape(S, 2 * l + 1))
-            J2[:, start[l]:start[l] + width[l]] = reduce(l, torch.einsum("kst,tm->ksm", M + M.transpose(1, 2), C[l]))
+            J1[start[l] : start[l] + width[l]] = reduce(l, self.a1_row[st : st + S * (2 * l + 1)].reshape(S, 2 * l + 1))
+            J2[:, start[l] : start[l] + width[l]] = reduce(l, torch.einsum("kst,tm->ksm", M + M.transpose(1, 2), C[l]))
         n_orb = self.map3t.shape[1]
         jd = torch.float32 if single else self.dtype
         mapj = self.map3t
@@ -340,7 +372,7 @@ class InvariantMomentModel(MomentModel):
         col = 0
         for t, ((l1, l2, l3), T, size) in enumerate(zip(self.triples, self.tensors, self.invariant_sizes)):
             S1, S2, S3 = C[l1].shape[0], C[l2].shape[0], C[l3].shape[0]
-            M = mapj[col:col + size].view(S1, S2, S3, n_orb)   # contiguous block, no copy
+            M = mapj[col : col + size].view(S1, S2, S3, n_orb)  # contiguous block, no copy
             col += size
             if active is not None and not active[t]:
                 continue
@@ -356,15 +388,14 @@ class InvariantMomentModel(MomentModel):
             U1, U2, U3 = U1.to(jd), U2.to(jd), U3.to(jd)
             k1, k2, k3 = U1.shape[0], U2.shape[0], U3.shape[0]
             # ∂m3/∂Z_ℓ1[i, a] = Σ_jk U1[a, j, k] M[i, j, k]: one batched product over i
-            D1 = torch.matmul(U1.reshape(k1, S2 * S3), M.view(S1, S2 * S3, n_orb))          # (S1, k1, n_orb)
+            D1 = torch.matmul(U1.reshape(k1, S2 * S3), M.view(S1, S2 * S3, n_orb))  # (S1, k1, n_orb)
             # ∂m3/∂Z_ℓ3[k, c] = Σ_ij U3[c, i, j] M[i, j, k]: one product over the leading (i, j)
             D3 = (U3.reshape(k3, S1 * S2) @ M.view(S1 * S2, S3 * n_orb)).view(k3, S3, n_orb).transpose(0, 1)
             # ∂m3/∂Z_ℓ2[j, b] = Σ_ik U2[b, i, k] M[i, j, k]: per i, a product broadcast over j
-            D2 = torch.matmul(U2[:, 0, :], M[0])                                            # (S2, k2, n_orb)
+            D2 = torch.matmul(U2[:, 0, :], M[0])  # (S2, k2, n_orb)
             for i in range(1, S1):
                 D2 += torch.matmul(U2[:, i, :], M[i])
             for l, D in ((l1, D1), (l2, D2), (l3, D3)):
-                J3t[start[l]:start[l] + width[l]] += D.reshape(width[l], n_orb)
+                J3t[start[l] : start[l] + width[l]] += D.reshape(width[l], n_orb)
         J3 = J3t.T.to(self.dtype)
         return J1, J2, J3
-

@@ -112,8 +112,9 @@ def _weighted_gram(P: torch.Tensor, w: torch.Tensor, W: int, rows: torch.Tensor 
     return (V * (w[:, None] * p).reshape(-1, 1)).T @ V
 
 
-def _weighted_gram_backward(P: torch.Tensor, w: torch.Tensor, W: int, G: torch.Tensor,
-                            rows: torch.Tensor | None = None) -> torch.Tensor:
+def _weighted_gram_backward(
+    P: torch.Tensor, w: torch.Tensor, W: int, G: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """∂⟨G, Σ_q w_q Σ_r P_q[r] v_r v_rᵀ⟩/∂P, (b, n, n), in differentiable torch operations.
 
     With S = G + Gᵀ and U = V S (rows v_rᵀ S): the weight P[t] contributes w ½ v_tᵀ S v_t,
@@ -122,14 +123,16 @@ def _weighted_gram_backward(P: torch.Tensor, w: torch.Tensor, W: int, G: torch.T
     """
     b, n, _ = P.shape
     K = 2 * W - 1
-    V, p = _base_windows(P, W, rows)                     # (b, rows, K2), (b, rows)
-    U = V @ (G + G.T)                                    # (b, rows, K2)
-    direct = 0.5 * (V * U).sum(-1)                       # (b, rows)
-    X = p[..., None] * U                                 # (b, rows, K2): block r, kernel offset ℓ
+    V, p = _base_windows(P, W, rows)  # (b, rows, K2), (b, rows)
+    U = V @ (G + G.T)  # (b, rows, K2)
+    direct = 0.5 * (V * U).sum(-1)  # (b, rows)
+    X = p[..., None] * U  # (b, rows, K2): block r, kernel offset ℓ
     if rows is not None:
         direct = torch.zeros(b, n * n, dtype=P.dtype).index_copy(1, rows, direct)
         X = torch.zeros(b, n * n, K * K, dtype=P.dtype).index_copy(1, rows, X)
-    folded = torch.nn.functional.fold(X.transpose(1, 2), (n + K - 1, n + K - 1), K)[:, 0, W - 1:W - 1 + n, W - 1:W - 1 + n]
+    folded = torch.nn.functional.fold(X.transpose(1, 2), (n + K - 1, n + K - 1), K)[
+        :, 0, W - 1 : W - 1 + n, W - 1 : W - 1 + n
+    ]
     return w[:, None, None] * (direct.reshape(b, n, n) + folded)
 
 
@@ -177,8 +180,9 @@ class MomentModel:
 
     kind = "quadrature"  # the third moment's route (see :func:`cryomtd.mom3d.fit.make_model`)
 
-    def __init__(self, basis: Any, window: int, *, symmetry: bool | str = "auto",
-                 max_batch_elements: int = 2**23) -> None:
+    def __init__(
+        self, basis: Any, window: int, *, symmetry: bool | str = "auto", max_batch_elements: int = 2**23
+    ) -> None:
         L = int(basis.L)
         if not 1 <= window <= L:
             raise ValueError(f"window must be in 1..L={L}, got {window}")
@@ -234,15 +238,20 @@ class MomentModel:
         tol = 1e-9 * max(1.0, float(np.abs(base).max()))
         quarter, sign = False, 1
         for s in (1, -1):
-            if all(np.abs(np.rot90(base, s * k, axes=(1, 2)) - project(orbit_angles(q.angles, k, False))).max() < tol
-                   for k in (1, 2, 3)):
+            if all(
+                np.abs(np.rot90(base, s * k, axes=(1, 2)) - project(orbit_angles(q.angles, k, False))).max() < tol
+                for k in (1, 2, 3)
+            ):
                 quarter, sign = True, s
                 break
         ks = range(4) if quarter else range(1)
         q = q if quarter else euler_quadrature(3 * self.ell_max, quarter=False, mirror=True)
         base = base if quarter else project(q.angles)
-        mirror = all(np.abs(np.rot90(base, sign * k, axes=(1, 2))[:, :, ::-1] - project(orbit_angles(q.angles, k, True))).max() < tol
-                     for k in ks)
+        mirror = all(
+            np.abs(np.rot90(base, sign * k, axes=(1, 2))[:, :, ::-1] - project(orbit_angles(q.angles, k, True))).max()
+            < tol
+            for k in ks
+        )
         return quarter, mirror
 
     def _rotate_np(self, basis: Any, c: np.ndarray, R: np.ndarray) -> np.ndarray:
@@ -251,7 +260,9 @@ class MomentModel:
         out = np.empty((len(R), c.size))
         for l, start, S in self.blocks:
             m = S * (2 * l + 1)
-            out[:, start:start + m] = np.einsum("qmk,sk->qsm", D[l], c[start:start + m].reshape(S, 2 * l + 1)).reshape(len(R), m)
+            out[:, start : start + m] = np.einsum(
+                "qmk,sk->qsm", D[l], c[start : start + m].reshape(S, 2 * l + 1)
+            ).reshape(len(R), m)
         return out
 
     def _second_moment_map(self) -> list[torch.Tensor]:
@@ -263,23 +274,23 @@ class MomentModel:
         maps = []
         for l, start, S in self.blocks:
             m = S * (2 * l + 1)
-            imgs = self.psi[:, start:start + m].T.reshape(S, 2 * l + 1, n, n).reshape(-1, n, n)
-            V = _patches(imgs, W).reshape(S, 2 * l + 1, n * n, -1)        # [s', m, r, lag]
-            img = imgs.reshape(S, 2 * l + 1, n * n)                        # [s, m, r]
+            imgs = self.psi[:, start : start + m].T.reshape(S, 2 * l + 1, n, n).reshape(-1, n, n)
+            V = _patches(imgs, W).reshape(S, 2 * l + 1, n * n, -1)  # [s', m, r, lag]
+            img = imgs.reshape(S, 2 * l + 1, n * n)  # [s, m, r]
             maps.append(torch.einsum("smr,tmrk->kst", img, V) / (2 * l + 1))
         return maps
 
     # ---------------------------------------------------------------- evaluation
     def coef_blocks(self, coef: torch.Tensor) -> dict[int, torch.Tensor]:
         """ℓ → the ℓ block of ``coef`` as a (n_radial, 2ℓ+1) view (layout of :func:`ell_blocks`)."""
-        return {l: coef[start:start + S * (2 * l + 1)].reshape(S, 2 * l + 1) for l, start, S in self.blocks}
+        return {l: coef[start : start + S * (2 * l + 1)].reshape(S, 2 * l + 1) for l, start, S in self.blocks}
 
     def rotated(self, coef: torch.Tensor, sl: slice) -> torch.Tensor:
         """Coefficients of the volume at the quadrature rotations ``sl``: (n_rot, size)."""
         parts = []
         for l, start, S in self.blocks:
             n = S * (2 * l + 1)
-            c = coef[start:start + n].reshape(S, 2 * l + 1)
+            c = coef[start : start + n].reshape(S, 2 * l + 1)
             parts.append(torch.einsum("qmk,sk->qsm", self.wigner[l][sl], c).reshape(-1, n))
         return torch.cat(parts, dim=1)
 
@@ -297,7 +308,9 @@ class MomentModel:
             out = out + torch.flip(out, (1, 3))
         return out
 
-    def box_moments(self, coef: torch.Tensor, *, third: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def box_moments(
+        self, coef: torch.Tensor, *, third: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """E_ω of the box sums (Σ p, Σ p p, Σ p p p) — the model without γ/L² and noise."""
         K = 2 * self.W - 1
         m1 = self.a1_row @ coef
@@ -320,8 +333,9 @@ class MomentModel:
             m3 = m3 + _WeightedGram.apply(self.projections(coef, sl), self.weights[sl], self.W, self.rows)
         return self._symmetrise(m3.reshape((K,) * 4))
 
-    def moments(self, coef: torch.Tensor, gamma: torch.Tensor | float, sigma: float = 0.0,
-                *, third: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def moments(
+        self, coef: torch.Tensor, gamma: torch.Tensor | float, sigma: float = 0.0, *, third: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(a1, a2, a3) torch tensors of the micrograph model (see module docstring)."""
         K = 2 * self.W - 1
         m1, m2, m3 = self.box_moments(coef, third=third)

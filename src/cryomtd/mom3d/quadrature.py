@@ -90,8 +90,9 @@ def euler_quadrature(degree: int, *, quarter: bool = False, mirror: bool = False
     A, T, P = np.meshgrid(rot, tilt, psi, indexing="ij")
     W = np.broadcast_to((wx / 2)[None, :, None], A.shape) / (n_rot * n_psi)
     angles = np.stack([A.ravel(), T.ravel(), P.ravel()], axis=1)
-    return EulerQuadrature(angles=angles, weights=np.ascontiguousarray(W.ravel()), n_psi=n_psi, quarter=quarter,
-                          mirror=mirror)
+    return EulerQuadrature(
+        angles=angles, weights=np.ascontiguousarray(W.ravel()), n_psi=n_psi, quarter=quarter, mirror=mirror
+    )
 
 
 def orbit_angles(angles: np.ndarray, k: int, mirrored: bool) -> np.ndarray:

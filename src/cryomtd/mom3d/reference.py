@@ -17,7 +17,9 @@ from cryomtd.mom3d.model import ModelMoments
 __all__ = ["box_autocorrelations", "expected_moments_reference"]
 
 
-def box_autocorrelations(images: np.ndarray, W: int, weights: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+def box_autocorrelations(
+    images: np.ndarray, W: int, weights: np.ndarray | None = None
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Weighted sums over images (n, L, L) of Σ_r p[r], Σ_r p[r]p[r+ℓ], Σ_r p[r]p[r+ℓ1]p[r+ℓ2].
 
     Zero outside each image; lags |ℓ|∞ ≤ W−1; dense layout of ``autocorrelations_2d``.
@@ -28,10 +30,10 @@ def box_autocorrelations(images: np.ndarray, W: int, weights: np.ndarray | None 
     w = np.full(n, 1.0) if weights is None else np.asarray(weights, dtype=np.float64)
     K = 2 * W - 1
     pad = np.zeros((n, L + 2 * (W - 1), L + 2 * (W - 1)))
-    pad[:, W - 1:W - 1 + L, W - 1:W - 1 + L] = images
+    pad[:, W - 1 : W - 1 + L, W - 1 : W - 1 + L] = images
 
     def shifted(ly: int, lx: int) -> np.ndarray:  # p[r + ℓ] for r over the image support
-        return pad[:, W - 1 + ly:W - 1 + ly + L, W - 1 + lx:W - 1 + lx + L]
+        return pad[:, W - 1 + ly : W - 1 + ly + L, W - 1 + lx : W - 1 + lx + L]
 
     lags = [(ly, lx) for ly in range(-(W - 1), W) for lx in range(-(W - 1), W)]
     a1 = float(np.einsum("q,qyx->", w, images))
@@ -46,8 +48,16 @@ def box_autocorrelations(images: np.ndarray, W: int, weights: np.ndarray | None 
     return a1, a2, a3
 
 
-def expected_moments_reference(basis: Any, coef: np.ndarray, gamma: float, W: int, *, sigma: float = 0.0,
-                               rotations: np.ndarray | None = None, weights: np.ndarray | None = None) -> ModelMoments:
+def expected_moments_reference(
+    basis: Any,
+    coef: np.ndarray,
+    gamma: float,
+    W: int,
+    *,
+    sigma: float = 0.0,
+    rotations: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> ModelMoments:
     """The model by brute force over a rotation rule (default ``so3_quadrature(3·ell_max)``).
 
     With explicit ``rotations`` (n, 3, 3) and ``weights`` (n,) summing to 1 (e.g. Haar
@@ -59,7 +69,9 @@ def expected_moments_reference(basis: Any, coef: np.ndarray, gamma: float, W: in
         rotations, weights = so3_quadrature(3 * int(np.max(basis.ell)))
     rotations = np.asarray(rotations, dtype=np.float64)
     weights = np.full(len(rotations), 1.0 / len(rotations)) if weights is None else np.asarray(weights)
-    images = np.asarray(basis.project(np.asarray(coef, dtype=np.float64), rotations)).reshape(len(rotations), basis.L, basis.L)
+    images = np.asarray(basis.project(np.asarray(coef, dtype=np.float64), rotations)).reshape(
+        len(rotations), basis.L, basis.L
+    )
     m1, m2, m3 = box_autocorrelations(images, W, weights)
     scale = gamma / basis.L**2
     a1 = scale * m1

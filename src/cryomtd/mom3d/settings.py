@@ -53,6 +53,6 @@ class LsqSettings:
     advanced: LsqAdvanced = field(default_factory=LsqAdvanced)
 
     @classmethod
-    def from_config(cls, block: Mapping[str, Any] | None, where: str = "lsq") -> "LsqSettings":
+    def from_config(cls, block: Mapping[str, Any] | None, where: str = "lsq") -> LsqSettings:
         """From a (validated) ``lsq`` config block; unknown keys are errors naming ``where``."""
         return from_block(cls, block, where)

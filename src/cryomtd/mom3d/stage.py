@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +20,16 @@ from cryomtd.io import InputError, read_npz, save_npz
 from cryomtd.mom3d.settings import LsqSettings
 from cryomtd.moments.settings import default_window
 
-__all__ = ["default_window", "fit_basis", "exact_moments_file", "recover_restart_file", "refine_restart_file",
-           "pick_best_file", "noise_sigma", "load_npz"]
+__all__ = [
+    "default_window",
+    "fit_basis",
+    "exact_moments_file",
+    "recover_restart_file",
+    "refine_restart_file",
+    "pick_best_file",
+    "noise_sigma",
+    "load_npz",
+]
 
 log = logging.getLogger("cryomtd.mom3d")
 
@@ -38,8 +47,10 @@ def fit_basis(L: int, ell_max: int | None, fit_ell_max: int | None) -> tuple[Any
     if fit_ell_max is None or int(fit_ell_max) >= full.ell_max:
         return full, full
     small = SphericalBessel(int(L), int(fit_ell_max))
-    if not np.array_equal(np.asarray(full.ell)[:small.size], np.asarray(small.ell)):
-        raise InputError(f"lsq.ell_max={fit_ell_max}: basis layouts differ between ell_max {fit_ell_max} and {full.ell_max}")
+    if not np.array_equal(np.asarray(full.ell)[: small.size], np.asarray(small.ell)):
+        raise InputError(
+            f"lsq.ell_max={fit_ell_max}: basis layouts differ between ell_max {fit_ell_max} and {full.ell_max}"
+        )
     return full, small
 
 
@@ -50,8 +61,16 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(int(n))
 
 
-def exact_moments_file(truth_npz: str | os.PathLike, out: str | os.PathLike, *, gamma: float, window: int | None,
-                       fit_ell_max: int | None = None, count: int = 1, threads: int | None = None) -> None:
+def exact_moments_file(
+    truth_npz: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    gamma: float,
+    window: int | None,
+    fit_ell_max: int | None = None,
+    count: int = 1,
+    threads: int | None = None,
+) -> None:
     """truth.npz (coef, L, ell_max) → moments.npz: exact noise-free model moments at density ``gamma``.
 
     ``window`` None → :func:`default_window`. The truth is truncated to ℓ ≤ ``fit_ell_max``
@@ -69,9 +88,17 @@ def exact_moments_file(truth_npz: str | os.PathLike, out: str | os.PathLike, *, 
     _threads(threads)
     t0 = time.perf_counter()
     model = MomentModel(basis, W)
-    model.numpy(coef[:basis.size], float(gamma)).to_moments2d(count, noise_sum=0.0).save(out)
-    log.info("exact moments: L=%d ell_max=%d W=%d gamma=%g (%d quadrature rotations) in %.2f s → %s",
-             L, basis.ell_max, W, gamma, model.quadrature.size, time.perf_counter() - t0, out)
+    model.numpy(coef[: basis.size], float(gamma)).to_moments2d(count, noise_sum=0.0).save(out)
+    log.info(
+        "exact moments: L=%d ell_max=%d W=%d gamma=%g (%d quadrature rotations) in %.2f s → %s",
+        L,
+        basis.ell_max,
+        W,
+        gamma,
+        model.quadrature.size,
+        time.perf_counter() - t0,
+        out,
+    )
 
 
 def noise_sigma(moments: Any, mode: str) -> float | None:
@@ -90,8 +117,9 @@ def noise_sigma(moments: Any, mode: str) -> float | None:
     return None
 
 
-def _fit_setup(moments_npz: str | os.PathLike, *, L: int, ell_max: int | None, settings: LsqSettings,
-               exact: bool) -> tuple[Any, Any, Any, int, float | None]:
+def _fit_setup(
+    moments_npz: str | os.PathLike, *, L: int, ell_max: int | None, settings: LsqSettings, exact: bool
+) -> tuple[Any, Any, Any, int, float | None]:
     """(moments, experiment basis, fit basis, W, σ) of one fit job, checked against the config."""
     from cryomtd.basis.symmetry import parse_symmetry
     from cryomtd.moments import Moments2D
@@ -111,19 +139,50 @@ def _fit_setup(moments_npz: str | os.PathLike, *, L: int, ell_max: int | None, s
     return moments, full, basis, int(moments.window), sigma
 
 
-def _save_fit(out: str | os.PathLike, res: Any, full: Any, basis: Any, *, W: int, sigma: float | None, L: int,
-              restart: int, **extra: Any) -> None:
+def _save_fit(
+    out: str | os.PathLike,
+    res: Any,
+    full: Any,
+    basis: Any,
+    *,
+    W: int,
+    sigma: float | None,
+    L: int,
+    restart: int,
+    **extra: Any,
+) -> None:
     coef = np.zeros(full.size)
-    coef[:basis.size] = res.coef
-    save_npz(out, coef=coef, gamma=np.float64(res.gamma), cost=np.float64(res.cost), cost_trace=res.cost_trace,
-             stage_ends=np.asarray(res.stage_ends, dtype=np.int64), iterations=np.int64(res.iterations),
-             wall_time_s=np.float64(res.wall_time_s), restart=np.int64(restart), ell_max_fit=np.int64(basis.ell_max),
-             window=np.int64(W), sigma=np.float64(np.nan if sigma is None else sigma), L=np.int64(L),
-             ell_max=np.int64(full.ell_max), **extra)
+    coef[: basis.size] = res.coef
+    save_npz(
+        out,
+        coef=coef,
+        gamma=np.float64(res.gamma),
+        cost=np.float64(res.cost),
+        cost_trace=res.cost_trace,
+        stage_ends=np.asarray(res.stage_ends, dtype=np.int64),
+        iterations=np.int64(res.iterations),
+        wall_time_s=np.float64(res.wall_time_s),
+        restart=np.int64(restart),
+        ell_max_fit=np.int64(basis.ell_max),
+        window=np.int64(W),
+        sigma=np.float64(np.nan if sigma is None else sigma),
+        L=np.int64(L),
+        ell_max=np.int64(full.ell_max),
+        **extra,
+    )
 
 
-def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike, *, L: int, ell_max: int | None,
-                         settings: LsqSettings | None = None, seed: int, restart: int, exact: bool = False) -> None:
+def recover_restart_file(
+    moments_npz: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    L: int,
+    ell_max: int | None,
+    settings: LsqSettings | None = None,
+    seed: int,
+    restart: int,
+    exact: bool = False,
+) -> None:
     """moments.npz → lsq/restart_{r}.npz (coef in the experiment basis, gamma, cost, cost_trace,
     stage_ends, iterations, wall_time_s, ell_max_fit, window, sigma). ``exact``: the moments are noise-free."""
     from cryomtd.mom3d.fit import fit_restart
@@ -131,19 +190,43 @@ def recover_restart_file(moments_npz: str | os.PathLike, out: str | os.PathLike,
 
     settings = settings or LsqSettings()
     moments, full, basis, W, sigma = _fit_setup(moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact)
-    log.info("restart %d: L=%d fit ell_max=%d (size %d) W=%d sigma=%s optimizer=%s symmetry=%s init=%s",
-             restart, L, basis.ell_max, basis.size, W, sigma, settings.advanced.optimizer, settings.symmetry,
-             settings.advanced.init)
-    res = fit_restart(moments, basis, settings, rng=rng(int(seed), "lsq3d", int(restart)), sigma=sigma, window=W,
-                      restart=int(restart))
+    log.info(
+        "restart %d: L=%d fit ell_max=%d (size %d) W=%d sigma=%s optimizer=%s symmetry=%s init=%s",
+        restart,
+        L,
+        basis.ell_max,
+        basis.size,
+        W,
+        sigma,
+        settings.advanced.optimizer,
+        settings.symmetry,
+        settings.advanced.init,
+    )
+    res = fit_restart(
+        moments, basis, settings, rng=rng(int(seed), "lsq3d", int(restart)), sigma=sigma, window=W, restart=int(restart)
+    )
     _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=int(restart))
-    log.info("restart %d: cost %.4e, gamma %.4g, %d iterations, %.1f s", restart, res.cost, res.gamma,
-             res.iterations, res.wall_time_s)
+    log.info(
+        "restart %d: cost %.4e, gamma %.4g, %d iterations, %.1f s",
+        restart,
+        res.cost,
+        res.gamma,
+        res.iterations,
+        res.wall_time_s,
+    )
 
 
-def refine_restart_file(moments_npz: str | os.PathLike, restarts: Sequence[str | os.PathLike],
-                        out: str | os.PathLike, *, rank: int, L: int, ell_max: int | None,
-                        settings: LsqSettings | None = None, exact: bool = False) -> int:
+def refine_restart_file(
+    moments_npz: str | os.PathLike,
+    restarts: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    rank: int,
+    L: int,
+    ell_max: int | None,
+    settings: LsqSettings | None = None,
+    exact: bool = False,
+) -> int:
     """lsq/restart_*.npz → lsq/refine_{rank}.npz: the restart of the ``rank``-th lowest cost (0 =
     best; ties by file order) continued by at most ``refine_iterations`` Gauss–Newton cost
     evaluations (:func:`cryomtd.mom3d.fit.refine_restart`) on the same cost. Same keys as a
@@ -153,34 +236,64 @@ def refine_restart_file(moments_npz: str | os.PathLike, restarts: Sequence[str |
 
     settings = settings or LsqSettings()
     if not 0 <= int(rank) < len(restarts):
-        raise InputError(f"lsq.refine_top: refine rank {rank} needs at least {int(rank) + 1} restarts, "
-                         f"got {len(restarts)} (lsq.restarts)")
-    runs = [load_npz(p, ["coef", "gamma", "cost", "cost_trace", "iterations", "wall_time_s", "restart", "L", "ell_max"],
-                     what="lsq restart file") for p in restarts]
+        raise InputError(
+            f"lsq.refine_top: refine rank {rank} needs at least {int(rank) + 1} restarts, "
+            f"got {len(restarts)} (lsq.restarts)"
+        )
+    runs = [
+        load_npz(
+            p,
+            ["coef", "gamma", "cost", "cost_trace", "iterations", "wall_time_s", "restart", "L", "ell_max"],
+            what="lsq restart file",
+        )
+        for p in restarts
+    ]
     pick = int(rank_by_cost([float(r["cost"]) for r in runs])[int(rank)])
     src = runs[pick]
     moments, full, basis, W, sigma = _fit_setup(moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact)
     if int(src["L"]) != int(L) or int(src["ell_max"]) != full.ell_max:
-        raise InputError(f"{restarts[pick]}: restart of L={int(src['L'])}, ell_max={int(src['ell_max'])}; this "
-                         f"experiment has L={L}, ell_max={full.ell_max} (rerun recover_lsq)")
+        raise InputError(
+            f"{restarts[pick]}: restart of L={int(src['L'])}, ell_max={int(src['ell_max'])}; this "
+            f"experiment has L={L}, ell_max={full.ell_max} (rerun recover_lsq)"
+        )
     r = int(src["restart"])
-    log.info("refine rank %d: restart %d (cost %.4e), at most %d Gauss-Newton evaluations", rank, r, float(src["cost"]),
-             settings.refine_iterations)
-    res = refine_restart(moments, basis, np.asarray(src["coef"], dtype=np.float64)[:basis.size], float(src["gamma"]),
-                         settings, sigma=sigma, window=W, restart=r)
+    log.info(
+        "refine rank %d: restart %d (cost %.4e), at most %d Gauss-Newton evaluations",
+        rank,
+        r,
+        float(src["cost"]),
+        settings.refine_iterations,
+    )
+    res = refine_restart(
+        moments,
+        basis,
+        np.asarray(src["coef"], dtype=np.float64)[: basis.size],
+        float(src["gamma"]),
+        settings,
+        sigma=sigma,
+        window=W,
+        restart=r,
+    )
     ends = [int(e) for e in src.get("stage_ends", [])]
     res.cost_trace = np.r_[np.asarray(src["cost_trace"], dtype=np.float64), res.cost_trace]
     res.stage_ends = ends + [len(res.cost_trace)]
     res.iterations += int(src["iterations"])
     res.wall_time_s += float(src["wall_time_s"])
     _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=r, refined_from=np.int64(r))
-    log.info("refine rank %d (restart %d): cost %.4e → %.4e, gamma %.4g", rank, r, float(src["cost"]), res.cost,
-             res.gamma)
+    log.info(
+        "refine rank %d (restart %d): cost %.4e → %.4e, gamma %.4g", rank, r, float(src["cost"]), res.cost, res.gamma
+    )
     return r
 
 
-def pick_best_file(restarts: Sequence[str | os.PathLike], out_npz: str | os.PathLike, out_mrc: str | os.PathLike, *,
-                   voxel_size: float = 1.0, settings: LsqSettings | None = None) -> int:
+def pick_best_file(
+    restarts: Sequence[str | os.PathLike],
+    out_npz: str | os.PathLike,
+    out_mrc: str | os.PathLike,
+    *,
+    voxel_size: float = 1.0,
+    settings: LsqSettings | None = None,
+) -> int:
     """lsq/restart_*.npz (and refine_*.npz) → lsq.npz, the lowest cost in the common
     :class:`~cryomtd.estimate.Estimate` format (extra: cost, restart, restart_costs,
     restart_files, stage_ends, iterations, L, ell_max, ell_max_fit, window, sigma, voxel_size),
@@ -193,18 +306,30 @@ def pick_best_file(restarts: Sequence[str | os.PathLike], out_npz: str | os.Path
 
     if not restarts:
         raise InputError("pick_best_restart: no restart files")
-    runs = [load_npz(p, ["coef", "gamma", "cost", "cost_trace", "wall_time_s", "L", "ell_max"],
-                     what="lsq restart file") for p in restarts]
+    runs = [
+        load_npz(p, ["coef", "gamma", "cost", "cost_trace", "wall_time_s", "L", "ell_max"], what="lsq restart file")
+        for p in restarts
+    ]
     costs = np.array([float(r["cost"]) for r in runs])
     best = int(rank_by_cost(costs)[0])
     r = runs[best]
     basis = SphericalBessel(int(r["L"]), int(r["ell_max"]))
     extra = {k: v for k, v in r.items() if k not in ("coef", "gamma", "cost_trace", "wall_time_s")}
-    Estimate("lsq", coef=np.asarray(r["coef"], dtype=np.float64), gamma=float(r["gamma"]), trace=r["cost_trace"],
-             trace_label="least-squares cost", wall_time_s=float(r["wall_time_s"]),
-             settings=to_block(settings or LsqSettings()),
-             extra={**extra, "restart_costs": costs, "restart_files": np.array([os.fspath(p) for p in restarts]),
-                    "voxel_size": np.float64(voxel_size)}).save(out_npz)
+    Estimate(
+        "lsq",
+        coef=np.asarray(r["coef"], dtype=np.float64),
+        gamma=float(r["gamma"]),
+        trace=r["cost_trace"],
+        trace_label="least-squares cost",
+        wall_time_s=float(r["wall_time_s"]),
+        settings=to_block(settings or LsqSettings()),
+        extra={
+            **extra,
+            "restart_costs": costs,
+            "restart_files": np.array([os.fspath(p) for p in restarts]),
+            "voxel_size": np.float64(voxel_size),
+        },
+    ).save(out_npz)
     write_mrc(out_mrc, basis.evaluate(np.asarray(r["coef"], dtype=np.float64)), voxel_size)
     log.info("best of %d: %s, cost %.4e (costs %s)", len(runs), os.fspath(restarts[best]), costs[best], costs)
     return best

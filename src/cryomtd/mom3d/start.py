@@ -105,8 +105,16 @@ def ball_radius(model: Any, cost: Any, *, edge: float = 1.0, step: float = 0.5) 
     return R
 
 
-def ball_start(model: Any, cost: Any, rng: np.random.Generator, gamma0: float, *, radius: float,
-               spread: float = 0.3, edge: float = 1.0) -> np.ndarray:
+def ball_start(
+    model: Any,
+    cost: Any,
+    rng: np.random.Generator,
+    gamma0: float,
+    *,
+    radius: float,
+    spread: float = 0.3,
+    edge: float = 1.0,
+) -> np.ndarray:
     """Soft ball of ``radius`` px plus random ℓ ≥ 1 coefficients of norm ``spread``·‖ball‖,
     in model coordinates (model.size,), scaled so Σ a2 matches the data."""
     basis = model.basis
@@ -119,8 +127,16 @@ def ball_start(model: Any, cost: Any, rng: np.random.Generator, gamma0: float, *
     return _match_a2(model, cost, x, gamma0)
 
 
-def start_point(kind: str, model: Any, cost: Any, rng: np.random.Generator, gamma0: float, *,
-                radius: float | None = None, spread: float = 0.3) -> np.ndarray:
+def start_point(
+    kind: str,
+    model: Any,
+    cost: Any,
+    rng: np.random.Generator,
+    gamma0: float,
+    *,
+    radius: float | None = None,
+    spread: float = 0.3,
+) -> np.ndarray:
     """The start of one restart: ``kind`` "random" or "ball" (``radius`` None: :func:`ball_radius`)."""
     if kind == "random":
         return random_start(model, cost, rng, gamma0)

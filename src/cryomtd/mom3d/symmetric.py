@@ -36,8 +36,10 @@ class SymmetricModel:
         angular = invariant_blocks(model.basis, self.symmetry)  # the group's Wigner matrices, once
         Q = subspace_from_blocks(model.basis, angular)
         if Q.shape[1] == 0:
-            raise ValueError(f"no {self.symmetry}-symmetric volume has a nonzero coefficient up to ell_max "
-                             f"{model.ell_max}; raise basis.ell_max or check lsq.symmetry")
+            raise ValueError(
+                f"no {self.symmetry}-symmetric volume has a nonzero coefficient up to ell_max "
+                f"{model.ell_max}; raise basis.ell_max or check lsq.symmetry"
+            )
         self.Q = torch.from_numpy(np.ascontiguousarray(Q))
         self.size = int(Q.shape[1])
         self.angular = [torch.from_numpy(np.ascontiguousarray(V)) for V in angular]
@@ -53,11 +55,14 @@ class SymmetricModel:
         """Basis coefficients c = Q z (model.size,) of reduced coefficients z (k,)."""
         return self.Q @ z
 
-    def moments(self, z: torch.Tensor, gamma: torch.Tensor | float, sigma: float = 0.0,
-                *, third: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def moments(
+        self, z: torch.Tensor, gamma: torch.Tensor | float, sigma: float = 0.0, *, third: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         return self.inner.moments(self.full(z), gamma, sigma, third=third)
 
-    def box_moments(self, z: torch.Tensor, *, third: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def box_moments(
+        self, z: torch.Tensor, *, third: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         return self.inner.box_moments(self.full(z), third=third)
 
     def box_jacobian(self, z: torch.Tensor, *, single: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -77,8 +77,9 @@ def default_chunk(backend: str, W: int) -> int:
     return 64 if backend in ("numpy", "torch-cpu") else 512
 
 
-def memory_needed(W: int, M1: int, M2: int, method: str = "rows", band_pixels: int | None = None,
-                  tile_pixels: int = 1 << 24) -> int:
+def memory_needed(
+    W: int, M1: int, M2: int, method: str = "rows", band_pixels: int | None = None, tile_pixels: int = 1 << 24
+) -> int:
     """Bytes :func:`autocorrelations_2d` needs at its peak for window ``W`` on an M1 × M2 image.
 
     The dense a3 (D⁴ float64, D = 2W − 1) and the index maps that relate it to the stored
@@ -122,7 +123,8 @@ def _check_memory(W: int, M1: int, M2: int, method: str, band_pixels: int, tile_
     raise InputError(
         f"moments.window (--window) = {W}: the autocorrelations need about {_bytes(need)} "
         f"(the dense a3 alone is (2W−1)⁴ float64 = {_bytes(8 * lag_size(W) ** 4)}), but this machine has "
-        f"{_bytes(available)} of memory; the largest window that fits is about {fits}")
+        f"{_bytes(available)} of memory; the largest window that fits is about {fits}"
+    )
 
 
 def _bytes(n: float) -> str:
@@ -143,10 +145,10 @@ def _overlap_rows(band: np.ndarray, W: int, M2: int) -> np.ndarray:
     left = np.zeros((h, W))
     right = np.zeros((h, W))
     if k:
-        left[:, 1:k + 1] = np.cumsum(band[:, :k], axis=1)
-        right[:, 1:k + 1] = np.cumsum(band[:, ::-1][:, :k], axis=1)
-        left[:, k + 1:] = rowsum[:, None]
-        right[:, k + 1:] = rowsum[:, None]
+        left[:, 1 : k + 1] = np.cumsum(band[:, :k], axis=1)
+        right[:, 1 : k + 1] = np.cumsum(band[:, ::-1][:, :k], axis=1)
+        left[:, k + 1 :] = rowsum[:, None]
+        right[:, k + 1 :] = rowsum[:, None]
     lx = np.arange(D) - (W - 1)
     # ℓx ≥ 0: drop the last ℓx columns; ℓx < 0: drop the first |ℓx| columns
     return rowsum[:, None] - np.where(lx >= 0, right[:, np.clip(lx, 0, None)], left[:, np.clip(-lx, 0, None)])
@@ -199,8 +201,10 @@ def _row_plan(W: int) -> _RowPlan:
     n_cols = D2 + wide_cols.size
     products = [(0, w0, n_h - 1, D2)]  # [I; Up] × Lo
     if W > 1:
-        products += [(w0, w0 + k * k, D2, D2 + W * k),  # ℓLy ∈ [1, W−1] × ℓRy ∈ [0, W−1]
-                     (w0 + k * k, w0 + D * k, D2 + W * k, D2 + D * k)]  # ℓLy ∈ [1−W, 0] × ℓRy ∈ [1−W, −1]
+        products += [
+            (w0, w0 + k * k, D2, D2 + W * k),  # ℓLy ∈ [1, W−1] × ℓRy ∈ [0, W−1]
+            (w0 + k * k, w0 + D * k, D2 + W * k, D2 + D * k),
+        ]  # ℓLy ∈ [1−W, 0] × ℓRy ∈ [1−W, −1]
     # lag (flat f) of every accumulator row and column
     row_f = np.concatenate([[-1], D2 - 1 - np.arange(n_h), D2 - 1 - wide_rows])
     col_f = np.concatenate([D2 - 1 - np.arange(D2), D2 - 1 - wide_cols])
@@ -224,11 +228,19 @@ def _row_plan(W: int) -> _RowPlan:
     return _RowPlan((n_rows, n_cols), tuple(products), wide_rows, wide_cols, s2_index, s3_index)
 
 
-def autocorrelations_2d(image: np.ndarray, W: int, *, backend: str | Backend = "auto",
-                        dtype: str = "float64", band_pixels: int | None = None,
-                        tile_pixels: int = 1 << 24, chunk: int | None = None,
-                        sigma2: float | None = None, show_progress: bool | None = None,
-                        method: str | None = None) -> Moments2D:
+def autocorrelations_2d(
+    image: np.ndarray,
+    W: int,
+    *,
+    backend: str | Backend = "auto",
+    dtype: str = "float64",
+    band_pixels: int | None = None,
+    tile_pixels: int = 1 << 24,
+    chunk: int | None = None,
+    sigma2: float | None = None,
+    show_progress: bool | None = None,
+    method: str | None = None,
+) -> Moments2D:
     """First three autocorrelations of a 2-D image over the lags |ℓ|∞ ≤ W−1.
 
     Parameters
@@ -290,16 +302,16 @@ def autocorrelations_2d(image: np.ndarray, W: int, *, backend: str | Backend = "
         # host tile with halo: rows y0−(W−1) … y1+(W−1), columns −(W−1) … M2+(W−1), zero outside
         host = np.zeros((y1 - y0 + 2 * (W - 1), M2 + 2 * (W - 1)))
         lo, hi = max(0, y0 - (W - 1)), min(M1, y1 + (W - 1))
-        host[lo - (y0 - (W - 1)): hi - (y0 - (W - 1)), W - 1: W - 1 + M2] = np.asarray(image[lo:hi], dtype=np.float64)
+        host[lo - (y0 - (W - 1)) : hi - (y0 - (W - 1)), W - 1 : W - 1 + M2] = np.asarray(image[lo:hi], dtype=np.float64)
         if not np.all(np.isfinite(host)):
             raise ValueError(f"autocorrelations_2d: non-finite pixels in rows {lo}–{hi}")
         tile = be.asarray(host, dtype)
         for b in range(b0, b1):
             ya, yb = b * band_rows, min(M1, (b + 1) * band_rows)
             # band in tile coordinates: base rows ya..yb → padded rows ya−y0 … yb−y0+2(W−1)
-            band_sums.add(tile[ya - y0: yb - y0 + 2 * (W - 1)], yb - ya)
+            band_sums.add(tile[ya - y0 : yb - y0 + 2 * (W - 1)], yb - ya)
             # first-order sums on the host in float64 (cheap): s1 and the overlap sums t
-            hb = host[ya - y0 + W - 1: yb - y0 + W - 1, W - 1: W - 1 + M2]
+            hb = host[ya - y0 + W - 1 : yb - y0 + W - 1, W - 1 : W - 1 + M2]
             s1 += float(hb.sum())
             C = _overlap_rows(hb, W, M2)  # (h, D) over ℓx
             yy = np.arange(ya, yb)[None, :] + rows_valid[:, None]  # (D, h): y + ℓy
@@ -307,9 +319,18 @@ def autocorrelations_2d(image: np.ndarray, W: int, *, backend: str | Backend = "
             bar.update(1)
     bar.close()
     s2h, s3 = band_sums.result()
-    return Moments2D(window=W, count=M1 * M2, s1=s1, s2=s2h, s3=s3, t=t,
-                     n_images=1, noise_sum=float("nan") if sigma2 is None else float(sigma2) * M1 * M2,
-                     backend=be.name, dtype=dtype)
+    return Moments2D(
+        window=W,
+        count=M1 * M2,
+        s1=s1,
+        s2=s2h,
+        s3=s3,
+        t=t,
+        n_images=1,
+        noise_sum=float("nan") if sigma2 is None else float(sigma2) * M1 * M2,
+        backend=be.name,
+        dtype=dtype,
+    )
 
 
 class _RowsBands:
@@ -337,22 +358,22 @@ class _RowsBands:
         be, D, M2, n_h, Y = self.be, self.D, self.M2, self.n_h, self.Y
         D2 = D * D
         flipped = be.module.flip(band, (0,))
-        S = be.module.stack([flipped[:, D - 1 - b: D - 1 - b + M2] for b in range(D)], 1)  # (h+D−1, D, M2)
+        S = be.module.stack([flipped[:, D - 1 - b : D - 1 - b + M2] for b in range(D)], 1)  # (h+D−1, D, M2)
         w0 = 1 + n_h
         W = self.W
         Yw = Y[w0:].reshape(D, W - 1, M2)  # [a, j−1, x]: wide row ℓ = (W−1−a, −j)
         Xw = self.Xw.reshape(D, W - 1, M2)  # [a, m, x]: wide column ℓ = (W−1−a, W−1−m)
         for j in range(h):
-            UT = S[h - 1 - j: h - 1 - j + D].reshape(D2, M2)
+            UT = S[h - 1 - j : h - 1 - j + D].reshape(D2, M2)
             w = UT[n_h - 1]  # I[r] for the M2 base pixels of this row
             Y[0] = w
             be.multiply(UT[:n_h], w, out=Y[1:w0])
             if W > 1:
                 V = UT.reshape(D, D, M2)  # [a, b, x]
                 be.multiply(V[:, W:], w, out=Yw)
-                Xw[...] = V[:, :W - 1]
+                Xw[...] = V[:, : W - 1]
             for r0, r1, c0, c1 in self.plan.products:
-                X = UT[c0:c1] if c1 <= D2 else self.Xw[c0 - D2:c1 - D2]
+                X = UT[c0:c1] if c1 <= D2 else self.Xw[c0 - D2 : c1 - D2]
                 P = Y[r0:r1] @ X.T
                 self.A[r0:r1, c0:c1] += P if self.exact else be.float64(P)
 
@@ -405,4 +426,4 @@ class _GatherBands:
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         Gh = self.be.to_numpy(self.G).ravel()
-        return self.be.to_numpy(self.s2)[:self.layout.n_h], Gh[_a3_maps(self.W)[2]]
+        return self.be.to_numpy(self.s2)[: self.layout.n_h], Gh[_a3_maps(self.W)[2]]

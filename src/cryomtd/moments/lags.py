@@ -131,7 +131,8 @@ def in_computed_set(W: int, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
     """True where the Gram entry at permuted positions (p1, p2) is formed by the engine."""
     g = gram_layout(W)
     return ((p1 < g.n_h) & (p2 >= p1)) | (
-        (p1 >= g.l_range[0]) & (p1 < g.l_range[1]) & (p2 >= g.r_range[0]) & (p2 < g.r_range[1]))
+        (p1 >= g.l_range[0]) & (p1 < g.l_range[1]) & (p2 >= g.r_range[0]) & (p2 < g.r_range[1])
+    )
 
 
 @lru_cache(maxsize=16)

@@ -119,8 +119,7 @@ class Moments2D:
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def from_dense(cls, a1: float, a2: np.ndarray, a3: np.ndarray, count: int, window: int,
-                   **kwargs) -> "Moments2D":
+    def from_dense(cls, a1: float, a2: np.ndarray, a3: np.ndarray, count: int, window: int, **kwargs) -> Moments2D:
         """Store dense (model or exact) moments in the same format.
 
         ``a2`` (D, D) and ``a3`` (D, D, D, D) with D = 2W−1 are read at the
@@ -131,13 +130,19 @@ class Moments2D:
         a2 = np.asarray(a2, dtype=np.float64)
         a3 = np.asarray(a3, dtype=np.float64)
         if a2.shape != (D, D) or a3.shape != (D, D, D, D):
-            raise ValueError(f"from_dense(W={window}): expected a2 {(D, D)} and a3 {(D,) * 4}, "
-                             f"got {a2.shape} and {a3.shape}")
-        return cls(window=int(window), count=int(count), s1=float(a1) * count,
-                   s2=a2.ravel()[_a2_maps(window)[0]] * count, s3=a3.ravel()[_a3_maps(window)[0]] * count,
-                   **kwargs)
+            raise ValueError(
+                f"from_dense(W={window}): expected a2 {(D, D)} and a3 {(D,) * 4}, got {a2.shape} and {a3.shape}"
+            )
+        return cls(
+            window=int(window),
+            count=int(count),
+            s1=float(a1) * count,
+            s2=a2.ravel()[_a2_maps(window)[0]] * count,
+            s3=a3.ravel()[_a3_maps(window)[0]] * count,
+            **kwargs,
+        )
 
-    def crop(self, window: int) -> "Moments2D":
+    def crop(self, window: int) -> Moments2D:
         """The same sums restricted to the smaller window ``window`` ≤ W (exact: entries are copied).
 
         The lags |ℓ|∞ ≤ window−1 are a subset of those of W, and so are the a2/a3 classes.
@@ -151,10 +156,10 @@ class Moments2D:
         D = lag_size(self.window)
         i2 = _a2_maps(self.window)[1].reshape(D, D)[l2[:, 0], l2[:, 1]]
         i3 = _a3_maps(self.window)[1].reshape(D, D, D, D)[l3[:, 0], l3[:, 1], l3[:, 2], l3[:, 3]]
-        t = None if self.t is None else self.t[o:D - o, o:D - o].copy()
+        t = None if self.t is None else self.t[o : D - o, o : D - o].copy()
         return replace(self, window=window, s2=self.s2[i2], s3=self.s3[i3], t=t, meta=dict(self.meta))
 
-    def debiased(self, sigma2: float | None = None) -> "Moments2D":
+    def debiased(self, sigma2: float | None = None) -> Moments2D:
         """A copy with the white-noise bias removed (docs/design.md §8), for zero-mean noise of variance σ².
 
         With I = s + ε, E[a2[ℓ]] = a2_s[ℓ] + σ² δ_ℓ0 and the a³ entries whose point
@@ -182,36 +187,54 @@ class Moments2D:
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> None:
         """Write an uncompressed ``.npz`` atomically (format version ``FORMAT_VERSION``)."""
-        save_npz(path, version=np.int64(FORMAT_VERSION), window=np.int64(self.window),
-                 count=np.int64(self.count), s1=np.float64(self.s1), s2=self.s2, s3=self.s3,
-                 t=np.zeros((0, 0)) if self.t is None else self.t, n_images=np.int64(self.n_images),
-                 noise_sum=np.float64(self.noise_sum), backend=np.str_(self.backend),
-                 dtype=np.str_(self.dtype), debiased_sigma2=np.float64(self.meta.get("debiased_sigma2", np.nan)))
+        save_npz(
+            path,
+            version=np.int64(FORMAT_VERSION),
+            window=np.int64(self.window),
+            count=np.int64(self.count),
+            s1=np.float64(self.s1),
+            s2=self.s2,
+            s3=self.s3,
+            t=np.zeros((0, 0)) if self.t is None else self.t,
+            n_images=np.int64(self.n_images),
+            noise_sum=np.float64(self.noise_sum),
+            backend=np.str_(self.backend),
+            dtype=np.str_(self.dtype),
+            debiased_sigma2=np.float64(self.meta.get("debiased_sigma2", np.nan)),
+        )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Moments2D":
+    def load(cls, path: str | os.PathLike) -> Moments2D:
         """Read a file written by ``save``; errors name the file."""
         path = Path(path)
         d = read_npz(path, ("version", "window", "count", "s1", "s2", "s3"), what="Moments2D .npz moments file")
         if int(d["version"]) > FORMAT_VERSION:
-            raise InputError(f"{path}: moments format version {int(d['version'])} is newer than "
-                             f"this cryomtd ({FORMAT_VERSION})")
+            raise InputError(
+                f"{path}: moments format version {int(d['version'])} is newer than this cryomtd ({FORMAT_VERSION})"
+            )
         t = d.get("t")
         meta = {}
         if np.isfinite(d.get("debiased_sigma2", np.nan)):
             meta["debiased_sigma2"] = float(d["debiased_sigma2"])
         try:
-            return cls(window=int(d["window"]), count=int(d["count"]), s1=float(d["s1"]),
-                       s2=np.asarray(d["s2"], np.float64), s3=np.asarray(d["s3"], np.float64),
-                       t=None if t is None or t.size == 0 else np.asarray(t, np.float64),
-                       n_images=int(d.get("n_images", 1)), noise_sum=float(d.get("noise_sum", np.nan)),
-                       backend=str(d.get("backend", "unknown")), dtype=str(d.get("dtype", "float64")),
-                       meta=meta)
+            return cls(
+                window=int(d["window"]),
+                count=int(d["count"]),
+                s1=float(d["s1"]),
+                s2=np.asarray(d["s2"], np.float64),
+                s3=np.asarray(d["s3"], np.float64),
+                t=None if t is None or t.size == 0 else np.asarray(t, np.float64),
+                n_images=int(d.get("n_images", 1)),
+                noise_sum=float(d.get("noise_sum", np.nan)),
+                backend=str(d.get("backend", "unknown")),
+                dtype=str(d.get("dtype", "float64")),
+                meta=meta,
+            )
         except ValueError as exc:
             raise InputError(f"{path}: inconsistent moments file ({exc})") from None
 
     @classmethod
-    def merge(cls, parts: Sequence["Moments2D"]) -> "Moments2D":
+    def merge(cls, parts: Sequence[Moments2D]) -> Moments2D:
         """See :func:`merge`."""
         return merge(parts)
 
@@ -253,7 +276,16 @@ def merge(parts: Sequence[Moments2D]) -> Moments2D:
     meta = {}
     if None not in deb:  # all debiased: record the pixel-weighted σ² that was removed
         meta["debiased_sigma2"] = sum(p.count * p.meta["debiased_sigma2"] for p in parts) / sum(p.count for p in parts)
-    return Moments2D(window=W, count=sum(p.count for p in parts), s1=s1, s2=s2, s3=s3, t=t,
-                     n_images=sum(p.n_images for p in parts), noise_sum=sum(p.noise_sum for p in parts),
-                     backend="+".join(sorted({p.backend for p in parts})),
-                     dtype="float32" if any(p.dtype == "float32" for p in parts) else "float64", meta=meta)
+    return Moments2D(
+        window=W,
+        count=sum(p.count for p in parts),
+        s1=s1,
+        s2=s2,
+        s3=s3,
+        t=t,
+        n_images=sum(p.n_images for p in parts),
+        noise_sum=sum(p.noise_sum for p in parts),
+        backend="+".join(sorted({p.backend for p in parts})),
+        dtype="float32" if any(p.dtype == "float32" for p in parts) else "float64",
+        meta=meta,
+    )

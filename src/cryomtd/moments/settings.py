@@ -51,7 +51,7 @@ class MomentsSettings:
     advanced: MomentsAdvanced = field(default_factory=MomentsAdvanced)
 
     @classmethod
-    def from_config(cls, block: Mapping[str, Any] | None, where: str = "moments") -> "MomentsSettings":
+    def from_config(cls, block: Mapping[str, Any] | None, where: str = "moments") -> MomentsSettings:
         """From a (validated) ``moments`` config block; unknown keys are errors naming ``where``."""
         return from_block(cls, block, where)
 

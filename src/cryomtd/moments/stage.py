@@ -33,8 +33,14 @@ def read_micrograph(path: str | os.PathLike):
     return read_image_mrc(path)
 
 
-def autocorrelate_file(micrograph: str | os.PathLike, out: str | os.PathLike, settings: MomentsSettings | None = None,
-                       *, L: int | None = None, show_progress: bool | None = None) -> Moments2D:
+def autocorrelate_file(
+    micrograph: str | os.PathLike,
+    out: str | os.PathLike,
+    settings: MomentsSettings | None = None,
+    *,
+    L: int | None = None,
+    show_progress: bool | None = None,
+) -> Moments2D:
     """Autocorrelations of one micrograph MRC at the window ``settings.window_for(L)``, written
     atomically to ``out`` (``Moments2D.save``).
 
@@ -51,8 +57,16 @@ def autocorrelate_file(micrograph: str | os.PathLike, out: str | os.PathLike, se
         sigma2 = estimate_noise_variance(image, cutoff=s.noise.cutoff)
         log.info("%s: estimated noise variance %.6g (cutoff %.2f × Nyquist)", micrograph, sigma2, s.noise.cutoff)
     adv = s.advanced
-    m = autocorrelations_2d(image, window, backend=adv.backend, dtype=adv.dtype, band_pixels=adv.band_pixels,
-                            tile_pixels=adv.tile_pixels, sigma2=sigma2, show_progress=show_progress)
+    m = autocorrelations_2d(
+        image,
+        window,
+        backend=adv.backend,
+        dtype=adv.dtype,
+        band_pixels=adv.band_pixels,
+        tile_pixels=adv.tile_pixels,
+        sigma2=sigma2,
+        show_progress=show_progress,
+    )
     if s.noise.debias:
         m = m.debiased(sigma2)
     m.save(out)

@@ -82,9 +82,19 @@ def rho_from_gamma(L: int, gamma: float) -> np.ndarray:
     return rho
 
 
-def fit_em(y: np.ndarray | list[np.ndarray], L: int, *, sigma: float, x0: np.ndarray | None = None,
-           rho0: np.ndarray | None = None, seed: int = 0, max_iterations: int = 200, tol: float = 1e-7,
-           block: int = 65536, progress_bar: bool | None = None) -> EMResult:
+def fit_em(
+    y: np.ndarray | list[np.ndarray],
+    L: int,
+    *,
+    sigma: float,
+    x0: np.ndarray | None = None,
+    rho0: np.ndarray | None = None,
+    seed: int = 0,
+    max_iterations: int = 200,
+    tol: float = 1e-7,
+    block: int = 65536,
+    progress_bar: bool | None = None,
+) -> EMResult:
     """Approximate EM from ``x0`` (or a random start from ``rng(seed, "mtd1d-em", 0)``).
 
     ``y``: the measurement (n,) or a list of independent segments; ``sigma``: noise

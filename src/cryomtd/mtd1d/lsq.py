@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from cryomtd.io import InputError
 from cryomtd.mtd1d.moments import Moments1D, model_moments
 from cryomtd.seeding import rng
@@ -121,8 +122,7 @@ class _Residuals:
         p, q = np.nonzero(m3)
         self.p, self.q = p, q
         self.d = np.concatenate(([d1], d2[self.i2], d3[p, q]))
-        self.sw = np.sqrt(np.concatenate(([self.w[0]], np.full(self.i2.size, self.w[1]),
-                                          np.full(p.size, self.w[2]))))
+        self.sw = np.sqrt(np.concatenate(([self.w[0]], np.full(self.i2.size, self.w[1]), np.full(p.size, self.w[2]))))
         self.b2 = (self.i2 == 0).astype(float)  # σ² δ[ℓ]
         self.b3 = (p == 0).astype(float) + (q == 0) + (p == q)  # times σ² A1
         j = np.arange(L)
@@ -157,9 +157,17 @@ class _Residuals:
         return r, J
 
 
-def fit_lsq_restart(moments: Moments1D, L: int, *, sigma: float | None = None, seed: int = 0,
-                    restart: int = 0, max_iterations: int = 200, x0: np.ndarray | None = None,
-                    gamma0: float | None = None) -> LSQResult:
+def fit_lsq_restart(
+    moments: Moments1D,
+    L: int,
+    *,
+    sigma: float | None = None,
+    seed: int = 0,
+    restart: int = 0,
+    max_iterations: int = 200,
+    x0: np.ndarray | None = None,
+    gamma0: float | None = None,
+) -> LSQResult:
     """One trust-region run from the initial point of ``restart`` (or from ``x0``, ``gamma0``)."""
     import pymanopt  # deferred: pymanopt imports torch (seconds), only LS jobs need it
     from pymanopt.manifolds import Euclidean, Positive, Product
@@ -204,22 +212,36 @@ def fit_lsq_restart(moments: Moments1D, L: int, *, sigma: float | None = None, s
         if sigma is None or energy <= 0:
             energy = max(abs(moments.a2[0]), 1e-12) * 0.5
         x0 = x0 * np.sqrt(energy * L / gamma0) / np.linalg.norm(x0)
-    optimizer = pymanopt.optimizers.TrustRegions(max_iterations=max_iterations, min_gradient_norm=1e-14,
-                                                 verbosity=0)
+    optimizer = pymanopt.optimizers.TrustRegions(max_iterations=max_iterations, min_gradient_norm=1e-14, verbosity=0)
     res = optimizer.run(problem, initial_point=[np.asarray(x0, float), np.array([[gamma0]])])
     x, g = res.point
-    return LSQResult(x=np.asarray(x, float), gamma=float(np.asarray(g).ravel()[0]), cost=float(res.cost),
-                     restart=restart, iterations=int(res.iterations),
-                     wall_time_s=time.perf_counter() - t0, costs=[float(res.cost)])
+    return LSQResult(
+        x=np.asarray(x, float),
+        gamma=float(np.asarray(g).ravel()[0]),
+        cost=float(res.cost),
+        restart=restart,
+        iterations=int(res.iterations),
+        wall_time_s=time.perf_counter() - t0,
+        costs=[float(res.cost)],
+    )
 
 
-def fit_lsq(moments: Moments1D, L: int, *, sigma: float | None = None, restarts: int = 4, seed: int = 0,
-            max_iterations: int = 200) -> LSQResult:
+def fit_lsq(
+    moments: Moments1D,
+    L: int,
+    *,
+    sigma: float | None = None,
+    restarts: int = 4,
+    seed: int = 0,
+    max_iterations: int = 200,
+) -> LSQResult:
     """Best of ``restarts`` runs of :func:`fit_lsq_restart` (lowest cost)."""
     if restarts < 1:
         raise InputError(f"lsq.restarts: expected >= 1, got {restarts}")
-    runs = [fit_lsq_restart(moments, L, sigma=sigma, seed=seed, restart=r, max_iterations=max_iterations)
-            for r in range(restarts)]
+    runs = [
+        fit_lsq_restart(moments, L, sigma=sigma, seed=seed, restart=r, max_iterations=max_iterations)
+        for r in range(restarts)
+    ]
     return pick_best(runs)
 
 
@@ -230,8 +252,15 @@ def pick_best(runs: list[LSQResult]) -> LSQResult:
     return best
 
 
-def fit_lsq_two_stage(moments: Moments1D, L: int, *, sigma: float | None = None, restarts: int = 4,
-                      seed: int = 0, max_iterations: int = 200) -> LSQResult:
+def fit_lsq_two_stage(
+    moments: Moments1D,
+    L: int,
+    *,
+    sigma: float | None = None,
+    restarts: int = 4,
+    seed: int = 0,
+    max_iterations: int = 200,
+) -> LSQResult:
     """The published two-stage fit for a signal whose length is known only to be ≤ L.
 
     Stage 1 fits a signal of length W = 2L − 1 (``moments`` must have window ≥ W): the true
@@ -246,7 +275,15 @@ def fit_lsq_two_stage(moments: Moments1D, L: int, *, sigma: float | None = None,
     first = fit_lsq(moments, W, sigma=sigma, restarts=restarts, seed=seed, max_iterations=max_iterations)
     energy = np.convolve(first.x**2, np.ones(L), mode="valid")  # energy of each length-L window
     k = int(np.argmax(energy))
-    second = fit_lsq_restart(moments, L, sigma=sigma, seed=seed, restart=0, max_iterations=max_iterations,
-                             x0=first.x[k : k + L].copy(), gamma0=first.gamma * L / W)
+    second = fit_lsq_restart(
+        moments,
+        L,
+        sigma=sigma,
+        seed=seed,
+        restart=0,
+        max_iterations=max_iterations,
+        x0=first.x[k : k + L].copy(),
+        gamma0=first.gamma * L / W,
+    )
     second.costs = first.costs
     return second

@@ -54,8 +54,11 @@ def relative_error(estimate: np.ndarray | float, truth: np.ndarray | float, *, a
     return float(min(errs) / np.linalg.norm(t))
 
 
-_STYLES = ({"color": "C0", "marker": "o", "ls": "--"}, {"color": "C3", "marker": "s", "ls": "-"},
-           {"color": "C2", "marker": "^", "ls": ":"})
+_STYLES = (
+    {"color": "C0", "marker": "o", "ls": "--"},
+    {"color": "C3", "marker": "s", "ls": "-"},
+    {"color": "C2", "marker": "^", "ls": ":"},
+)
 
 
 def _pyplot():
@@ -102,8 +105,7 @@ def overlay_figure(truth: np.ndarray, estimates: dict[str, np.ndarray], title: s
     return fig
 
 
-def plot_overlay(path: str | os.PathLike, truth: np.ndarray, estimates: dict[str, np.ndarray],
-                 title: str = "") -> None:
+def plot_overlay(path: str | os.PathLike, truth: np.ndarray, estimates: dict[str, np.ndarray], title: str = "") -> None:
     """PNG of :func:`overlay_figure`, written atomically."""
     _save(overlay_figure(truth, estimates, title), path)
 

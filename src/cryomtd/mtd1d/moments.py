@@ -26,8 +26,15 @@ import numpy as np
 
 from cryomtd.io import InputError, save_npz
 
-__all__ = ["Moments1D", "MomentAccumulator", "autocorrelations", "merge", "model_moments",
-           "noise_bias", "DEFAULT_BLOCK"]
+__all__ = [
+    "Moments1D",
+    "MomentAccumulator",
+    "autocorrelations",
+    "merge",
+    "model_moments",
+    "noise_bias",
+    "DEFAULT_BLOCK",
+]
 
 DEFAULT_BLOCK = 4096  # windows per GEMM block: (L+1, B) float64 ≈ 0.7 MB stays in L2 cache for L ~ 21
 
@@ -142,8 +149,14 @@ class MomentAccumulator:
         return Moments1D(self.L, self.n, self.s1, self._acc[:, self.L].copy(), s3)
 
 
-def autocorrelations(y: np.ndarray | Iterable[np.ndarray], L: int, *, chunk: int = 1 << 20,
-                     block: int = DEFAULT_BLOCK, dtype: str = "float64") -> Moments1D:
+def autocorrelations(
+    y: np.ndarray | Iterable[np.ndarray],
+    L: int,
+    *,
+    chunk: int = 1 << 20,
+    block: int = DEFAULT_BLOCK,
+    dtype: str = "float64",
+) -> Moments1D:
     """Moments of a measurement given as one array (processed in chunks of ``chunk``) or an
     iterable of consecutive chunks. Returns :class:`Moments1D` (``.a1``, ``.a2`` (L,),
     ``.a3`` (L, L), ``.n``). ``dtype="float64"`` (default) is exact to rounding;
@@ -168,8 +181,13 @@ def merge(parts: Sequence[Moments1D]) -> Moments1D:
     for p in parts:
         if p.L != L:
             raise InputError(f"merge: segments have different L ({p.L} != {L})")
-    return Moments1D(L, sum(p.n for p in parts), float(sum(p.s1 for p in parts)),
-                     np.sum([p.s2 for p in parts], axis=0), np.sum([p.s3 for p in parts], axis=0))
+    return Moments1D(
+        L,
+        sum(p.n for p in parts),
+        float(sum(p.s1 for p in parts)),
+        np.sum([p.s2 for p in parts], axis=0),
+        np.sum([p.s3 for p in parts], axis=0),
+    )
 
 
 def _shift_matrix(x: np.ndarray, xp=np) -> np.ndarray:

@@ -47,7 +47,8 @@ class Placement:
         if not 0.0 < self.gamma <= gmax:
             raise InputError(
                 f"placement.gamma: expected 0 < gamma <= L/(L+min_gap) = {gmax:.4g} "
-                f"for L={L}, min_gap={self.min_gap}; got {self.gamma}")
+                f"for L={L}, min_gap={self.min_gap}; got {self.gamma}"
+            )
 
     def mean_extra_gap(self, L: int) -> float:
         return L / self.gamma - L - self.min_gap
@@ -94,8 +95,9 @@ class _Starts:
         return out
 
 
-def simulate_chunks(x: np.ndarray, n: int, placement: Placement, sigma: float, seed: int, index: int,
-                    chunk: int = 1 << 20) -> Iterator[tuple[np.ndarray, int]]:
+def simulate_chunks(
+    x: np.ndarray, n: int, placement: Placement, sigma: float, seed: int, index: int, chunk: int = 1 << 20
+) -> Iterator[tuple[np.ndarray, int]]:
     """Yield segment ``index`` of length ``n`` as consecutive chunks ``(y_chunk, copies)``.
 
     ``y_chunk`` is float64 of length ``chunk`` (the last one shorter); ``copies`` is the
@@ -127,8 +129,9 @@ def simulate_chunks(x: np.ndarray, n: int, placement: Placement, sigma: float, s
         yield y, int(s.size)
 
 
-def simulate_segment(x: np.ndarray, n: int, placement: Placement, sigma: float, seed: int, index: int,
-                     chunk: int = 1 << 20) -> tuple[np.ndarray, int]:
+def simulate_segment(
+    x: np.ndarray, n: int, placement: Placement, sigma: float, seed: int, index: int, chunk: int = 1 << 20
+) -> tuple[np.ndarray, int]:
     """The whole segment as one array (n,) float64 and its number of copies (for tests and EM)."""
     ys, copies = [], 0
     for y, c in simulate_chunks(x, n, placement, sigma, seed, index, chunk):

@@ -87,8 +87,15 @@ def _segment_length(s: Mtd1dSettings, index: int) -> int:
 
 def _segment_data(s: Mtd1dSettings, index: int) -> np.ndarray:
     """Segment ``index`` simulated whole (what :func:`segment_moments` streams), float32."""
-    y, _ = simulate_segment(signal_of(s), _segment_length(s, index), placement_of(s), float(s.sigma), int(s.seed),
-                            index, int(s.advanced.chunk))
+    y, _ = simulate_segment(
+        signal_of(s),
+        _segment_length(s, index),
+        placement_of(s),
+        float(s.sigma),
+        int(s.seed),
+        index,
+        int(s.advanced.chunk),
+    )
     return y.astype(np.float32)
 
 
@@ -108,22 +115,39 @@ def segment_moments(s: Mtd1dSettings, index: int, progress_bar: bool | None = No
         acc.update(y)
         copies += c
     dt = time.perf_counter() - t0
-    log.info("segment %d: n=%d copies=%d gamma=%.5f %.2f s (%.3g samples/s)", index, n, copies,
-             copies * L / n, dt, n / dt)
+    log.info(
+        "segment %d: n=%d copies=%d gamma=%.5f %.2f s (%.3g samples/s)", index, n, copies, copies * L / n, dt, n / dt
+    )
     return acc.result(), copies
 
 
 def _lsq_estimate(r: LSQResult, settings: dict) -> Estimate:
-    return Estimate(estimator="lsq", coef=r.x, gamma=r.gamma, trace=np.array([r.cost]), trace_label=LSQ_TRACE_LABEL,
-                    wall_time_s=r.wall_time_s, settings=settings,
-                    extra={"restart": r.restart, "iterations": r.iterations,
-                           "restart_costs": np.asarray(r.costs, dtype=np.float64)})
+    return Estimate(
+        estimator="lsq",
+        coef=r.x,
+        gamma=r.gamma,
+        trace=np.array([r.cost]),
+        trace_label=LSQ_TRACE_LABEL,
+        wall_time_s=r.wall_time_s,
+        settings=settings,
+        extra={
+            "restart": r.restart,
+            "iterations": r.iterations,
+            "restart_costs": np.asarray(r.costs, dtype=np.float64),
+        },
+    )
 
 
 def _lsq_result(e: Estimate) -> LSQResult:
-    return LSQResult(x=e.coef, gamma=e.gamma, cost=float(e.trace[-1]), restart=int(e.extra["restart"]),
-                     iterations=int(e.extra["iterations"]), wall_time_s=e.wall_time_s,
-                     costs=[float(c) for c in np.atleast_1d(e.extra["restart_costs"])])
+    return LSQResult(
+        x=e.coef,
+        gamma=e.gamma,
+        cost=float(e.trace[-1]),
+        restart=int(e.extra["restart"]),
+        iterations=int(e.extra["iterations"]),
+        wall_time_s=e.wall_time_s,
+        costs=[float(c) for c in np.atleast_1d(e.extra["restart_costs"])],
+    )
 
 
 def lsq_restart(s: Mtd1dSettings, moments: Moments1D, restart: int = 0) -> Estimate:
@@ -133,10 +157,17 @@ def lsq_restart(s: Mtd1dSettings, moments: Moments1D, restart: int = 0) -> Estim
     steps), ``restart_costs`` (this restart's cost); ``settings``: ``s.stage_block("lsq")``.
     """
     sigma = float(s.sigma) if s.lsq.sigma_known else None
-    r = fit_lsq_restart(moments, int(s.L), sigma=sigma, seed=int(s.seed), restart=restart,
-                        max_iterations=int(s.lsq.max_iterations))
-    log.info("lsq restart %d: cost=%.3e gamma=%.5f iterations=%d %.1f s", restart, r.cost, r.gamma,
-             r.iterations, r.wall_time_s)
+    r = fit_lsq_restart(
+        moments, int(s.L), sigma=sigma, seed=int(s.seed), restart=restart, max_iterations=int(s.lsq.max_iterations)
+    )
+    log.info(
+        "lsq restart %d: cost=%.3e gamma=%.5f iterations=%d %.1f s",
+        restart,
+        r.cost,
+        r.gamma,
+        r.iterations,
+        r.wall_time_s,
+    )
     return _lsq_estimate(r, s.stage_block("lsq"))
 
 
@@ -174,15 +205,42 @@ def em_estimate(s: Mtd1dSettings, lsq: Estimate, moments: Moments1D, progress_ba
     t0 = time.perf_counter()
     data = [_segment_data(s, k) for k in range(nseg)]
     t_data = time.perf_counter() - t0
-    res = fit_em(data, L, sigma=sigma, x0=lsq.coef, rho0=rho_from_gamma(L, lsq.gamma), seed=int(s.seed),
-                 max_iterations=int(s.em.iterations), tol=float(s.em.tol), progress_bar=progress_bar)
-    log.info("EM: %d iterations, converged=%s, loglik %.6f, %.1f s", res.iterations, res.converged,
-             res.loglik[-1], res.wall_time_s)
-    return Estimate(estimator="em", coef=res.x, gamma=res.gamma, trace=np.asarray(res.loglik),
-                    trace_label=EM_TRACE_LABEL, wall_time_s=res.wall_time_s, settings=s.stage_block("em"),
-                    extra={"rho": res.rho, "sigma": sigma, "iterations": res.iterations,
-                           "converged": bool(res.converged), "samples": int(sum(d.size for d in data)),
-                           "segments_used": nseg, "data_time_s": t_data})
+    res = fit_em(
+        data,
+        L,
+        sigma=sigma,
+        x0=lsq.coef,
+        rho0=rho_from_gamma(L, lsq.gamma),
+        seed=int(s.seed),
+        max_iterations=int(s.em.iterations),
+        tol=float(s.em.tol),
+        progress_bar=progress_bar,
+    )
+    log.info(
+        "EM: %d iterations, converged=%s, loglik %.6f, %.1f s",
+        res.iterations,
+        res.converged,
+        res.loglik[-1],
+        res.wall_time_s,
+    )
+    return Estimate(
+        estimator="em",
+        coef=res.x,
+        gamma=res.gamma,
+        trace=np.asarray(res.loglik),
+        trace_label=EM_TRACE_LABEL,
+        wall_time_s=res.wall_time_s,
+        settings=s.stage_block("em"),
+        extra={
+            "rho": res.rho,
+            "sigma": sigma,
+            "iterations": res.iterations,
+            "converged": bool(res.converged),
+            "samples": int(sum(d.size for d in data)),
+            "segments_used": nseg,
+            "data_time_s": t_data,
+        },
+    )
 
 
 def evaluation(s: Mtd1dSettings, gamma_true: float, lsq: Estimate, em: Estimate, name: str = "") -> dict:
@@ -190,18 +248,33 @@ def evaluation(s: Mtd1dSettings, gamma_true: float, lsq: Estimate, em: Estimate,
     x = signal_of(s)
 
     def errors(e: Estimate) -> dict:
-        return {"rel_error": relative_error(e.coef, x), "rel_error_no_shift": relative_error(e.coef, x, align=False),
-                "gamma": e.gamma, "gamma_rel_error": abs(e.gamma - gamma_true) / gamma_true}
+        return {
+            "rel_error": relative_error(e.coef, x),
+            "rel_error_no_shift": relative_error(e.coef, x, align=False),
+            "gamma": e.gamma,
+            "gamma_rel_error": abs(e.gamma - gamma_true) / gamma_true,
+        }
 
     return {
         "experiment": name,
-        "N": int(s.N), "L": int(s.L), "sigma": float(s.sigma),
+        "N": int(s.N),
+        "L": int(s.L),
+        "sigma": float(s.sigma),
         "gamma_target": float(s.placement.gamma),
         "gamma_true": gamma_true,
-        "lsq": {**errors(lsq), "cost": float(lsq.trace[-1]), "restart": int(lsq.extra["restart"]),
-                "restart_costs": [float(c) for c in np.atleast_1d(lsq.extra["restart_costs"])]},
-        "em": {**errors(em), "iterations": int(em.extra["iterations"]), "converged": bool(em.extra["converged"]),
-               "loglik": float(em.trace[-1]), "samples": int(em.extra["samples"])},
+        "lsq": {
+            **errors(lsq),
+            "cost": float(lsq.trace[-1]),
+            "restart": int(lsq.extra["restart"]),
+            "restart_costs": [float(c) for c in np.atleast_1d(lsq.extra["restart_costs"])],
+        },
+        "em": {
+            **errors(em),
+            "iterations": int(em.extra["iterations"]),
+            "converged": bool(em.extra["converged"]),
+            "loglik": float(em.trace[-1]),
+            "samples": int(em.extra["samples"]),
+        },
     }
 
 
@@ -262,20 +335,39 @@ def run_pick(paths: Sequence[Path], out: Path) -> Estimate:
     return e
 
 
-def run_em(s: Mtd1dSettings, lsq_path: Path, moments: Path, out: Path, trace: Path,
-           progress_bar: bool | None = None) -> Estimate:
+def run_em(
+    s: Mtd1dSettings, lsq_path: Path, moments: Path, out: Path, trace: Path, progress_bar: bool | None = None
+) -> Estimate:
     """EM from the least-squares estimate file: ``em.npz`` (estimate) and ``em_trace.json``."""
     e = em_estimate(s, _load_lsq(lsq_path), Moments1D.load(moments), progress_bar=progress_bar)
     e.save(out)
     x = e.extra
-    write_json(trace, {"loglik": e.trace, "iterations": x["iterations"], "converged": x["converged"],
-                       "sigma_used": x["sigma"], "samples": x["samples"], "segments_used": x["segments_used"],
-                       "wall_time_s": e.wall_time_s, "data_time_s": x["data_time_s"]})
+    write_json(
+        trace,
+        {
+            "loglik": e.trace,
+            "iterations": x["iterations"],
+            "converged": x["converged"],
+            "sigma_used": x["sigma"],
+            "samples": x["samples"],
+            "segments_used": x["segments_used"],
+            "wall_time_s": e.wall_time_s,
+            "data_time_s": x["data_time_s"],
+        },
+    )
     return e
 
 
-def run_evaluate(s: Mtd1dSettings, moments: Path, lsq_path: Path, em_path: Path, metrics: Path,
-                 overlay: Path, loglik_png: Path, name: str = "") -> dict:
+def run_evaluate(
+    s: Mtd1dSettings,
+    moments: Path,
+    lsq_path: Path,
+    em_path: Path,
+    metrics: Path,
+    overlay: Path,
+    loglik_png: Path,
+    name: str = "",
+) -> dict:
     """metrics.json (:func:`evaluation`) and the two figures."""
     with np.load(moments) as f:
         gamma_true = float(f["gamma_true"])
@@ -284,8 +376,12 @@ def run_evaluate(s: Mtd1dSettings, moments: Path, lsq_path: Path, em_path: Path,
     write_json(metrics, out)
     x = signal_of(s)
     # estimates drawn at their best zero-filled shift (the one rel_error uses)
-    plot_overlay(overlay, x, {"least squares": align_shift(lsq.coef, x), "EM": align_shift(em.coef, x)},
-                 title=f"{name}: LS err {out['lsq']['rel_error']:.3f}, EM err {out['em']['rel_error']:.3f}")
+    plot_overlay(
+        overlay,
+        x,
+        {"least squares": align_shift(lsq.coef, x), "EM": align_shift(em.coef, x)},
+        title=f"{name}: LS err {out['lsq']['rel_error']:.3f}, EM err {out['em']['rel_error']:.3f}",
+    )
     plot_loglik(loglik_png, [float(v) for v in em.trace], title=f"{name}: approximate EM")
     return out
 
@@ -303,7 +399,14 @@ def run_all(s: Mtd1dSettings, layout: Layout, progress_bar: bool | None = None) 
         if not os.path.exists(p):
             run_lsq_restart(s, layout.moments, r, p)
     run_pick(rs, layout.estimate("lsq"))
-    run_em(s, layout.estimate("lsq"), layout.moments, layout.estimate("em"), layout.em_trace,
-           progress_bar=progress_bar)
-    return run_evaluate(s, layout.moments, layout.estimate("lsq"), layout.estimate("em"), layout.metrics,
-                        layout.figure("overlay"), layout.figure("loglik"), name=str(layout.exp))
+    run_em(s, layout.estimate("lsq"), layout.moments, layout.estimate("em"), layout.em_trace, progress_bar=progress_bar)
+    return run_evaluate(
+        s,
+        layout.moments,
+        layout.estimate("lsq"),
+        layout.estimate("em"),
+        layout.metrics,
+        layout.figure("overlay"),
+        layout.figure("loglik"),
+        name=str(layout.exp),
+    )
