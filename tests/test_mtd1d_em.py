@@ -38,7 +38,7 @@ def test_em_recovers_signal_at_high_snr_and_loglik_never_decreases():
     x = make_signal("gaussian", L, seed=3)
     segs = [simulate_segment(x, 150_000, Placement(gamma, L - 1), sigma, seed=2, index=k)[0] for k in range(2)]
     x0 = x + 0.5 * np.random.default_rng(0).standard_normal(L)  # a rough start (LS-quality or worse)
-    r = fit_em(segs, L, sigma=sigma, x0=x0, max_iterations=60, tol=1e-9)
+    r = fit_em(segs, L, sigma=sigma, x0=x0, iterations=60, tol=1e-9)
     # at SNR ‖x‖²/(Lσ²) ≈ 11 the patch posterior is nearly certain: error is set by noise (~σ/√(#copies))
     assert np.linalg.norm(r.x - x) / np.linalg.norm(x) < 0.02
     assert r.gamma == pytest.approx(gamma, rel=0.1)

@@ -112,3 +112,18 @@ def test_unknown_key_is_one_line_naming_it():
     assert "experiments.demo.em" in msg and "grid_stp" in msg and "\n" not in msg
     with pytest.raises(InputError, match=r"experiments\.demo\.em\.advanced.*threds"):
         from_block(EmSettings, {"advanced": {"threds": 2}}, "experiments.demo.em")
+
+
+def test_1d_library_defaults_are_the_workflow_defaults():
+    """fit_lsq / fit_em called without options use the 1-D block's defaults."""
+    import inspect
+
+    from cryomtd.mtd1d import fit_em, fit_lsq
+    from cryomtd.mtd1d.settings import Em1dSettings, Lsq1dSettings
+
+    em, lsq = inspect.signature(fit_em).parameters, inspect.signature(fit_lsq).parameters
+    assert (em["iterations"].default, em["tol"].default) == (Em1dSettings().iterations, Em1dSettings().tol)
+    assert (lsq["restarts"].default, lsq["max_iterations"].default) == (
+        Lsq1dSettings().restarts,
+        Lsq1dSettings().max_iterations,
+    )

@@ -90,8 +90,8 @@ def fit_em(
     x0: np.ndarray | None = None,
     rho0: np.ndarray | None = None,
     seed: int = 0,
-    max_iterations: int = 200,
-    tol: float = 1e-7,
+    iterations: int = 200,
+    tol: float = 1e-6,
     block: int = 65536,
     progress_bar: bool | None = None,
 ) -> EMResult:
@@ -117,7 +117,7 @@ def fit_em(
     const = -0.5 * L * np.log(2 * np.pi * sigma**2)
     res = EMResult(x=x, rho=rho)
     prev = None
-    for it in progress(range(max_iterations), desc="mtd1d EM", enable=progress_bar):
+    for it in progress(range(iterations), desc="mtd1d EM", enable=progress_bar):
         T = templates(x)
         tnorm = np.einsum("ij,ij->i", T, T)
         logrho = np.log(np.maximum(rho, 1e-300))

@@ -212,7 +212,7 @@ def em_estimate(s: Mtd1dSettings, lsq: Estimate, moments: Moments1D, progress_ba
         x0=lsq.coef,
         rho0=rho_from_gamma(L, lsq.gamma),
         seed=int(s.seed),
-        max_iterations=int(s.em.iterations),
+        iterations=int(s.em.iterations),
         tol=float(s.em.tol),
         progress_bar=progress_bar,
     )
