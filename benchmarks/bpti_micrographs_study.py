@@ -292,7 +292,8 @@ def projection(thr: dict, rows: list[dict], n: int = 300, size: int = 4096) -> s
         f"per pixel: simulate {c_sim * 1e9:.0f} ns, autocorrelate W=6 {c6 * 1e9:.0f} ns at {size}² "
         f"({c6_1k * 1e9:.0f} ns at 1024²), W=10 {c10 * 1e9:.0f} ns at 1024²",
         f"fit (BPTI, ℓ ≤ 2, W = 6, one restart, median over the study): {t_fit:.0f} s",
-        f"BPTI setting at {n} × {size}²: {n} × ({thr[f'simulate_{size}']:.1f} + {thr[f'autocorrelate_{size}_W6']:.1f}) s"
+        f"BPTI setting at {n} × {size}²: {n} × ({thr[f'simulate_{size}']:.1f} + "
+        f"{thr[f'autocorrelate_{size}_W6']:.1f}) s"
         f" + 2 × {t_fit:.0f} s = {bpti / 3600:.2f} core-hours",
         f"TRPV1 window W = 10 autocorrelation of {n} × {size}²: {n * px * c10 / 3600:.1f} core-hours",
     ]

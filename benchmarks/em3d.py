@@ -208,7 +208,7 @@ def main() -> None:
         for r in (R // 4, R // 2, R):
             wig = random_wigner(r, args.ell_max)
             st = Statistics(float(P), 0.0, rng.random((r, 2 * L, 2 * L)), rng.standard_normal((r, L, L)))
-            t = best_time(lambda: mstep(st, model, wig, 1.0), repeat=1)
+            t = best_time(lambda st=st, wig=wig: mstep(st, model, wig, 1.0), repeat=1)
             sc["mstep_vs_rotations"].append([r, t])
             print(f"M-step: size {model.size}, {r} rotations: {t:.3f} s")
         out["scaling"] = sc

@@ -76,7 +76,7 @@ def main() -> None:
         t_sim = time.perf_counter() - t0
         rows = []
 
-        def record(k, res, rows=rows):
+        def record(k, res, rows=rows, name=name):
             a = align(b.evaluate(res.coef), truth, basis=b, output="basis", grid_step=15.0)
             curve = fsc(a.volume, truth)
             rows.append(

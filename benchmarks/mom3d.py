@@ -103,11 +103,11 @@ def run_case(
         ct = torch.tensor(c * 1.1, requires_grad=True)
         g = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
 
-        def value_and_grad():
+        def value_and_grad(cost=cost, ct=ct, g=g):
             f = cost(ct, g)
             torch.autograd.grad(f, (ct, g))
 
-        out[f"{name}_model_s"] = _best(lambda: model.numpy(c, 0.1), repeat)
+        out[f"{name}_model_s"] = _best(lambda model=model: model.numpy(c, 0.1), repeat)
         out[f"{name}_cost_grad_s"] = _best(value_and_grad, repeat)
         if name == "fast":
             fast = data

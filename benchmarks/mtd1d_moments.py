@@ -3,8 +3,8 @@
 Both run in this process on the same data: the reference computes every non-redundant lag
 (ℓ1 ≤ ℓ2) with one vectorised numpy expression per lag (a sliced product and a sum), the
 way one writes it first; cryomtd accumulates all lags at once with GEMMs over blocks of
-windows (cryomtd.mtd1d.moments), in float64 (default) and with float32 block products. Also reports simulate + moments, the work of one
-``mtd1d_segment`` job. Run::
+windows (cryomtd.mtd1d.moments), in float64 (default) and with float32 block products.
+Also reports simulate + moments, the work of one ``mtd1d_segment`` job. Run::
 
     OMP_NUM_THREADS=1 python benchmarks/mtd1d_moments.py --n 4000000 --L 21
 """

@@ -60,7 +60,8 @@ def main() -> None:
     _ = basis.projection_matrix  # build the cached Ψ outside the timings
     d = S.min_distance(args.spacing, L)
     print(
-        f"L = {L}, ell_max = {basis.ell_max} ({basis.size} coefficients), γ = {args.gamma}, spacing {args.spacing} (d = {d})"
+        f"L = {L}, ell_max = {basis.ell_max} ({basis.size} coefficients), γ = {args.gamma}, "
+        f"spacing {args.spacing} (d = {d})"
     )
 
     # Part 1: the full micrograph, stage by stage

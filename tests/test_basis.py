@@ -35,14 +35,16 @@ def grid_xyz(L):
     return np.stack([X, Y, Z], -1).astype(float)  # [z, y, x, (x, y, z)]
 
 
-def blobs_volume(L, centres, sig, amp, R=np.eye(3)):
-    """v_R(p) = v(Rᵀp) for a sum of Gaussians: the centres move to R·c."""
+def blobs_volume(L, centres, sig, amp, R=None):
+    """v_R(p) = v(Rᵀp) for a sum of Gaussians: the centres move to R·c (R defaults to the identity)."""
+    R = np.eye(3) if R is None else R
     p = grid_xyz(L)
     return sum(a * np.exp(-((p - R @ c) ** 2).sum(-1) / (2 * s * s)) for c, s, a in zip(centres, sig, amp))
 
 
-def blobs_projection(L, centres, sig, amp, R=np.eye(3)):
+def blobs_projection(L, centres, sig, amp, R=None):
     """∫ v_R dz analytically: 2-D Gaussians of amplitude a·√(2π)σ at (R c)_xy; indexed [y, x]."""
+    R = np.eye(3) if R is None else R
     ax = np.arange(L) - L // 2
     Y, X = np.meshgrid(ax, ax, indexing="ij")
     out = 0

@@ -222,7 +222,10 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 
 @pytest.mark.slow
 def test_yaml_syntax_error_in_the_config_is_one_line_with_its_line(tmp_path):
-    text = "experiments:\n  demo:\n    kind: cryo3d\n    seed: 1\n    volume: {source: x.pdb, L: 7\n    em:\n      grid_step: 30\n"
+    text = (
+        "experiments:\n  demo:\n    kind: cryo3d\n    seed: 1\n    volume: {source: x.pdb, L: 7\n"
+        "    em:\n      grid_step: 30\n"
+    )
     proc = snakemake_dry_run(tmp_path, text)
     assert error_lines(proc) == [
         "error: config.yaml, line 6, column 7: invalid YAML: expected ',' or '}', but got ':' "
@@ -247,7 +250,8 @@ def test_unknown_key_and_wrong_type_in_the_config_name_the_key(tmp_path):
         (
             experiment(advanced={"backend": "cuda"}),
             [
-                "config: experiments.demo.em.advanced.backend: expected one of auto, numpy, torch-cpu, torch-cuda, got 'cuda'"
+                "config: experiments.demo.em.advanced.backend: expected one of auto, numpy, torch-cpu, "
+                "torch-cuda, got 'cuda'"
             ],
         ),
         (
@@ -269,8 +273,8 @@ def test_unknown_key_and_wrong_type_in_the_config_name_the_key(tmp_path):
             },
             [
                 "config: experiments.d: missing required key 'seed'",
-                "config: experiments.d.micrographs.spacing: expected one of separated, nonoverlapping; or integer >= 1, "
-                "got 'wide'",
+                "config: experiments.d.micrographs.spacing: expected one of separated, nonoverlapping; "
+                "or integer >= 1, got 'wide'",
             ],
         ),
         (

@@ -3,7 +3,8 @@
 Each test asks Snakemake for one stage's outputs of a tiny cryo3d experiment (BPTI from the
 in-repo model, L = 7, two 96² micrographs) in a shared temporary working directory, so a
 later stage reuses the earlier outputs. To extend: add a test per stage that runs
-``run_workflow(workdir, <its targets>)`` (fixture in conftest.py) and checks its files against the library called in-process.
+``run_workflow(workdir, <its targets>)`` (fixture in conftest.py) and checks its files
+against the library called in-process.
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ def min_distance(spacing: str | int, L: int) -> int:
 def place_particles(
     size: int, L: int, n: int, distance: int, g: np.random.Generator, max_rounds: int = 64
 ) -> np.ndarray:
-    """Top-left corners (n, 2) int [t_y, t_x] of ``n`` L×L boxes in a size×size image, centres ≥ ``distance`` apart (∞-norm).
+    """Top-left corners (n, 2) int [t_y, t_x] of ``n`` L×L boxes in a size×size image,
+    centres ≥ ``distance`` apart (∞-norm).
 
     Random sequential adsorption on a grid of ``distance × distance`` cells over the
     (size − L + 1)² admissible corners: a cell holds at most one particle (two points of
@@ -176,7 +177,8 @@ def real_space_projector(volume: np.ndarray, order: int = 1) -> Projector:
 
 
 class EulerProjector:
-    """Ψ D(R) c for many rotations: a few small products per batch, no per-rotation Wigner matrices (equals ``basis.project(coef, R)``).
+    """Ψ D(R) c for many rotations: a few small products per batch, no per-rotation Wigner
+    matrices (equals ``basis.project(coef, R)``).
 
     Uses the ZYZ factorisation of the representation: with R = Rz(psi)·Ry(tilt)·Rz(rot)
     (``rotations.matrix_to_euler``) and a fixed rotation Q with Ry(t) = Q·Rz(t)·Qᵀ,
@@ -302,7 +304,8 @@ def basis_signal_energy(basis, coef: np.ndarray) -> float:
 
 
 def signal_energy(project: Projector, L: int, basis=None, coef: np.ndarray | None = None, batch: int = 1024) -> float:
-    """E_ω ‖P_ω x‖²_F: exact (:func:`basis_signal_energy`) with a basis and its coefficients, else the mean over a fixed Haar set."""
+    """E_ω ‖P_ω x‖²_F: exact (:func:`basis_signal_energy`) with a basis and its coefficients,
+    else the mean over a fixed Haar set."""
     if basis is not None and coef is not None:
         return basis_signal_energy(basis, coef)
     R = rotations.random(N_SNR_ROTATIONS, seeded_rng(0, "snr", 0))
@@ -541,7 +544,8 @@ class MicrographSettings:
 
 
 def ctf_for_micrograph(ctf: dict | None, g: np.random.Generator) -> CTF | None:
-    """A :class:`CTF` from the ``micrographs.ctf`` config block; a ``defocus`` [lo, hi] is drawn uniformly from ``g``."""
+    """A :class:`CTF` from the ``micrographs.ctf`` config block; a ``defocus`` [lo, hi] is
+    drawn uniformly from ``g``."""
     if ctf is None:
         return None
     params = dict(ctf)
@@ -595,7 +599,8 @@ def simulate_from_truth(
 def save_micrograph(
     m: Micrograph, mrc_path: str | os.PathLike, star_path: str | os.PathLike, json_path: str | os.PathLike
 ) -> None:
-    """Write the image (float32 MRC, pixel size in the header), the particle STAR file and the JSON summary, atomically."""
+    """Write the image (float32 MRC, pixel size in the header), the particle STAR file and
+    the JSON summary, atomically."""
     from cryomtd.io import write_json
     from cryomtd.volume import write_image_mrc
 

@@ -1,4 +1,5 @@
-"""Settings of the spherical-Bessel basis: the ``basis`` config block (schema ``workflow/schemas/basis.schema.yaml``)."""
+"""Settings of the spherical-Bessel basis: the ``basis`` config block
+(schema ``workflow/schemas/basis.schema.yaml``)."""
 
 from __future__ import annotations
 

@@ -203,7 +203,8 @@ def _plan(
 
 
 def _start(source: PatchSource, model: ProjectionModel, sigma: float, x0: np.ndarray | None, seed: int) -> np.ndarray:
-    """The initial coefficients: ``x0``, or a low-pass random volume from rng(seed, "em3d", 0) matched to the data power."""
+    """The initial coefficients: ``x0``, or a low-pass random volume from rng(seed, "em3d", 0)
+    matched to the data power."""
     if x0 is None:
         power = max(source.mean_power() - sigma**2, 1e-3 * sigma**2)
         x0 = model.lowpass_random(rng(seed, "em3d", 0), 2.0 * power)

@@ -35,7 +35,7 @@ class PatchSource:
         self.L = int(L)
         self._items = list(micrographs)
         shapes = []
-        for k, m in enumerate(self._items):
+        for k in range(len(self._items)):
             shape = self._shape(k)
             if len(shape) != 2:
                 raise InputError(f"micrograph {self._name(k)}: expected a 2-D image, got shape {shape}")

@@ -61,7 +61,8 @@ log = logging.getLogger("cryomtd.mom3d")
 @dataclass
 class FitResult:
     """One fit: ``coef`` (size,), ``gamma``, final ``cost``, ``cost_trace`` per iteration,
-    (best cost after each cost evaluation), ``iterations``, ``wall_time_s``; ``restart_costs`` lists every restart's cost (best kept);
+    (best cost after each cost evaluation), ``iterations``, ``wall_time_s``;
+    ``restart_costs`` lists every restart's cost (best kept);
     ``stage_ends``: the length of ``cost_trace`` at the end of each stage (marching degree, polish, refinement)."""
 
     coef: np.ndarray

@@ -386,7 +386,7 @@ class InvariantMomentModel(MomentModel):
             if V[l3] is not None:
                 U3 = torch.einsum("cij,cp->pij", U3, V[l3])
             U1, U2, U3 = U1.to(jd), U2.to(jd), U3.to(jd)
-            k1, k2, k3 = U1.shape[0], U2.shape[0], U3.shape[0]
+            k1, k3 = U1.shape[0], U3.shape[0]
             # ∂m3/∂Z_ℓ1[i, a] = Σ_jk U1[a, j, k] M[i, j, k]: one batched product over i
             D1 = torch.matmul(U1.reshape(k1, S2 * S3), M.view(S1, S2 * S3, n_orb))  # (S1, k1, n_orb)
             # ∂m3/∂Z_ℓ3[k, c] = Σ_ij U3[c, i, j] M[i, j, k]: one product over the leading (i, j)

@@ -269,7 +269,6 @@ def autocorrelations_2d(
     """
     W = int(W)
     D = lag_size(W)
-    D2 = D * D
     if np.ndim(image) != 2:
         raise ValueError(f"autocorrelations_2d: image must be 2-D, got shape {np.shape(image)}")
     if dtype not in ("float32", "float64"):

@@ -17,7 +17,8 @@ part of the model. With ``sigma=None`` the biased entries (a2[0]; a3 with ℓ1 =
 Optimiser: pymanopt ``TrustRegions`` with the analytic gradient 2Jᵀr of the weighted
 residuals r and the Gauss–Newton Hessian 2JᵀJ (exact at zero residual, so convergence is
 quadratic on exact moments); :func:`lsq_cost_terms` is the same cost written with
-``autograd.numpy``, kept as the independent reference the tests differentiate. Each restart starts from x₀ ~ N(0, 1) from ``rng(seed, "mtd1d-lsq", restart)``,
+``autograd.numpy``, kept as the independent reference the tests differentiate. Each
+restart starts from x₀ ~ N(0, 1) from ``rng(seed, "mtd1d-lsq", restart)``,
 γ₀ drawn log-uniformly in [0.01, 0.5], and x₀ rescaled so that γ₀‖x₀‖²/L matches the
 (debiased, when σ is known) a2[0] estimate. Restarts are independent (one job each in the
 workflow); the lowest cost wins.

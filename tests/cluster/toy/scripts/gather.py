@@ -4,14 +4,16 @@ import numpy as np
 
 from cryomtd.io import log_to, write_json
 
-with log_to(snakemake.log[0]):  # noqa: F821
-    xs = [np.load(f)["x"] for f in snakemake.input if f.endswith(".npz")]  # noqa: F821
+snakemake = globals()["snakemake"]  # injected by Snakemake
+
+with log_to(snakemake.log[0]):
+    xs = [np.load(f)["x"] for f in snakemake.input if f.endswith(".npz")]
     x = np.concatenate(xs)
     write_json(
         snakemake.output[0],
         {
             "count": int(x.size),
-            "sum": float(x.sum()),  # noqa: F821
+            "sum": float(x.sum()),
             "sum_sq": float(np.square(x).sum()),
         },
     )
