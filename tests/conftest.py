@@ -28,23 +28,17 @@ def structures_dir() -> Path:
     return STRUCTURES
 
 
+def snakemake_command(workdir: Path, *args: str, cores: int = 2) -> list[str]:
+    """The command that runs the repository's Snakefile with ``workdir`` as working directory."""
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+            "--cores", str(cores), "--nocolor", *args]  # fmt: skip
+
+
 def _run_workflow(workdir: Path, *targets: str, timeout: float = 900) -> str:
     """Run the repository's Snakefile for ``targets`` with ``workdir`` as working directory
     (a temporary folder, never the checkout) on 2 cores; fail the test with the tail of
     Snakemake's output on error; return its stdout + stderr."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--cores",
-        "2",
-        "--nocolor",
-        *targets,
-    ]
+    cmd = snakemake_command(workdir, *targets)
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout + proc.stderr

@@ -16,6 +16,7 @@ import mrcfile
 import numpy as np
 import pytest
 import yaml
+from conftest import snakemake_command
 
 from cryomtd.cli import main
 from cryomtd.io import InputError
@@ -189,19 +190,7 @@ def test_corrupt_em_checkpoint_names_the_file_and_the_remedy(noisy, tmp_path, ca
 # ---------------------------------------------------------------- e, f: the workflow config
 def snakemake_dry_run(workdir: Path, config_text: str) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(config_text)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "-n",
-        "--cores",
-        "1",
-        "--nocolor",
-    ]
+    cmd = snakemake_command(workdir, "-n", cores=1)
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=300)
 
 

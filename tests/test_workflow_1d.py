@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import snakemake_command
 
 from cryomtd.estimate import Estimate
 from cryomtd.layout import Layout
@@ -39,19 +39,7 @@ TARGETS = ["results/exp_a/metrics.json", "results/exp_b/metrics.json"]
 
 def snakemake(workdir: Path, *args: str) -> str:
     """Run the workflow on the 1-D targets only (rule `all` also collects other stages' summaries)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--cores",
-        "2",
-        *args,
-        *TARGETS,
-    ]
+    cmd = snakemake_command(workdir, *args, *TARGETS)
     res = subprocess.run(cmd, check=False, cwd=workdir, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout + res.stderr
