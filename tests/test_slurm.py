@@ -200,7 +200,7 @@ def tiny_mtd1d_config() -> dict:
     name, exp = next((n, e) for n, e in cfg["experiments"].items() if e["kind"] == "mtd1d")
     exp.update(N=200_000, segments=2)
     exp["lsq"] = {**exp.get("lsq", {}), "restarts": 2}
-    exp["em"] = {**exp.get("em", {}), "max_iterations": 20}
+    exp["em"] = {**exp.get("em", {}), "iterations": 20}
     return {**{k: v for k, v in cfg.items() if k != "experiments"}, "experiments": {name: exp}}
 
 
