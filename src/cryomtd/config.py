@@ -279,6 +279,8 @@ def _messages(error: jsonschema.ValidationError) -> list[str]:
         return [f"{at}invalid name {_short(value)}: expected a name matching {arg}"]
     if v == "pattern":
         return [f"{at}expected a string matching {arg}, got {_short(value)}"]
+    if v in ("oneOf", "anyOf") and "x-message" in schema:  # the schema's own explanation
+        return [f"{at}{schema['x-message']}"]
     if v in ("oneOf", "anyOf"):
         alternatives = "; or ".join(_describe(s) for s in arg)
         return [f"{at}expected {alternatives}, got {_short(value)}"]
