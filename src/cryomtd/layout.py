@@ -93,6 +93,17 @@ class Layout:
     def aligned_mrc(self, estimator: str) -> str:
         return self.path("aligned", f"{estimator}.mrc")
 
+    def aligned_half_mrc(self, estimator: str) -> str:
+        """``aligned/<estimator>_half2.mrc``: the half-2 estimate aligned to the half-1 estimate."""
+        return self.path("aligned", f"{estimator}_half2.mrc")
+
+    def half(self, i: int) -> Layout:
+        """The layout of half ``i`` (1 or 2) of the micrographs (even / odd index): ``<exp>/half<i>/``,
+        holding the same estimate files (``<name>.npz``, ``<name>.mrc``) as the full experiment."""
+        if int(i) not in (1, 2):
+            raise ValueError(f"half must be 1 or 2, got {i!r}")
+        return Layout(self.results_dir, f"{self.exp}/half{int(i)}")
+
     @property
     def aligned_dir(self) -> str:
         return self.path("aligned")
