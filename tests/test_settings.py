@@ -31,6 +31,7 @@ BLOCKS = [
     ("cryomtd.volume", "VolumeSettings", "volume.schema.yaml"),
     ("cryomtd.simulate", "MicrographSettings", "micrographs.schema.yaml"),
     ("cryomtd.basis", "BasisSettings", "basis.schema.yaml"),
+    ("cryomtd.micrographs", "DataSettings", "data.schema.yaml"),
 ]
 
 

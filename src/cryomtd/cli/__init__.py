@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "cryomtd.cli.moments",
     "cryomtd.cli.volume",
     "cryomtd.cli.simulate",
+    "cryomtd.cli.prepare",
     "cryomtd.cli.lsq3d",
     "cryomtd.cli.em",
     "cryomtd.cli.evaluate",
