@@ -80,7 +80,10 @@ def test_cli_align_and_summary(tmp_path, capsys):
     write_json(tmp_path / "x" / "metrics.json", {"kind": "cryo3d", "estimators": {"lsq": {"relative_error": 0.3}}})
     assert main(["summary", str(tmp_path / "x" / "metrics.json"), "--out", str(tmp_path / "s.csv")]) == 0
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
-    assert rows == [{"experiment": "x", "kind": "cryo3d", "estimator": "lsq", "relative_error": "0.3"}]
+    # every 3-D row has the half-map resolution column (empty: no half maps)
+    assert rows == [
+        {"experiment": "x", "kind": "cryo3d", "estimator": "lsq", "relative_error": "0.3", "resolution_half_0.143": ""}
+    ]
 
 
 def test_cli_evaluate_a_results_folder(tmp_path, capsys):

@@ -1,10 +1,11 @@
 """Evaluation figures (matplotlib, PNG, written atomically).
 
-All volume panels of one figure share one colour scale (the range of the truth and of
-every aligned estimate), so intensities compare across panels. Volumes are ``[z, y, x]``;
-"central" means index ``L//2``; a projection along an axis is the plain sum over it (the
-projection convention of docs/conventions.md for the z axis). Images are drawn with
-``origin="lower"``: the first remaining volume axis runs up, the second to the right.
+All volume panels of one figure share one colour scale (the range of the truth or
+reference and of every aligned estimate, or of the half-data estimates), so intensities
+compare across panels. Volumes are ``[z, y, x]``; "central" means index ``L//2``; a
+projection along an axis is the plain sum over it (the projection convention of
+docs/conventions.md for the z axis). Images are drawn with ``origin="lower"``: the first
+remaining volume axis runs up, the second to the right.
 
 The figure functions return the :class:`matplotlib.figure.Figure` (tests read its
 artists); :func:`save_figure` writes and closes it.
@@ -76,12 +77,14 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Non
     plt.close(fig)
 
 
-def threshold_label(t: float) -> str:
-    """The text drawn on the FSC threshold line ``t``."""
+def threshold_label(t: float, against: str = "truth", half_maps: bool = False) -> str:
+    """The text drawn on the FSC threshold line ``t``: 0.5 is the criterion against the
+    ``against`` map (truth or reference); 0.143 the half-map criterion, "for reference" when
+    no half-map curve is drawn."""
     if math.isclose(t, CRITERION):
-        return f"{t:g}: criterion against the truth"
+        return f"{t:g}: criterion against the {against}"
     if math.isclose(t, HALF_MAP):
-        return f"{t:g}: half-map criterion (for reference)"
+        return f"{t:g}: half-map criterion" + ("" if half_maps else " (for reference)")
     return f"{t:g}"
 
 
@@ -97,45 +100,56 @@ def plot_fsc(
     voxel_size: float = 1.0,
     title: str = "",
     resolutions: Mapping[str, tuple[float, bool]] | None = None,
+    criteria: Mapping[str, float] | None = None,
+    linestyles: Mapping[str, str] | None = None,
+    main: Sequence[float] = (CRITERION,),
+    labels: Mapping[float, str] | None = None,
+    ylabel: str = "FSC with the truth",
 ) -> plt.Figure:
     """FSC of each estimator vs spatial frequency (1/Å, or 1/voxel when ``voxel_size`` is 1).
 
-    The threshold lines carry their labels inside the axes (left end, just above the line);
-    0.5, the criterion against a known truth, is drawn solid, the others dashed.
-    ``resolutions`` (estimator → (resolution at 0.5, bound)) adds the value to the legend
-    ("bound": the curve never falls below 0.5, the value is the last shell's). The legend
-    sits outside the axes, to the right.
+    The threshold lines carry their labels inside the axes (left end, just above the line;
+    ``labels`` overrides :func:`threshold_label`); those in ``main`` (default 0.5, the
+    criterion against a known truth) are drawn solid, the others dashed.
+    ``resolutions`` (curve → (resolution, bound)) adds the value to the legend, read at
+    ``criteria[curve]`` (default 0.5; 0.143 for half-map curves) ("bound": the curve never
+    falls below it, the value is the last shell's). ``linestyles``: per curve (default solid).
+    The legend sits outside the axes, to the right.
     """
     fig, ax = plt.subplots(figsize=(6.8, 3.8))
     unit = _length_unit(voxel_size)
     for name, c in curves.items():
         label = name
+        crit = (criteria or {}).get(name, CRITERION)
         if resolutions and name in resolutions:
             r, bound = resolutions[name]
             label = (
-                f"{name}: above {CRITERION:g} to the last shell ({r:.3g} {unit})"
+                f"{name}: above {crit:g} to the last shell ({r:.3g} {unit})"
                 if bound
-                else f"{name}: {r:.3g} {unit} at FSC {CRITERION:g}"
+                else f"{name}: {r:.3g} {unit} at FSC {crit:g}"
             )
-        ax.plot(frequencies, c, marker="o", ms=3, label=label)
+        ax.plot(frequencies, c, marker="o", ms=3, ls=(linestyles or {}).get(name, "-"), label=label)
     trans = ax.get_yaxis_transform()  # x in axes fraction, y in data
     for t in thresholds:
-        main = math.isclose(t, CRITERION)
-        ax.axhline(t, color="0.25" if main else "0.55", lw=1.0 if main else 0.8, ls="-" if main else "--", zorder=0)
+        is_main = any(math.isclose(t, m) for m in main)
+        ax.axhline(
+            t, color="0.25" if is_main else "0.55", lw=1.0 if is_main else 0.8, ls="-" if is_main else "--", zorder=0
+        )
+        text = next((v for k, v in (labels or {}).items() if math.isclose(k, t)), None) or threshold_label(t)
         ax.text(
             0.015,
             t,
-            threshold_label(t),
+            text,
             transform=trans,
             ha="left",
             va="bottom",
             fontsize=8,
-            color="0.2" if main else "0.45",
+            color="0.2" if is_main else "0.45",
             gid=f"threshold-{t:g}",
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8},
         )
     ax.set_xlabel("spatial frequency (1/Å)" if unit == "Å" else "spatial frequency (1/voxel)")
-    ax.set_ylabel("FSC with the truth")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(min(-0.1, min((float(np.min(c)) for c in curves.values()), default=0.0)), 1.05)
     ax.set_xlim(0, float(np.max(frequencies)) * 1.02 if len(frequencies) else 1)
     ax.set_title(title)
@@ -198,7 +212,8 @@ def _panel_title(name: str, kind: str, axis: str, L: int) -> str:
 def plot_volume_panels(
     volumes: Mapping[str, np.ndarray], kind: str, *, voxel_size: float | None = None, title: str = ""
 ) -> plt.Figure:
-    """Rows: volumes (truth first); columns: along z, y, x. ``kind``: slices | projections | mip.
+    """Rows: volumes (the truth or reference first, or half 1 then half 2); columns: along z, y,
+    x. ``kind``: slices | projections | mip.
 
     Every panel is titled with its volume and its cut (``"lsq: slice z = 5"``) and its image
     axes are named; the first panel of each row carries a scale bar (Å with ``voxel_size``,
