@@ -241,7 +241,12 @@ def noise_spectrum(image: np.ndarray, tile: int = 256, shells: int | None = None
 
     Returns ``frequencies`` (cycles/pixel, the mean |f| of each non-empty shell,
     increasing) and ``psd`` (white noise of variance σ² gives psd ≡ σ²). The DC bin is not
-    used (zero after the per-tile mean removal); bins next to it are slightly biased.
+    used (zero after the per-tile mean removal); the mean removal's deficit on the 8 bins
+    around it is divided out exactly for white noise (approximately for a smooth psd). The
+    other real-valued bins (Nyquist (½, 0), (0, ½), (½, ½) of an even tile) are χ²₁
+    distributed, not exponential, and are left out. The lowest shell and the outermost
+    corner shell still read ≈ 5 % low: the taper makes the real and imaginary parts of a
+    few bins there unequal in variance, so the exponential median factor is slightly off.
     """
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2:
@@ -257,9 +262,19 @@ def noise_spectrum(image: np.ndarray, tile: int = 256, shells: int | None = None
     tiles = tiles - ((tiles * w).sum(axis=(1, 2)) / w.sum())[:, None, None]
     power = np.abs(np.fft.rfft2(tiles * w)) ** 2 / (w**2).sum()
     med = np.median(power, axis=0) / _median_to_mean(len(tiles))
+    # Removing the weighted mean takes one degree of freedom that overlaps the bins next to DC:
+    # for white noise E|DFT(w·(x − x̄_w))(k)|² = σ²·Σw²·b(k) with (W = DFT w, W2 = DFT w², S = Σw)
+    # b(k) = 1 − 2·Re(W2(k)·conj W(k)) / (S·Σw²) + |W(k)|² / S²  (0 at DC, ≈ 0.58–0.79 on the
+    # 8 bins around it, 1 elsewhere); dividing by it makes those bins unbiased too.
+    W, W2, S = np.fft.rfft2(w), np.fft.rfft2(w**2), w.sum()
+    b = 1.0 - 2.0 * np.real(W2 * np.conj(W)) / (S * (w**2).sum()) + np.abs(W) ** 2 / S**2
     r, weight = _rfft_grid((t, t))
     weight = weight.copy()
     weight[0, 0] = 0.0  # DC: zero after mean removal
+    if t % 2 == 0:  # real-valued DFT bins: χ²₁, not exponential (the median factor would be wrong)
+        weight[t // 2, 0] = weight[0, t // 2] = weight[t // 2, t // 2] = 0.0
+    b[0, 0] = 1.0
+    med = med / b
     n_shells = int(shells) if shells else t // 2
     idx = np.floor(r / (0.5 / n_shells)).astype(np.intp).ravel()
     wt = weight.ravel()
