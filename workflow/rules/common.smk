@@ -3,7 +3,9 @@
 import os
 import re
 
+from cryomtd.config import exit_on_error
 from cryomtd.layout import Layout
+from cryomtd.plan import plan_3d
 
 RESULTS = config.get("results_dir", "results")
 #: Path patterns of every experiment's files, {exp} left as a wildcard (cryomtd.layout).
@@ -23,18 +25,25 @@ def name_regex(names):
 
 
 def exp_config(wildcards_or_name):
-    """The config block of one experiment, from a wildcards object or a name."""
+    """The config block of one experiment or half run, from a wildcards object or a name."""
     name = getattr(wildcards_or_name, "exp", wildcards_or_name)
-    return config["experiments"][name]
+    return PLAN.configs[name] if name in PLAN.configs else config["experiments"][name]
 
+
+# The 3-D runs: every cryo3d experiment, plus the two half-data runs <exp>/half1, <exp>/half2
+# of each experiment on the user's own micrographs (cryomtd.plan).
+with exit_on_error():  # an empty glob, mixed pixel sizes: one line naming the key
+    PLAN = plan_3d(config["experiments"])
 
 EXP1D = experiments_of("mtd1d")
-EXP3D = experiments_of("cryo3d")
+EXP3D = PLAN.experiments
+EXP3D_DATA = [e for e in EXP3D if PLAN.is_data(e)]
+EXP3D_SIM = [e for e in EXP3D if not PLAN.is_data(e)]
 ALL_TARGETS = []
 
 
 def moments_source(name):
-    """'micrographs' (simulate → autocorrelate → merge) or 'exact' (model moments of the truth)."""
+    """'micrographs' (simulate or prepare → autocorrelate → merge) or 'exact' (model moments of the truth)."""
     return exp_config(name).get("moments", {}).get("source", "micrographs")
 
 
@@ -42,6 +51,18 @@ EXP3D_MICRO = [e for e in EXP3D if moments_source(e) == "micrographs"]
 EXP3D_EXACT = [e for e in EXP3D if moments_source(e) == "exact"]
 
 
+def owner_paths(name):
+    """The Layout of the experiment whose micrographs run ``name`` reads (itself, or a half run's experiment)."""
+    return Layout(RESULTS, PLAN.owner[name])
+
+
+def micrograph_files(name, kind="mrc"):
+    """The micrographs of run ``name``: their MRC files (kind 'mrc'), side files ('info') or moments ('moments')."""
+    paths = owner_paths(name)
+    pick = {"mrc": paths.micrograph, "info": paths.micrograph_info, "moments": paths.micrograph_moments}[kind]
+    return [pick(k) for k in PLAN.indices[name]]
+
+
 def lsq3d_restart_files(wc):
-    """lsq/restart_{r}.npz of a cryo3d experiment, r < lsq.restarts (rules refine_lsq, pick_best_restart)."""
+    """lsq/restart_{r}.npz of a 3-D run, r < lsq.restarts (rules refine_lsq, pick_best_restart)."""
     return [Layout(RESULTS, wc.exp).lsq_restart(r) for r in range(exp_config(wc)["lsq"]["restarts"])]

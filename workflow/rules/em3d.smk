@@ -1,12 +1,17 @@
 # Approximate EM from micrographs. Library: cryomtd.em3d; guide: docs/em3d.md.
 from cryomtd.em3d.stage import em_enabled, em_inputs
 
-EXP3D_EM = [e for e in EXP3D_MICRO if em_enabled(exp_config(e))]
+# every 3-D run with EM: the experiments with micrographs and the half-data runs of data experiments
+EXP3D_EM = PLAN.runs([e for e in EXP3D_MICRO if em_enabled(exp_config(e))])
 
 
 rule approx_em:
     input:
-        unpack(lambda wc: em_inputs(exp_config(wc), wc.exp, RESULTS)),
+        unpack(
+            lambda wc: em_inputs(
+                exp_config(wc), wc.exp, RESULTS, owner=PLAN.owner[wc.exp], indices=PLAN.indices[wc.exp]
+            )
+        ),
     output:
         npz=PATHS.estimate("em"),
         mrc=PATHS.estimate_mrc("em"),
@@ -33,4 +38,4 @@ rule approx_em:
         "../../scripts/approx_em.py"
 
 
-ALL_TARGETS.extend(Layout(RESULTS, e).em_trace for e in EXP3D_EM)
+ALL_TARGETS.extend(Layout(RESULTS, e).em_trace for e in EXP3D_EM if e in EXP3D)

@@ -2,7 +2,16 @@
 # experiments, one least-squares job per restart, best restart kept. Library:
 # cryomtd.mom3d (stage functions in cryomtd.mom3d.stage); guide: docs/mom3d.md.
 
-EXP3D_LSQ = [e for e in EXP3D if exp_config(e).get("lsq", {}).get("enabled", True)]
+from cryomtd.plan import box_size
+
+# every 3-D run with the lsq stage: the experiments and the half-data runs of data experiments
+EXP3D_LSQ = PLAN.runs([e for e in EXP3D if exp_config(e).get("lsq", {}).get("enabled", True)])
+
+
+def voxel_size_source(wc):
+    """Where lsq.mrc's voxel size comes from: truth.npz (simulated) or the first micrograph's side file."""
+    return Layout(RESULTS, wc.exp).truth_npz if wc.exp in EXP3D_SIM else micrograph_files(wc.exp, "info")[0]
+
 
 
 rule exact_moments:
@@ -44,7 +53,7 @@ rule recover_lsq:
         r=r"\d+",
     params:
         lsq=lambda wc: exp_config(wc)["lsq"],
-        L=lambda wc: exp_config(wc)["volume"]["L"],
+        L=lambda wc: box_size(exp_config(wc)),
         ell_max=lambda wc: exp_config(wc)["basis"]["ell_max"],
         seed=lambda wc: exp_config(wc)["seed"],
         exact=lambda wc: wc.exp in EXP3D_EXACT,
@@ -75,7 +84,7 @@ rule refine_lsq:
         k=r"\d+",
     params:
         lsq=lambda wc: exp_config(wc)["lsq"],
-        L=lambda wc: exp_config(wc)["volume"]["L"],
+        L=lambda wc: box_size(exp_config(wc)),
         ell_max=lambda wc: exp_config(wc)["basis"]["ell_max"],
         exact=lambda wc: wc.exp in EXP3D_EXACT,
     threads: lambda wc: exp_config(wc)["lsq"]["advanced"]["threads"]
@@ -92,7 +101,7 @@ rule pick_best_restart:
     input:
         restarts=lambda wc: lsq3d_restart_files(wc) + [Layout(RESULTS, wc.exp).lsq_refine(k)
                                                       for k in range(exp_config(wc)["lsq"]["refine_top"])],
-        truth=PATHS.truth_npz,
+        voxel=voxel_size_source,
     output:
         npz=PATHS.estimate("lsq"),
         mrc=PATHS.estimate_mrc("lsq"),
@@ -114,4 +123,4 @@ rule pick_best_restart:
         "../../scripts/pick_best_restart.py"
 
 
-ALL_TARGETS.extend(Layout(RESULTS, e).estimate_mrc("lsq") for e in EXP3D_LSQ)
+ALL_TARGETS.extend(Layout(RESULTS, e).estimate_mrc("lsq") for e in EXP3D_LSQ if e in EXP3D)

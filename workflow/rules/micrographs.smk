@@ -1,5 +1,9 @@
-# Micrograph simulation (docs/design.md §6): one job per micrograph k, seeded by
-# rng(seed, "micrograph", k). Library: cryomtd.simulate; guide: docs/simulation.md.
+# The micrographs of a 3-D experiment, micrographs/{k}.mrc with their side files {k}.json:
+# simulated (one job per micrograph k, seeded by rng(seed, "micrograph", k); library
+# cryomtd.simulate, guide docs/simulation.md) or prepared from the user's files (file k of
+# the sorted data.micrographs glob; library cryomtd.micrographs, guide docs/own_micrographs.md).
+# Every later stage reads the same contract.
+EXP3D_SIMULATED = [e for e in EXP3D_MICRO if e in EXP3D_SIM]
 
 
 rule simulate_micrograph:
@@ -14,7 +18,7 @@ rule simulate_micrograph:
     benchmark:
         PATHS.benchmark("simulate_micrograph", "{k}")
     wildcard_constraints:
-        exp=name_regex(EXP3D_MICRO),
+        exp=name_regex(EXP3D_SIMULATED),
         k=r"\d+",
     params:
         micrographs=lambda wc: exp_config(wc)["micrographs"],
@@ -30,9 +34,35 @@ rule simulate_micrograph:
         "../../scripts/simulate_micrograph.py"
 
 
+rule prepare_micrograph:
+    input:
+        lambda wc: PLAN.files[wc.exp][int(wc.k)],
+    output:
+        mrc=PATHS.micrograph("{k}"),
+        info=PATHS.micrograph_info("{k}"),
+    log:
+        PATHS.log("prepare_micrograph", "{k}"),
+    benchmark:
+        PATHS.benchmark("prepare_micrograph", "{k}")
+    wildcard_constraints:
+        exp=name_regex(EXP3D_DATA),
+        k=r"\d+",
+    params:
+        data=lambda wc: exp_config(wc)["data"],
+    threads: 1
+    resources:
+        mem_mb=lambda wc: 1000 + os.path.getsize(PLAN.files[wc.exp][int(wc.k)]) * 12 // 2**20,
+        runtime=15,
+    conda:
+        "../../envs/simulate.yaml"
+    script:
+        "../../scripts/prepare_micrograph.py"
+
+
 ALL_TARGETS.extend(
     path
-    for e in EXP3D_MICRO
-    for k in range(exp_config(e)["micrographs"]["n_micrographs"])
+    for e in EXP3D_SIMULATED
+    for k in PLAN.indices[e]
     for path in (Layout(RESULTS, e).micrograph(k), Layout(RESULTS, e).particles(k), Layout(RESULTS, e).micrograph_info(k))
 )
+ALL_TARGETS.extend(path for e in EXP3D_DATA for path in micrograph_files(e, "info"))

@@ -2,11 +2,20 @@
 # then an exact merge. Library: cryomtd.moments; guide: docs/moments.md. Job resources
 # (from the window and the micrograph size) come from cryomtd.moments.stage.
 from cryomtd.moments.stage import workflow_resources
+from cryomtd.plan import box_size
+
+
+def micrograph_side(wc):
+    """Pixels per side of micrograph k of a data experiment (from the file size), else None (the config's)."""
+    if wc.exp not in EXP3D_DATA:
+        return None
+    return int((os.path.getsize(PLAN.files[wc.exp][int(wc.k)]) / 4) ** 0.5)
 
 
 rule autocorrelate:
     input:
         mrc=PATHS.micrograph("{k}"),
+        info=PATHS.micrograph_info("{k}"),
     output:
         PATHS.micrograph_moments("{k}"),
     log:
@@ -18,11 +27,11 @@ rule autocorrelate:
         k=r"\d+",
     params:
         moments=lambda wc: exp_config(wc)["moments"],
-        L=lambda wc: exp_config(wc)["volume"]["L"],
+        L=lambda wc: box_size(exp_config(wc)),
     threads: 1
     resources:
-        mem_mb=lambda wc: workflow_resources(exp_config(wc))["mem_mb"],
-        runtime=lambda wc: workflow_resources(exp_config(wc))["runtime"],
+        mem_mb=lambda wc: workflow_resources(exp_config(wc), micrograph_side(wc))["mem_mb"],
+        runtime=lambda wc: workflow_resources(exp_config(wc), micrograph_side(wc))["runtime"],
         gpu=lambda wc: workflow_resources(exp_config(wc))["gpu"],
     conda:
         "../../envs/moments.yaml"
@@ -32,8 +41,7 @@ rule autocorrelate:
 
 rule merge_moments:
     input:
-        lambda wc: [Layout(RESULTS, wc.exp).micrograph_moments(k)
-                    for k in range(exp_config(wc)["micrographs"]["n_micrographs"])],
+        lambda wc: micrograph_files(wc.exp, "moments"),
     output:
         PATHS.moments,
     log:
@@ -41,7 +49,7 @@ rule merge_moments:
     benchmark:
         PATHS.benchmark("merge_moments", "merge")
     wildcard_constraints:
-        exp=name_regex(EXP3D_MICRO),
+        exp=name_regex(PLAN.runs(EXP3D_MICRO)),
     threads: 1
     resources:
         mem_mb=2000,

@@ -15,7 +15,7 @@ rule prepare_volume:
     benchmark:
         PATHS.benchmark("prepare_volume")
     wildcard_constraints:
-        exp=name_regex(EXP3D),
+        exp=name_regex(EXP3D_SIM),
     params:
         volume=lambda wc: exp_config(wc)["volume"],
         basis=lambda wc: exp_config(wc)["basis"],
@@ -30,4 +30,4 @@ rule prepare_volume:
         "../../scripts/prepare_volume.py"
 
 
-ALL_TARGETS.extend(Layout(RESULTS, e).truth_mrc for e in EXP3D)
+ALL_TARGETS.extend(Layout(RESULTS, e).truth_mrc for e in EXP3D_SIM)

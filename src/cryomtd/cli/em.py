@@ -30,6 +30,9 @@ def _run(args: argparse.Namespace) -> int:
         lsq_npz=args.start,
         checkpoint=checkpoint,
         show_progress=True,
+        sigma=args.sigma,
+        L=args.L,
+        pixel_size=args.pixel_size,
     )
     write_outputs(
         res, basis, pixel, settings, npz=paths.estimate("em"), mrc=paths.estimate_mrc("em"), trace=paths.em_trace
@@ -51,10 +54,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="approximate EM from micrographs (rule approx_em)",
         description="Approximate expectation-maximisation over rotations × in-patch shifts × "
         "the empty patch, directly from micrographs (docs/em3d.md). Reads each micrograph's "
-        "side file (sigma, L, pixel_size); resumes from the checkpoint when rerun.",
+        "side file (sigma, L, pixel_size; written by `cryomtd prepare`), or takes --sigma, --L and "
+        "--pixel-size; resumes from the checkpoint when rerun.",
     )
     p.add_argument("micrographs", nargs="+", help="micrograph MRC files")
-    p.add_argument("--infos", nargs="*", help="their side files (default: same name with .json)")
+    p.add_argument(
+        "--infos", nargs="*", help="their side files (default: same name with .json; optional with --sigma, --L)"
+    )
+    p.add_argument(
+        "--sigma", type=float, default=None, help="noise σ of the (whitened) micrographs (default: side files)"
+    )
+    p.add_argument("--L", type=int, default=None, help="particle box in pixels (default: side files)")
+    p.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        help="Å per pixel (default: side files, else the MRC header); the voxel size of em.mrc",
+    )
     p.add_argument("--out", default=".", help="output folder for em.npz, em.mrc, em_trace.json (default: .)")
     p.add_argument("--ell-max", type=int, default=None, help="basis ell_max (default: the basis' own choice for L)")
     p.add_argument("--start", default=None, help="lsq.npz to start from (default: low-pass random volume)")

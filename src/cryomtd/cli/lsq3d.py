@@ -33,6 +33,7 @@ def _recover(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 restart=r,
                 exact=args.exact,
+                sigma=args.sigma,
             )
         files.append(f)
     refined = []
@@ -40,7 +41,15 @@ def _recover(args: argparse.Namespace) -> int:
         f = paths.lsq_refine(k)
         if not Path(f).exists():
             refine_restart_file(
-                args.moments, files, f, rank=k, L=args.L, ell_max=args.ell_max, settings=settings, exact=args.exact
+                args.moments,
+                files,
+                f,
+                rank=k,
+                L=args.L,
+                ell_max=args.ell_max,
+                settings=settings,
+                exact=args.exact,
+                sigma=args.sigma,
             )
         refined.append(f)
     best = pick_best_file(
@@ -80,7 +89,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ell-max", type=int, default=None, help="experiment basis ell_max (default: sampling criterion)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exact", action="store_true", help="the moments are noise-free (exact model moments)")
-    p.add_argument("--voxel-size", type=float, default=1.0, help="voxel size (Å) written to lsq.mrc")
+    p.add_argument(
+        "--pixel-size",
+        "--voxel-size",
+        dest="voxel_size",
+        type=float,
+        default=1.0,
+        help="Å per pixel of the micrographs: the voxel size written to lsq.mrc (default 1)",
+    )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="noise σ of the micrographs (default: the σ² the moments record; 0 for exact moments)",
+    )
     p.add_argument("--out", default=".", help="output folder (default: .)")
     add_settings_options(p, LsqSettings, schema="lsq3d", skip=("enabled",), rename={"ell_max": "fit-ell-max"})
     p.set_defaults(func=_recover)

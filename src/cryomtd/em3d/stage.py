@@ -34,19 +34,32 @@ def em_enabled(exp_cfg: Mapping[str, Any]) -> bool:
     return EmSettings.from_config(exp_cfg.get("em")).enabled
 
 
-def em_inputs(exp_cfg: Mapping[str, Any], exp: str, results: str) -> dict[str, Any]:
-    """Input files of rule ``approx_em``: micrographs/{k}.mrc and their side files; ``lsq_npz`` when
+def em_inputs(
+    exp_cfg: Mapping[str, Any],
+    exp: str,
+    results: str,
+    *,
+    owner: str | None = None,
+    indices: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Input files of rule ``approx_em`` for run ``exp``: micrographs/{k}.mrc and their side files
+    of experiment ``owner`` (default ``exp``; a half run reads its experiment's) for k in
+    ``indices`` (default: all ``micrographs.n_micrographs``); ``lsq_npz`` (the run's own) when
     ``em.init`` is ``lsq``, or ``auto`` with the lsq stage enabled."""
-    n = int(exp_cfg["micrographs"]["n_micrographs"])
-    paths = Layout(results, exp)
+    paths, src = Layout(results, exp), Layout(results, owner or exp)
+    ks = list(indices) if indices is not None else list(range(int(exp_cfg["micrographs"]["n_micrographs"])))
     d: dict[str, Any] = {
-        "micrographs": [paths.micrograph(k) for k in range(n)],
-        "infos": [paths.micrograph_info(k) for k in range(n)],
+        "micrographs": [src.micrograph(k) for k in ks],
+        "infos": [src.micrograph_info(k) for k in ks],
     }
     init = EmSettings.from_config(exp_cfg.get("em")).init
     if init == "lsq" or (init == "auto" and exp_cfg.get("lsq", {}).get("enabled", True)):
         d["lsq_npz"] = paths.estimate("lsq")
     return d
+
+
+#: Who writes a micrograph's side file (named when a field is missing).
+WRITTEN_BY = "cryomtd prepare or simulate; or give --sigma and --L"
 
 
 def noise_and_box(infos: Sequence[Mapping[str, Any]], names: Sequence[str]) -> tuple[float, int, float]:
@@ -62,11 +75,16 @@ def noise_and_box(infos: Sequence[Mapping[str, Any]], names: Sequence[str]) -> t
         raise InputError("approx_em: no micrograph JSON files given")
     sig, Ls, px = [], [], []
     for info, name in zip(infos, names):
-        sig.append(number_field(info, "sigma", name, positive=True, written_by="simulate_micrograph"))
-        Ls.append(number_field(info, "L", name, integer=True, positive=True, written_by="simulate_micrograph"))
+        sig.append(number_field(info, "sigma", name, positive=True, written_by=WRITTEN_BY))
+        Ls.append(number_field(info, "L", name, integer=True, positive=True, written_by=WRITTEN_BY))
         px.append(number_field(info, "pixel_size", name, positive=True, default=1.0))
     if len(set(Ls)) != 1:
         raise InputError(f"{names[0]}…: micrographs disagree on the box size L: {sorted(set(Ls))}")
+    if max(px) - min(px) > 1e-6 * max(px):
+        raise InputError(
+            f"{names[0]}…: micrographs have different pixel sizes ({min(px):.4g}…{max(px):.4g} Å); "
+            "resample them to one (data.pixel_size_out, cryomtd prepare --pixel-size-out)"
+        )
     sigma = math.sqrt(float(np.mean(np.square(sig))))
     if max(sig) - min(sig) > 1e-6 * sigma:
         log.warning("micrographs have different sigma (%.4g…%.4g); using the pooled %.4g", min(sig), max(sig), sigma)
@@ -85,9 +103,45 @@ def initial_coefficients(lsq_npz: str | os.PathLike | None, size: int) -> np.nda
     return coef
 
 
+def micrograph_records(
+    micrographs: Sequence[str | os.PathLike],
+    infos: Sequence[str | os.PathLike | Mapping[str, Any] | None] | None = None,
+    *,
+    sigma: float | None = None,
+    L: int | None = None,
+    pixel_size: float | None = None,
+) -> list[dict[str, Any]]:
+    """The side-file record of each micrograph: its JSON (a path, a dict, or None/absent file =
+    empty), with ``sigma``, ``L`` and ``pixel_size`` replaced where given. A record still
+    without a pixel size takes the micrograph's MRC header (an error names the file when the
+    header has none either)."""
+    from cryomtd.volume import read_image_mrc
+
+    if infos is None:
+        infos = [None] * len(micrographs)
+    if len(micrographs) != len(infos):
+        raise InputError(f"approx_em: {len(micrographs)} micrographs but {len(infos)} side files")
+    records = []
+    for mic, info in zip(micrographs, infos):
+        if isinstance(info, Mapping):
+            rec = dict(info)
+        elif info is not None and (os.path.exists(info) or (sigma is None or L is None)):
+            rec = dict(read_json(info))
+        else:
+            rec = {}
+        rec.update({k: v for k, v in (("sigma", sigma), ("L", L), ("pixel_size", pixel_size)) if v is not None})
+        if rec.get("pixel_size") is None and "sigma" in rec and "L" in rec:  # (missing σ, L: named first)
+            header = read_image_mrc(mic)[1]
+            if not header > 0:
+                raise InputError(f"{mic}: no pixel size in the MRC header nor a side file; give --pixel-size (Å)")
+            rec["pixel_size"] = float(header)
+        records.append(rec)
+    return records
+
+
 def reconstruct(
     micrographs: Sequence[str | os.PathLike],
-    infos: Sequence[str | os.PathLike],
+    infos: Sequence[str | os.PathLike | Mapping[str, Any] | None] | None = None,
     *,
     settings: EmSettings | Mapping[str, Any] | None = None,
     ell_max: int | None = None,
@@ -95,15 +149,22 @@ def reconstruct(
     lsq_npz: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
     show_progress: bool | None = None,
+    sigma: float | None = None,
+    L: int | None = None,
+    pixel_size: float | None = None,
 ) -> tuple[EMResult, Any, float]:
     """Run EM with an experiment's ``em`` settings (an :class:`EmSettings` or the config block)
-    in the basis ``SphericalBessel(L, ell_max)`` (L from the side files) → (result, basis, pixel size Å)."""
+    in the basis ``SphericalBessel(L, ell_max)`` → (result, basis, pixel size Å).
+
+    σ, L and the pixel size come from the micrographs' side files (``infos``), or from
+    ``sigma``, ``L``, ``pixel_size`` (:func:`micrograph_records`)."""
     from cryomtd.basis import SphericalBessel
 
     settings = EmSettings.from_config(settings)
-    if len(micrographs) != len(infos):
-        raise InputError(f"approx_em: {len(micrographs)} micrographs but {len(infos)} side files")
-    sigma, L, pixel = noise_and_box([read_json(p) for p in infos], [str(p) for p in infos])
+    records = micrograph_records(micrographs, infos, sigma=sigma, L=L, pixel_size=pixel_size)
+    names = [str(i) if i is not None and not isinstance(i, Mapping) else str(m)
+             for m, i in zip(micrographs, infos or [None] * len(micrographs))]  # fmt: skip
+    sigma, L, pixel = noise_and_box(records, names)
     b = SphericalBessel(L, ell_max)
     x0 = initial_coefficients(lsq_npz, b.size)
     res = run(

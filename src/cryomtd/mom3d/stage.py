@@ -118,9 +118,16 @@ def noise_sigma(moments: Any, mode: str) -> float | None:
 
 
 def _fit_setup(
-    moments_npz: str | os.PathLike, *, L: int, ell_max: int | None, settings: LsqSettings, exact: bool
+    moments_npz: str | os.PathLike,
+    *,
+    L: int,
+    ell_max: int | None,
+    settings: LsqSettings,
+    exact: bool,
+    sigma: float | None = None,
 ) -> tuple[Any, Any, Any, int, float | None]:
-    """(moments, experiment basis, fit basis, W, σ) of one fit job, checked against the config."""
+    """(moments, experiment basis, fit basis, W, σ) of one fit job, checked against the config.
+    σ: ``sigma`` when given, else 0 for exact moments, else :func:`noise_sigma`."""
     from cryomtd.basis.symmetry import parse_symmetry
     from cryomtd.moments import Moments2D
 
@@ -134,7 +141,8 @@ def _fit_setup(
     if settings.advanced.init not in INIT_KINDS:
         raise InputError(f"lsq.advanced.init: expected one of {', '.join(INIT_KINDS)}, got {settings.advanced.init!r}")
     full, basis = fit_basis(L, ell_max, settings.ell_max)
-    sigma = 0.0 if exact else noise_sigma(moments, settings.advanced.noise)
+    if sigma is None:
+        sigma = 0.0 if exact else noise_sigma(moments, settings.advanced.noise)
     _threads(settings.advanced.threads)
     return moments, full, basis, int(moments.window), sigma
 
@@ -182,14 +190,18 @@ def recover_restart_file(
     seed: int,
     restart: int,
     exact: bool = False,
+    sigma: float | None = None,
 ) -> None:
     """moments.npz → lsq/restart_{r}.npz (coef in the experiment basis, gamma, cost, cost_trace,
-    stage_ends, iterations, wall_time_s, ell_max_fit, window, sigma). ``exact``: the moments are noise-free."""
+    stage_ends, iterations, wall_time_s, ell_max_fit, window, sigma). ``exact``: the moments are noise-free;
+    ``sigma``: the noise σ of the micrographs, instead of the σ² the moments record."""
     from cryomtd.mom3d.fit import fit_restart
     from cryomtd.seeding import rng
 
     settings = settings or LsqSettings()
-    moments, full, basis, W, sigma = _fit_setup(moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact)
+    moments, full, basis, W, sigma = _fit_setup(
+        moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact, sigma=sigma
+    )
     log.info(
         "restart %d: L=%d fit ell_max=%d (size %d) W=%d sigma=%s optimizer=%s symmetry=%s init=%s",
         restart,
@@ -226,6 +238,7 @@ def refine_restart_file(
     ell_max: int | None,
     settings: LsqSettings | None = None,
     exact: bool = False,
+    sigma: float | None = None,
 ) -> int:
     """lsq/restart_*.npz → lsq/refine_{rank}.npz: the restart of the ``rank``-th lowest cost (0 =
     best; ties by file order) continued by at most ``refine_iterations`` Gauss–Newton cost
@@ -250,7 +263,9 @@ def refine_restart_file(
     ]
     pick = int(rank_by_cost([float(r["cost"]) for r in runs])[int(rank)])
     src = runs[pick]
-    moments, full, basis, W, sigma = _fit_setup(moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact)
+    moments, full, basis, W, sigma = _fit_setup(
+        moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact, sigma=sigma
+    )
     if int(src["L"]) != int(L) or int(src["ell_max"]) != full.ell_max:
         raise InputError(
             f"{restarts[pick]}: restart of L={int(src['L'])}, ell_max={int(src['ell_max'])}; this "

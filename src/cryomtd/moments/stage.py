@@ -39,13 +39,16 @@ def autocorrelate_file(
     settings: MomentsSettings | None = None,
     *,
     L: int | None = None,
+    sigma: float | None = None,
     show_progress: bool | None = None,
 ) -> Moments2D:
     """Autocorrelations of one micrograph MRC at the window ``settings.window_for(L)``, written
     atomically to ``out`` (``Moments2D.save``).
 
-    ``noise.sigma2=None`` estimates the noise variance with :func:`estimate_noise_variance`
-    (``noise.cutoff``); it is stored with the sums, and removed from them when ``noise.debias``.
+    The noise variance is ``noise.sigma2`` when set, else ``sigma``² (the micrograph's side
+    file: the simulator's or the preparation's σ, the one EM uses too), else estimated with
+    :func:`estimate_noise_variance` (``noise.cutoff``); it is stored with the sums, and
+    removed from them when ``noise.debias``.
     """
     s = settings or MomentsSettings()
     window = s.window_for(L)
@@ -53,6 +56,9 @@ def autocorrelate_file(
     if min(image.shape) < 2:
         raise InputError(f"{micrograph}: micrograph of shape {image.shape} is too small")
     sigma2 = s.noise.sigma2
+    if sigma2 is None and sigma is not None:
+        sigma2 = float(sigma) ** 2
+        log.info("%s: noise variance %.6g from the side file", micrograph, sigma2)
     if sigma2 is None:
         sigma2 = estimate_noise_variance(image, cutoff=s.noise.cutoff)
         log.info("%s: estimated noise variance %.6g (cutoff %.2f × Nyquist)", micrograph, sigma2, s.noise.cutoff)
@@ -92,16 +98,20 @@ def merge_files(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> M
     return m
 
 
-def workflow_resources(exp: Mapping[str, Any]) -> dict:
+def workflow_resources(exp: Mapping[str, Any], size: int | None = None) -> dict:
     """Resources of one autocorrelate job: ``mem_mb``, ``runtime`` (minutes), ``gpu`` (1 for CUDA backends).
+
+    ``size``: pixels per side of the micrograph (default: the simulated ``micrographs.size``).
 
     Memory: image and halo tile (float64), three band matrices of 4096 × D², the D²×D²
     accumulator and the index maps (~12 D⁴ int64 while built). Runtime: ≈ 0.47·D⁴
     multiply-adds per pixel at ≥ 1 GFLOP/s, plus 10 minutes.
     """
+    from cryomtd.plan import box_size
+
     s = MomentsSettings.from_config(exp.get("moments"))
-    size = int(exp.get("micrographs", {}).get("size", 512))
-    D2 = (2 * s.window_for(exp["volume"]["L"]) - 1) ** 2
+    size = int(size or exp.get("micrographs", {}).get("size", 512))
+    D2 = (2 * s.window_for(box_size(exp)) - 1) ** 2
     mem = 1000 + (3 * size * size * 8 + 3 * 4096 * D2 * 8 + 13 * D2 * D2 * 8) // 2**20
     runtime = 10 + int(size * size * D2 * D2 / 1e9 / 60)
     gpu = 1 if s.advanced.backend in ("torch-cuda", "cupy") else 0
