@@ -4,7 +4,10 @@ metrics files and figures (user guide in docs/evaluation.md).
 * :func:`fsc`, :func:`resolution` (``cryomtd.evaluate.fsc``)
 * :func:`align` → :class:`Alignment` (``cryomtd.evaluate.align``)
 * :class:`EvaluationSettings` (``cryomtd.evaluate.settings``: the ``evaluate`` config block)
-* :func:`evaluate_experiment` → :class:`Evaluation`, :func:`write_summary` (``cryomtd.evaluate.metrics``)
+* :func:`evaluate_experiment` → :class:`Evaluation`, :func:`write_summary` (``cryomtd.evaluate.metrics``):
+  simulated experiments against the truth; data experiments against a reference map
+  (:func:`match_reference`, ``cryomtd.evaluate.reference``) and/or by the half-map FSC of
+  half-data estimates (:func:`half_map_metrics`)
 * figures (``cryomtd.evaluate.figures``), and :func:`write_evaluation` tying them to files.
 """
 
@@ -20,7 +23,9 @@ from cryomtd.evaluate.metrics import (
     Evaluation,
     Truth,
     evaluate_experiment,
+    fsc_full_from_half,
     gamma_from_micrographs,
+    half_map_metrics,
     load_truth,
     measure_estimate,
     read_estimate,
@@ -29,6 +34,7 @@ from cryomtd.evaluate.metrics import (
     write_summary,
 )
 from cryomtd.evaluate.outputs import write_evaluation
+from cryomtd.evaluate.reference import match_reference
 from cryomtd.evaluate.settings import EvaluationAdvanced, EvaluationSettings
 
 __all__ = [
@@ -42,8 +48,11 @@ __all__ = [
     "crossing_shell",
     "evaluate_experiment",
     "fsc",
+    "fsc_full_from_half",
     "gamma_from_micrographs",
+    "half_map_metrics",
     "load_truth",
+    "match_reference",
     "measure_estimate",
     "read_estimate",
     "relative_error",

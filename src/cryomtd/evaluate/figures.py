@@ -206,7 +206,7 @@ def _add_scale_bar(ax: plt.Axes, n_pixels: int, voxel_size: float | None) -> Anc
 
 def _panel_title(name: str, kind: str, axis: str, L: int) -> str:
     what = {"slices": f"slice {axis} = {L // 2}", "projections": f"sum along {axis}", "mip": f"max along {axis}"}[kind]
-    return f"{name}: {what}"
+    return f"{name}: {what}" if len(name) <= 12 else f"{name}:\n{what}"  # long names on a line of their own
 
 
 def plot_volume_panels(

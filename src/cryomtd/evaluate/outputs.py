@@ -72,10 +72,15 @@ def _fsc_figure(ev: Evaluation) -> F.plt.Figure:
 
 def panel_volumes(ev: Evaluation) -> tuple[dict[str, np.ndarray], str]:
     """The volumes of the slices/projections/MIP figures and what they show: the truth or
-    reference and the aligned estimates; without either, each estimator's half 1 and its
-    half 2 aligned to half 1."""
+    reference and the aligned estimates (against a reference, whose units are not the
+    estimates', each at its ``scale_to_reference``); without either, each estimator's half 1
+    and its half 2 aligned to half 1."""
     if ev.target is not None:
         against = ev.target_label or "truth"
+        if ev.flavour == "reference":  # other units: each estimate at its least-squares scale onto the map
+            ests = ev.metrics["estimators"]
+            scaled = {n: float(ests[n].get("scale_to_reference", 1.0)) * v for n, v in ev.aligned.items()}
+            return {against: ev.target.volume, **scaled}, "the reference and the aligned estimates (scaled onto it)"
         return {against: ev.target.volume, **ev.aligned}, f"the {against} and the aligned estimates"
     vols: dict[str, np.ndarray] = {}
     for name, (h1, h2) in ev.half_maps.items():
