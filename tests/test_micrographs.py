@@ -193,8 +193,9 @@ def test_whitened_micrograph_flat_above_half_nyquist(truth, tmp_path):
 
 
 def test_white_noise_whitened_spectrum_flat(truth, tmp_path):
-    """A pure-noise micrograph (γ = 0) stays white at every frequency after whitening."""
-    m = simulate(truth, 0, size=1024, gamma=0.0, seed=12)
+    """A pure-noise micrograph (γ = 0) stays white at every frequency after whitening. 2048² (49 tiles
+    of 256): over 12 seeds the worst band deviates ≤ 4 % (at 1024², 9 tiles, up to 6 %)."""
+    m = simulate(truth, 0, size=2048, gamma=0.0, seed=12)
     write_image_mrc(tmp_path / "a.mrc", m.image, 1.0)
     p = prepare_micrograph(tmp_path / "a.mrc", settings())
     assert abs(p.sigma / m.sigma - 1) < 0.02
@@ -204,7 +205,7 @@ def test_white_noise_whitened_spectrum_flat(truth, tmp_path):
 
 def _coloured(shape, sigma0, seed):
     """White noise σ0 filtered by H with |H(f)|² = 2 / (1 + (|f|/0.2)²) (an MTF-like fall-off, ×2.8
-    across the reference band); returns (noise, |H|² on the grid of a (n−32)² crop)."""
+    across the reference band), periodic; returns (noise, |H|² as a function of |f|)."""
 
     def h2(r):
         return 2.0 / (1.0 + (r / 0.2) ** 2)
@@ -235,11 +236,14 @@ def test_coloured_noise_whitened_and_sigma_at_the_white_reference(truth, tmp_pat
     assert flatness(powers) < 0.05
     assert abs(math.sqrt(powers.mean()) / p.sigma - 1) < 0.02
 
-    # pure coloured noise: white at every frequency after whitening
+    # pure coloured noise (2048², as in the white case): white at every frequency after whitening
+    noise, _ = _coloured((2048, 2048), sigma0, seed)
     write_image_mrc(tmp_path / "b.mrc", noise, 1.0)
     q = prepare_micrograph(tmp_path / "b.mrc", settings())
     assert flatness(band_powers(q.image, 0.02, 0.5, 12)) < 0.05
-    assert abs(q.sigma / expected - 1) < 0.02
+    r = radius((2016, 2016))
+    band = (r >= 0.25) & (r <= 0.5)
+    assert abs(q.sigma / (sigma0 * math.sqrt(h2(r[band]).mean())) - 1) < 0.02
 
 
 def test_offset_and_inverted_contrast_give_the_plain_result(truth, tmp_path):
@@ -331,6 +335,7 @@ def _error(call, *fragments):
     return msg
 
 
+@pytest.mark.filterwarnings("ignore:Data array contains NaN")
 def test_bad_files_are_named(tmp_path):
     s = settings()
     bad = tmp_path / "bad.mrc"
