@@ -69,14 +69,15 @@ def add_settings_options(
     for path, f, hint in _leaves(cls):
         if path[-1] in skip:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else f.default if f.default is not dataclasses.MISSING else f.default_factory()
         node = _schema_props(schema, path)
         desc = " ".join(str(node.get("description", "")).split())
-        kw: dict[str, Any] = {
-            "dest": "_".join(path),
-            "default": default,
-            "help": (desc + " " if desc else "") + "(default: %(default)s)",
-        }
+        kw: dict[str, Any] = {"dest": "_".join(path), "help": desc + (" (required)" if required else "")}
+        if required:
+            kw["required"] = True
+        else:
+            kw.update(default=default, help=(desc + " " if desc else "") + "(default: %(default)s)")
         t = _scalar_type(hint)
         if "enum" in node:
             kw["choices"] = node["enum"]

@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``cryomtd prepare``."""
-    from cryomtd.cli.options import _schema_props, add_settings_options
+    from cryomtd.cli.options import add_settings_options
     from cryomtd.micrographs import DataSettings
 
     p = sub.add_parser(
@@ -43,8 +43,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("files", nargs="+", metavar="MICROGRAPH.mrc", help="2-D MRC micrographs")
     p.add_argument("--out", default=".", help="folder receiving micrographs/ (default: .)")
-    # L has no default (required in the data block), which add_settings_options cannot express
-    desc = " ".join(str(_schema_props("data", ("L",)).get("description", "")).split())
-    p.add_argument("--L", dest="L", type=int, required=True, metavar="L", help=desc or "particle box in pixels")
-    add_settings_options(p, DataSettings, schema="data", skip=("micrographs", "ctf", "L"))
+    add_settings_options(p, DataSettings, schema="data", skip=("micrographs", "ctf"))
     p.set_defaults(func=_run)
