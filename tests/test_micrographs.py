@@ -19,6 +19,7 @@ import pytest
 
 from cryomtd.io import InputError
 from cryomtd.micrographs import (
+    COLOUR_THRESHOLD,
     DataAdvanced,
     DataSettings,
     check_pixel_sizes,
@@ -244,6 +245,23 @@ def test_coloured_noise_whitened_and_sigma_at_the_white_reference(truth, tmp_pat
     r = radius((2016, 2016))
     band = (r >= 0.25) & (r <= 0.5)
     assert abs(q.sigma / (sigma0 * math.sqrt(h2(r[band]).mean())) - 1) < 0.02
+
+
+def test_auto_whitening_leaves_white_noise_alone_and_whitens_coloured_noise(truth, tmp_path):
+    """whiten: auto: white noise (with particles) passes through as it is — only the border crop
+    and the mean removal change it — while MTF-like coloured noise is detected and whitened."""
+    m = simulate(truth, 1, size=512, seed=14)
+    write_image_mrc(tmp_path / "w.mrc", m.image, 1.0)
+    p = prepare_micrograph(tmp_path / "w.mrc", settings())
+    assert not p.info["whitened"] and p.info["noise_colour"] < COLOUR_THRESHOLD
+    inner = m.image.astype(np.float32).astype(np.float64)[16:-16, 16:-16]
+    np.testing.assert_allclose(p.image, inner - inner.mean(), rtol=0, atol=1e-9)
+    forced = prepare_micrograph(tmp_path / "w.mrc", settings(whiten=True))
+    assert forced.info["whitened"] and not np.allclose(forced.image, p.image)
+    noise, _ = _coloured((512, 512), m.sigma, 15)
+    write_image_mrc(tmp_path / "c.mrc", m.clean + noise, 1.0)
+    q = prepare_micrograph(tmp_path / "c.mrc", settings())
+    assert q.info["whitened"] and q.info["noise_colour"] > 3 * COLOUR_THRESHOLD
 
 
 def test_offset_and_inverted_contrast_give_the_plain_result(truth, tmp_path):

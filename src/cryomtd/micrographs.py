@@ -14,7 +14,9 @@ does, in order:
 5. Fourier-downsample to ``data.pixel_size_out`` (:func:`fourier_downsample`);
 6. remove the mean;
 7. noise power spectrum (:func:`noise_spectrum`: tapered tiles, median over tiles,
-   radial shells) and whitening (:func:`whiten`, ``advanced.whiten``);
+   radial shells) and whitening (:func:`whiten`, ``advanced.whiten``: ``auto`` whitens when
+   the noise is coloured above half Nyquist, :func:`band_colour` > :data:`COLOUR_THRESHOLD`,
+   and leaves white noise untouched);
 8. σ from the whitened spectrum (:func:`band_level` over :data:`REFERENCE_BAND`);
 9. the prepared image must hold at least ``MIN_BOXES`` boxes of L pixels per side.
 
@@ -36,7 +38,9 @@ dominates and particles contaminate).
 **Limits.** The median over tiles rejects particles only where they occupy a minority
 of the tiles; at typical densities every 256-pixel tile holds many small particles, so
 below the reference band the estimated psd includes the particles' own power and
-whitening also flattens part of the signal there. The reference band (hence σ) is
+whitening also flattens part of the signal there (at SNR 1 and γ = 0.15 enough to raise
+EM's error by a third). That is why ``whiten: auto`` leaves noise that is white above half
+Nyquist as it is. The reference band (hence σ) is
 unaffected as long as the particles have little power above half Nyquist.
 """
 
@@ -66,6 +70,8 @@ __all__ = [
     "crop_edges",
     "noise_spectrum",
     "band_level",
+    "band_colour",
+    "COLOUR_THRESHOLD",
     "whiten",
     "prepare_micrograph",
     "micrograph_files",
@@ -92,7 +98,7 @@ class DataAdvanced:
     edge: int = 16
     psd_tile: int = 256
     psd_shells: int | None = None
-    whiten: bool = True
+    whiten: bool | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -307,6 +313,27 @@ def band_level(
     return float((grid * w).sum() / w.sum())
 
 
+#: ``whiten: auto`` whitens when the noise psd changes by more than this fraction across the reference band.
+COLOUR_THRESHOLD = 0.1
+
+
+def band_colour(freqs: np.ndarray, psd: np.ndarray, band: tuple[float, float] = REFERENCE_BAND) -> float:
+    """How much the psd changes across ``band``: the straight line fitted to the shells inside it
+    (least squares in |f|), its change from ``band[0]`` to ``band[1]`` relative to its mean.
+
+    About 0 for white noise (the shells' scatter averages out in the fit), large for noise
+    coloured by a detector's MTF or any filter that acts above half Nyquist. Particles have
+    little power there, so they hardly move it; noise coloured only at low frequencies is not
+    seen (set ``whiten: true`` for that).
+    """
+    freqs, psd = np.asarray(freqs, dtype=np.float64), np.asarray(psd, dtype=np.float64)
+    inside = (freqs >= band[0]) & (freqs <= band[1])
+    if inside.sum() < 3:
+        return 0.0
+    slope, mean = np.polyfit(freqs[inside] - freqs[inside].mean(), psd[inside], 1)
+    return float(abs(slope) * (band[1] - band[0]) / mean)
+
+
 def whiten(
     image: np.ndarray, freqs: np.ndarray, psd: np.ndarray, band: tuple[float, float] = REFERENCE_BAND
 ) -> np.ndarray:
@@ -427,7 +454,16 @@ def prepare_micrograph(
     if np.any(psd <= 0):
         log.warning("%s: %d noise-spectrum shell(s) have no power; floored", path, int(np.sum(psd <= 0)))
         psd = np.maximum(psd, 1e-12 * psd.max())
-    if settings.advanced.whiten:
+    colour = band_colour(freqs, psd)
+    mode = settings.advanced.whiten
+    whitened = bool(mode) if mode != "auto" else colour > COLOUR_THRESHOLD
+    log.info(
+        "%s: noise psd changes by %.1f %% across the reference band; %s",
+        path,
+        100 * colour,
+        "whitened" if whitened else "left as it is (white noise)",
+    )
+    if whitened:
         image = whiten(image, freqs, psd)
         white_freqs, white_psd = noise_spectrum(image, tile, shells)
     else:
@@ -442,6 +478,8 @@ def prepare_micrograph(
         "index": int(index),
         "ctf": ctf,
         "noise_spectrum": _spectrum_block(freqs, psd, pixel_out),
+        "whitened": whitened,
+        "noise_colour": colour,
         "white_spectrum": _spectrum_block(white_freqs, white_psd, pixel_out),
         "preparation": to_block(settings),
         "resampling": {

@@ -1,5 +1,5 @@
-# Evaluation of 3-D experiments (align to the truth, FSC, metrics, figures) and the
-# cross-experiment summary table. Library: cryomtd.evaluate; user guide: docs/evaluation.md.
+# Evaluation of 3-D experiments (align to the truth or a reference, half-map FSC for your own
+# micrographs, metrics, figures) and the cross-experiment summary table. Library: cryomtd.evaluate; user guide: docs/evaluation.md.
 from cryomtd.evaluate.stage import FIGURES as EVAL_FIGURES
 from cryomtd.evaluate.stage import FIGURE_LABELS as EVAL_FIGURE_LABELS
 from cryomtd.evaluate.stage import evaluate_inputs
@@ -8,7 +8,11 @@ from cryomtd.layout import summary_csv
 
 rule evaluate:
     input:
-        unpack(lambda wc: evaluate_inputs(exp_config(wc), wc.exp, RESULTS, wc.exp in EXP3D_MICRO)),
+        unpack(
+            lambda wc: evaluate_inputs(
+                exp_config(wc), wc.exp, RESULTS, wc.exp in EXP3D_MICRO, n_micrographs=len(PLAN.indices[wc.exp])
+            )
+        ),
     output:
         metrics=PATHS.metrics,
         aligned=directory(PATHS.aligned_dir),
@@ -30,7 +34,7 @@ rule evaluate:
         exp=name_regex(EXP3D),
     params:
         settings=lambda wc: exp_config(wc).get("evaluate", {}),
-        gamma=lambda wc: exp_config(wc).get("micrographs", {}).get("gamma"),
+        gamma=lambda wc: None if wc.exp in EXP3D_DATA else exp_config(wc).get("micrographs", {}).get("gamma"),
         figures=list(EVAL_FIGURES),
     threads: 2
     resources:

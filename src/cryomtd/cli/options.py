@@ -55,6 +55,18 @@ def _scalar_type(hint: Any) -> Any:
     return hint
 
 
+def _enum_value(values: list[Any]) -> Any:
+    """An argparse ``type`` that maps an option's text to the enum value it spells (``true`` → True)."""
+
+    def convert(text: str) -> Any:
+        for v in values:
+            if str(v).lower() == text.lower():
+                return v
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(str(v).lower() for v in values)}, got {text!r}")
+
+    return convert
+
+
 def add_settings_options(
     parser: argparse.ArgumentParser,
     cls: type,
@@ -81,6 +93,11 @@ def add_settings_options(
         t = _scalar_type(hint)
         if "enum" in node:
             kw["choices"] = node["enum"]
+            if any(isinstance(v, bool) for v in node["enum"]):  # e.g. auto | true | false
+                kw["type"] = _enum_value(node["enum"])
+                kw["metavar"] = "{" + ",".join(str(v).lower() for v in node["enum"]) + "}"
+                group.add_argument("--" + (rename or {}).get(path[-1], path[-1]).replace("_", "-"), **kw)
+                continue
         if t is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(t) is tuple:
