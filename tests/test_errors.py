@@ -142,7 +142,8 @@ def test_em_side_file_fields_are_checked(tmp_path, capsys, field, value, expecte
 def test_em_side_file_missing_field_and_bad_json(tmp_path, capsys):
     mic = write_micrograph(tmp_path / "0.mrc", np.zeros((30, 30)), json.dumps({"L": L}))
     rc, err = cli(capsys, "em", str(mic), "--out", str(tmp_path / "out"), *EM_FAST)
-    assert rc != 0 and "0.json: missing field 'sigma' (written by cryomtd prepare or simulate; or give --sigma and --L)" in one_error_line(err)
+    missing = "0.json: missing field 'sigma' (written by cryomtd prepare or simulate; or give --sigma and --L)"
+    assert rc != 0 and missing in one_error_line(err)
     mic.with_suffix(".json").write_text('{"sigma": 0.5, "L": ')
     rc, err = cli(capsys, "em", str(mic), "--out", str(tmp_path / "out"), *EM_FAST)
     assert rc != 0 and "0.json: not valid JSON" in one_error_line(err)
