@@ -87,6 +87,11 @@ def plan_3d(experiments: Mapping[str, Mapping[str, Any]]) -> Plan3D:
                 "moments; expected micrographs"
             )
         settings = DataSettings.from_config(cfg["data"], where)
+        if settings.ctf is not None:
+            raise InputError(
+                f"{where}.ctf: the estimators do not model the CTF yet, so a CTF table cannot be used; "
+                "remove the key (the maps are then of the CTF-filtered molecule)"
+            )
         files = micrograph_files(settings.micrographs, f"{where}.micrographs")
         if len(files) < 2:
             raise InputError(
