@@ -499,3 +499,48 @@ def test_single_precision_jacobian_gives_the_same_gauss_newton_fit():
     for zf, g, f, _, _ in runs:
         assert f < 1e-20 and abs(g - 0.1) < 1e-8
         assert _align_error(b, model.Q.numpy() @ zf, truth) < 1e-6
+
+
+def _central(raw, wide):
+    """Central moments of a zero-background model, written out lag by lag (independent of fit.py):
+    c2(ℓ) = a2(ℓ) − a1², c3(ℓ1, ℓ2) = a3 − a1 (a2(ℓ1) + a2(ℓ2) + a2(ℓ1 − ℓ2)) + 2 a1³, with a2 at
+    lags up to 2W − 2 from the model of window 2W − 1 (``wide``)."""
+    W, a1 = raw.window, float(raw.a1)
+    K, c = 2 * W - 1, W - 1
+    a2w = np.asarray(wide.a2)  # (4W − 3)², zero lag at 2W − 2
+    cw = 2 * W - 2
+    c3 = np.empty_like(np.asarray(raw.a3))
+    for i in range(K):
+        for j in range(K):
+            for k in range(K):
+                for m in range(K):
+                    s = a2w[i - c + cw, j - c + cw] + a2w[k - c + cw, m - c + cw] + a2w[i - k + cw, j - m + cw]
+                    c3[i, j, k, m] = raw.a3[i, j, k, m] - a1 * s + 2 * a1**3
+    return 0.0, np.asarray(raw.a2) - a1**2, c3
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.3])
+def test_central_moment_cost_vanishes_at_the_truth_and_the_fit_recovers_it(sigma):
+    """Zero-mean micrographs (a user's, after preparation): the fit models central moments. At the
+    truth the central cost is 0 (to round-off) against central moments built lag by lag here, with
+    noise (its σ² a1 terms in a3 cancel); the fit then recovers the truth without a1."""
+    from types import SimpleNamespace
+
+    from cryomtd.mom3d.fit import zero_mean
+
+    b = SphericalBessel(7, 1)
+    truth = _coef(b, 9)
+    W = 3
+    raw = expected_moments(b, truth, 0.1, W, sigma=sigma)
+    wide = expected_moments(b, truth, 0.1, 2 * W - 1, sigma=sigma)
+    a1, a2, a3 = _central(raw, wide)
+    data = SimpleNamespace(window=W, a1=a1, a2=a2, a3=a3)
+    assert zero_mean(data) and not zero_mean(raw)
+    cost = _Cost(MomentModel(b, W), crop_moments(data, W), sigma=sigma, weights=(1, 1, 1), prior_weight=0.0,
+                 central=True)  # fmt: skip
+    t = cost.terms(torch.as_tensor(truth), torch.tensor(0.1, dtype=torch.float64))
+    assert float(sum(t)) < 1e-24
+    # trust regions (exact Hessian-vector products through the central model) converge to round-off
+    res = fit(data, b, sigma=sigma, restarts=3, seed=1, max_iterations=100, optimizer="trust-regions")
+    assert res.cost < 1e-10 and abs(res.gamma - 0.1) < 1e-3
+    assert _align_error(b, res.coef, truth) < 1e-2

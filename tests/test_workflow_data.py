@@ -3,9 +3,9 @@
 The project's simulator writes micrographs (experiment ``sim``); they are copied to raw/
 without their side files and reconstructed as unknown data (experiment ``real``:
 ``data`` block, the simulation's truth given only as a ``reference``). The prepared
-micrographs must carry the simulator's σ (within 2 %), and EM on them must come within
-1.2× the error the simulated-input path reaches on the same micrographs; the data
-experiment also gets its half maps and their FSC.
+micrographs must carry the simulator's σ (within 2 %), and EM and the method of moments on
+them must come within 1.2× the error the simulated-input path reaches on the same
+micrographs; the data experiment also gets its half maps and their FSC.
 """
 
 from __future__ import annotations
@@ -67,11 +67,13 @@ def test_prepared_micrographs_carry_the_simulated_noise_level(workdir):
         assert "gamma" not in real  # unknown for real data
 
 
-def test_em_on_prepared_micrographs_is_as_good_as_on_simulated_input(workdir):
-    sim = read_json(workdir / "results/sim/metrics.json")["estimators"]["em"]
-    real = read_json(workdir / "results/real/metrics.json")["estimators"]["em"]
+@pytest.mark.parametrize("name", ["em", "lsq"])
+def test_estimates_on_prepared_micrographs_are_as_good_as_on_simulated_input(workdir, name):
+    """EM, and the method of moments (central moments: the prepared micrographs have zero mean)."""
+    sim = read_json(workdir / "results/sim/metrics.json")["estimators"][name]
+    real = read_json(workdir / "results/real/metrics.json")["estimators"][name]
     assert real["relative_error"] <= 1.2 * sim["relative_error"], (real["relative_error"], sim["relative_error"])
-    est = Estimate.load(workdir / "results/real/em.npz")
+    est = Estimate.load(workdir / f"results/real/{name}.npz")
     pixel = read_json(workdir / "results/sim/micrographs/0.json")["pixel_size"]
     assert float(est.extra["voxel_size"]) == pytest.approx(pixel)
 

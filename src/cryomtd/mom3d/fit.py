@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from cryomtd.basis.symmetry import parse_symmetry
-from cryomtd.mom3d.model import MomentModel
+from cryomtd.io import InputError
+from cryomtd.mom3d.model import MomentModel, _delta2
 from cryomtd.mom3d.settings import LsqSettings
 from cryomtd.mom3d.start import INIT_KINDS, random_start, start_point
 from cryomtd.mom3d.symmetric import SymmetricModel
@@ -51,6 +52,7 @@ __all__ = [
     "rank_by_cost",
     "crop_moments",
     "cost_terms",
+    "zero_mean",
     "gauss_newton_polish",
     "make_model",
 ]
@@ -74,6 +76,13 @@ class FitResult:
     restart: int = 0
     restart_costs: list[float] = field(default_factory=list)
     stage_ends: list[int] = field(default_factory=list)
+
+
+def zero_mean(moments: Any) -> bool:
+    """Whether the moments come from micrographs of zero mean (|a1| < 1e-6 √max a2, float32 round-off):
+    a user's micrographs after preparation, whose mean (an arbitrary offset) was removed."""
+    a2 = np.asarray(moments.a2, dtype=np.float64)
+    return bool(abs(float(moments.a1)) < 1e-6 * np.sqrt(max(float(np.max(a2)), 1e-300)))
 
 
 def crop_moments(moments: Any, W: int) -> tuple[float, np.ndarray, np.ndarray]:
@@ -117,8 +126,10 @@ class _Cost:
         sigma: float | None,
         weights: Sequence[float],
         prior_weight: float,
+        central: bool = False,
     ) -> None:
         self.model = model
+        self.central = bool(central)
         self.sigma = 0.0 if sigma is None else float(sigma)
         self.m2, self.m3 = _masks(model.W, sigma is None)
         d1, d2, d3 = data
@@ -129,8 +140,24 @@ class _Cost:
         self.n2 = max(float((self.d2**2).sum()), 1e-300)
         self.n3 = max(float((self.d3**2).sum()), 1e-300)
         self.w = [float(w) for w in weights]
+        if self.central:  # zero-mean data: no a1 to fit
+            self.w[0] = 0.0
+            self._central_indices()
         self.prior = float(prior_weight)
         self._orbit_rows()
+
+    def _central_indices(self) -> None:
+        """For central moments: the dense a2 indices of ℓ1 and ℓ2 of every fitted a3 entry, and of
+        ℓ1 − ℓ2 in the a2 of window 2W − 1 (lags up to 2W − 2, computed by ``self.wide``)."""
+        W = self.model.W
+        K, Kw = 2 * W - 1, 4 * W - 3
+        a, b, c, d = np.unravel_index(self.m3.numpy(), (K, K, K, K))
+        self.c_l1 = torch.as_tensor(a * K + b)
+        self.c_l2 = torch.as_tensor(c * K + d)
+        self.c_d = torch.as_tensor((a - c + W - 1 + W - 1) * Kw + (b - d + W - 1 + W - 1))
+        base = getattr(self.model, "inner", self.model)
+        self.wide = _stage_model(int(base.L), int(base.ell_max), 2 * W - 1, "quadrature")
+        self.wide_delta = _delta2(Kw, torch.float64).reshape(-1)
 
     def _orbit_rows(self) -> None:
         """The a3 residual per D4 orbit (for Gauss–Newton): the averaged model is the same on the
@@ -161,12 +188,32 @@ class _Cost:
 
     def terms(self, coef: torch.Tensor, gamma: torch.Tensor) -> list[torch.Tensor]:
         a1, a2, a3 = self.model.moments(coef, gamma, self.sigma, third=self.w[2] != 0)
+        if self.central:
+            return self._central_terms(coef, gamma, a1, a2, a3)
         t = [(a1 - self.d1) ** 2 / self.n1, ((a2.reshape(-1)[self.m2] - self.d2) ** 2).sum() / self.n2]
         t.append(
             ((a3.reshape(-1)[self.m3] - self.d3) ** 2).sum() / self.n3
             if a3 is not None
             else torch.zeros((), dtype=torch.float64)
         )
+        return t
+
+    def _central_terms(
+        self, coef: torch.Tensor, gamma: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor, a3: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        """The a2 and a3 terms against central moments (data whose mean was removed):
+        c2(ℓ) = a2(ℓ) − a1², c3(ℓ1, ℓ2) = a3 − a1 (a2(ℓ1) + a2(ℓ2) + a2(ℓ1 − ℓ2)) + 2 a1³
+        with the raw model moments a (noise included: the noise terms of c3 cancel)."""
+        flat2 = a2.reshape(-1)
+        t = [torch.zeros((), dtype=torch.float64), ((flat2[self.m2] - a1**2 - self.d2) ** 2).sum() / self.n2]
+        if a3 is None:
+            t.append(torch.zeros((), dtype=torch.float64))
+            return t
+        full = self.model.full(coef) if hasattr(self.model, "full") else coef
+        _, wide2, _ = self.wide.box_moments(full, third=False)
+        wide2 = gamma / self.wide.L**2 * wide2.reshape(-1) + self.sigma**2 * self.wide_delta
+        c3 = a3.reshape(-1)[self.m3] - a1 * (flat2[self.c_l1] + flat2[self.c_l2] + wide2[self.c_d]) + 2 * a1**3
+        t.append(((c3 - self.d3) ** 2).sum() / self.n3)
         return t
 
     def box_vector(self, coef: torch.Tensor, *, third_only: bool = False, orbits: bool = False) -> torch.Tensor:
@@ -531,9 +578,13 @@ def fit_restart(
     model: MomentModel | None = None,
     restart: int = 0,
     min_gradient_norm: float = 1e-10,
+    central: bool | None = None,
     **overrides: Any,
 ) -> FitResult:
     """One restart of the fit with the ``lsq`` settings (default: the workflow's), its start drawn from ``rng``.
+
+    ``central``: fit central moments, without a1 (:func:`zero_mean`: micrographs whose mean was
+    removed, as preparation does); None = detect it from the moments.
 
     ``overrides`` change single settings by name (``max_iterations=50``, ``optimizer="trust-regions"``;
     :func:`cryomtd.settings.override`). ``window``: fit window W (default: the moments' own).
@@ -551,6 +602,12 @@ def fit_restart(
     if adv.init not in INIT_KINDS:
         raise ValueError(f"lsq.advanced.init must be one of {INIT_KINDS}, got {adv.init!r}")
     W = int(window or getattr(moments, "window", basis.L))
+    central = zero_mean(moments) if central is None else bool(central)
+    if central and (adv.polish or adv.optimizer == "gauss-newton"):
+        raise InputError(
+            "lsq.advanced.polish / optimizer gauss-newton: not available for zero-mean micrographs (central "
+            "moments); use the default conjugate gradients"
+        )
     model = model if model is not None and model.W == W else make_model(basis, W, adv.model, adv.cache_dir)
     data = crop_moments(moments, W)
     stages = list(range(1, model.ell_max + 1)) if adv.marching and model.ell_max > 1 else [model.ell_max]
@@ -564,13 +621,20 @@ def fit_restart(
         sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model.kind, adv.cache_dir)
         if symmetry != "C1":
             sub = SymmetricModel(sub, symmetry)
-        cost = _Cost(sub, data, sigma=sigma, weights=adv.weights, prior_weight=s.prior_weight)
+        cost = _Cost(sub, data, sigma=sigma, weights=adv.weights, prior_weight=s.prior_weight, central=central)
         if coef is None:
             c0 = start_point(adv.init, sub, cost, rng, gamma, radius=adv.init_radius, spread=adv.init_spread)
         else:  # marching: keep the fitted low frequencies, small random high ones
             c0 = np.r_[coef, 1e-2 * random_start(sub, cost, rng, gamma)[coef.size :]]
         cost2 = (
-            _Cost(sub, data, sigma=sigma, weights=(adv.weights[0], adv.weights[1], 0.0), prior_weight=s.prior_weight)
+            _Cost(
+                sub,
+                data,
+                sigma=sigma,
+                weights=(adv.weights[0], adv.weights[1], 0.0),
+                prior_weight=s.prior_weight,
+                central=central,
+            )
             if adv.a2_first
             else None
         )
@@ -622,6 +686,8 @@ def refine_restart(
     gives the most promising restarts these extra iterations."""
     t0 = time.perf_counter()
     s = override(settings or LsqSettings(), "lsq", **overrides)
+    if zero_mean(moments):
+        raise InputError("lsq.refine_top: Gauss-Newton refinement is not available for zero-mean micrographs")
     symmetry = parse_symmetry(s.symmetry)
     W = int(window or getattr(moments, "window", basis.L))
     model = (

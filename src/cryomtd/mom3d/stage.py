@@ -9,7 +9,6 @@ moments were computed at (``moments.window``).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -144,13 +143,10 @@ def _fit_setup(
     full, basis = fit_basis(L, ell_max, settings.ell_max)
     if sigma is None:
         sigma = 0.0 if exact else noise_sigma(moments, settings.advanced.noise)
-    if not exact and abs(float(moments.a1)) < 1e-9 * math.sqrt(max(float(np.max(moments.a2)), 1e-300)):
-        log.warning(
-            "%s: the micrographs have zero mean (their mean was removed when they were prepared); the "
-            "least-squares model fits the mean particle density a1 and raw moments, so this estimate is "
-            "unreliable (docs/own_micrographs.md, Known limits)",
-            moments_npz,
-        )
+    from cryomtd.mom3d.fit import zero_mean
+
+    if not exact and zero_mean(moments):
+        log.info("%s: the micrographs have zero mean (prepared): fitting central moments, without a1", moments_npz)
     _threads(settings.advanced.threads)
     return moments, full, basis, int(moments.window), sigma
 
