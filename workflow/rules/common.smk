@@ -66,3 +66,16 @@ def micrograph_files(name, kind="mrc"):
 def lsq3d_restart_files(wc):
     """lsq/restart_{r}.npz of a 3-D run, r < lsq.restarts (rules refine_lsq, pick_best_restart)."""
     return [Layout(RESULTS, wc.exp).lsq_restart(r) for r in range(exp_config(wc)["lsq"]["restarts"])]
+
+
+def micrograph_side(wc):
+    """Pixels per side of micrograph k of a data experiment (from the file size; for the job's
+    memory), else None (the config's micrographs.size)."""
+    if wc.exp not in EXP3D_DATA:
+        return None
+    return int((os.path.getsize(PLAN.files[wc.exp][int(wc.k)]) / 4) ** 0.5)
+
+
+def voxel_size_source(wc):
+    """Where lsq.mrc's voxel size comes from: truth.npz (simulated) or the first micrograph's side file."""
+    return Layout(RESULTS, wc.exp).truth_npz if wc.exp in EXP3D_SIM else micrograph_files(wc.exp, "info")[0]

@@ -8,12 +8,6 @@ from cryomtd.plan import box_size
 EXP3D_LSQ = PLAN.runs([e for e in EXP3D if exp_config(e).get("lsq", {}).get("enabled", True)])
 
 
-def voxel_size_source(wc):
-    """Where lsq.mrc's voxel size comes from: truth.npz (simulated) or the first micrograph's side file."""
-    return Layout(RESULTS, wc.exp).truth_npz if wc.exp in EXP3D_SIM else micrograph_files(wc.exp, "info")[0]
-
-
-
 rule exact_moments:
     input:
         PATHS.truth_npz,

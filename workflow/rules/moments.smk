@@ -5,13 +5,6 @@ from cryomtd.moments.stage import workflow_resources
 from cryomtd.plan import box_size
 
 
-def micrograph_side(wc):
-    """Pixels per side of micrograph k of a data experiment (from the file size), else None (the config's)."""
-    if wc.exp not in EXP3D_DATA:
-        return None
-    return int((os.path.getsize(PLAN.files[wc.exp][int(wc.k)]) / 4) ** 0.5)
-
-
 rule autocorrelate:
     input:
         mrc=PATHS.micrograph("{k}"),
