@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import snakemake_command
 
 CONFIG = """\
 experiments:
@@ -26,20 +26,7 @@ experiments:
 
 
 def snakemake(repo: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(repo / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
+    cmd = snakemake_command(workdir, "--configfile", str(workdir / "config.yaml"), *args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 import pytest
+from conftest import snakemake_command
 
 from cryomtd import rotations
 from cryomtd.basis import SphericalBessel
@@ -81,25 +81,9 @@ def make_inputs(d: Path, L: int = 11, ell_max: int = 4, vs: float = 1.5, em: boo
 
 
 def snakemake(repo: Path, wd: Path, targets: list[str], *args: str) -> subprocess.CompletedProcess:
-    # targets first: --allowed-rules takes every following word up to the next option
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        *targets,
-        "-s",
-        str(repo / "Snakefile"),
-        "-d",
-        str(wd),
-        "--configfile",
-        str(wd / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-        "--allowed-rules",
-        "evaluate",
-        "summary",
-    ]
+    # targets first: --configfile and --allowed-rules take every following word up to the next option
+    cmd = snakemake_command(wd, *targets, "--configfile", str(wd / "config.yaml"), *args,
+                            "--allowed-rules", "evaluate", "summary")  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 

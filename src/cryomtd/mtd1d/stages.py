@@ -305,20 +305,21 @@ def run_merge(paths: Sequence[Path], out: Path) -> Moments1D:
     return m
 
 
-def _load_lsq(path: Path) -> Estimate:
-    e = Estimate.load(path, what="1-D least-squares result")
-    missing = [k for k in ("restart", "iterations", "restart_costs") if k not in e.extra]
-    if e.estimator != "lsq" or missing:
-        raise InputError(f"{path}: not a 1-D least-squares result (estimator {e.estimator!r}, missing {missing})")
+def _load(path: Path, estimator: str, keys: tuple[str, ...], what: str) -> Estimate:
+    """A 1-D estimate file of ``estimator`` with the extra arrays ``keys`` (else an error naming the file)."""
+    e = Estimate.load(path, what=what)
+    missing = [k for k in keys if k not in e.extra]
+    if e.estimator != estimator or missing:
+        raise InputError(f"{path}: not a {what} (estimator {e.estimator!r}, missing {missing})")
     return e
+
+
+def _load_lsq(path: Path) -> Estimate:
+    return _load(path, "lsq", ("restart", "iterations", "restart_costs"), "1-D least-squares result")
 
 
 def _load_em(path: Path) -> Estimate:
-    e = Estimate.load(path, what="1-D EM result")
-    missing = [k for k in ("iterations", "converged", "samples") if k not in e.extra]
-    if e.estimator != "em" or missing:
-        raise InputError(f"{path}: not a 1-D EM result (estimator {e.estimator!r}, missing {missing})")
-    return e
+    return _load(path, "em", ("iterations", "converged", "samples"), "1-D EM result")
 
 
 def run_lsq_restart(s: Mtd1dSettings, moments: Path, restart: int, out: Path) -> Estimate:
