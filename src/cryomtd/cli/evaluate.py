@@ -79,28 +79,26 @@ def _cmd_align(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from cryomtd.evaluate import (
-        EvaluationSettings,
-        evaluate_experiment,
-        write_evaluation,
-    )
+    from cryomtd.cli.options import settings_from_options
+    from cryomtd.evaluate import EvaluationSettings, evaluate_experiment, write_evaluation
     from cryomtd.layout import ESTIMATORS, Layout
 
     d = Path(args.results).resolve()
     layout = Layout(str(d.parent), d.name)
     estimators = [n for n in ESTIMATORS if Path(layout.estimate(n)).exists() and n not in args.skip]
     infos = sorted((d / "micrographs").glob("*.json")) if (d / "micrographs").is_dir() else []
-    advanced = {} if args.grid_step is None else {"grid_step": args.grid_step}
-    settings = EvaluationSettings.from_config(
-        {"reflections": not args.no_reflections, "shift": not args.no_shift, "advanced": advanced}, "cryomtd evaluate"
+    settings = settings_from_options(EvaluationSettings, args, "cryomtd evaluate")
+    ev = evaluate_experiment(
+        layout, estimators, micrograph_infos=infos, gamma_true=args.gamma, settings=settings, reference=args.reference
     )
-    ev = evaluate_experiment(layout, estimators, micrograph_infos=infos, gamma_true=args.gamma, settings=settings)
     write_evaluation(ev, layout)
     for n, m in ev.metrics["estimators"].items():
-        print(
-            f"{n}: relative error {m['relative_error']:.4f}, resolution {m['resolution_0.5']:.3f} at FSC 0.5 "
-            f"(criterion against the truth; half-map criterion 0.143: {m['resolution_0.143']:.3f})"
-        )
+        parts = []
+        if "relative_error" in m:
+            parts.append(f"relative error {m['relative_error']:.4f}, FSC 0.5 at {m['resolution_0.5']:.3f} Å")
+        if "resolution_half_0.143" in m:
+            parts.append(f"half-map FSC 0.143 at {m['resolution_half_0.143']:.3f} Å")
+        print(f"{n}: " + "; ".join(parts))
     return 0
 
 
@@ -114,10 +112,10 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``fsc``, ``align``, ``evaluate`` and ``summary`` to ``sub``."""
-    from cryomtd.config import schema_defaults
+    from cryomtd.cli.options import add_settings_options
+    from cryomtd.evaluate import EvaluationSettings
 
-    d = schema_defaults("evaluate")
-    adv = schema_defaults("evaluate", "advanced")
+    defaults = EvaluationSettings()
     p = sub.add_parser("fsc", help="Fourier shell correlation of two MRC volumes and its resolutions")
     p.add_argument("a", help="first volume (MRC)")
     p.add_argument("b", help="second volume (MRC), same box")
@@ -126,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--thresholds",
         type=float,
         nargs="+",
-        default=d.get("thresholds"),
+        default=list(defaults.thresholds),
         help="FSC values whose crossing is reported (default %(default)s; 0.5 is the criterion "
         "against a known truth, 0.143 the half-map criterion)",
     )
@@ -141,7 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--grid-step",
         type=float,
-        default=adv.get("grid_step"),
+        default=defaults.advanced.grid_step,
         help="coarse rotation grid step in degrees (default %(default)s)",
     )
     p.add_argument("--no-reflections", action="store_true", help="search rotations only")
@@ -149,18 +147,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shift", action="store_true", help="also fit a sub-voxel translation")
     p.set_defaults(func=_cmd_align)
 
-    p = sub.add_parser("evaluate", help="evaluate a 3-D experiment folder (truth, lsq, em) like the workflow rule")
-    p.add_argument("results", help="results/<experiment> folder with truth.npz, truth.mrc, lsq.*/em.*")
-    p.add_argument("--gamma", type=float, default=None, help="true γ when there are no micrographs/*.json")
-    p.add_argument(
-        "--grid-step",
-        type=float,
-        default=adv.get("grid_step"),
-        help="coarse rotation grid step in degrees (evaluate.advanced.grid_step; default %(default)s)",
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a 3-D experiment folder like the workflow rule",
+        description="Align the estimates of results/<experiment> (lsq.*, em.*) to the truth (truth.npz, truth.mrc), "
+        "or to --reference, and/or measure the half-map FSC of half1/ and half2/ when they exist.",
     )
-    p.add_argument("--no-reflections", action="store_true")
-    p.add_argument("--no-shift", action="store_true", help="rotation/reflection only (no translation fit)")
+    p.add_argument("results", help="results/<experiment> folder")
+    p.add_argument("--reference", default=None, help="a map (MRC) to compare against when there is no truth")
+    p.add_argument("--gamma", type=float, default=None, help="true γ when there are no micrographs/*.json")
     p.add_argument("--skip", nargs="*", default=[], choices=["lsq", "em"], help="estimators to leave out")
+    add_settings_options(p, EvaluationSettings, schema="evaluate")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("summary", help="collect metrics.json files into one CSV")
