@@ -93,12 +93,10 @@ def add_settings_options(
         t = _scalar_type(hint)
         if "enum" in node:
             kw["choices"] = node["enum"]
-            if any(isinstance(v, bool) for v in node["enum"]):  # e.g. auto | true | false
-                kw["type"] = _enum_value(node["enum"])
-                kw["metavar"] = "{" + ",".join(str(v).lower() for v in node["enum"]) + "}"
-                group.add_argument("--" + (rename or {}).get(path[-1], path[-1]).replace("_", "-"), **kw)
-                continue
-        if t is bool:
+        if "enum" in node and any(isinstance(v, bool) for v in node["enum"]):  # e.g. auto | true | false
+            kw["type"] = _enum_value(node["enum"])
+            kw["metavar"] = "{" + ",".join(str(v).lower() for v in node["enum"]) + "}"
+        elif t is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(t) is tuple:
             kw.update(nargs=len(default), type=typing.get_args(t)[0], metavar=path[-1].upper())

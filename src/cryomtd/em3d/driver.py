@@ -39,7 +39,7 @@ from .mstep import mstep
 from .patches import PatchSource
 from .settings import EmSettings
 
-__all__ = ["EMResult", "em", "run", "step_size"]
+__all__ = ["EMResult", "em", "gamma_from_shift_prior", "run", "step_size"]
 
 log = logging.getLogger("cryomtd.em3d")
 
@@ -80,11 +80,8 @@ class EMResult:
 
     @property
     def gamma(self) -> float:
-        """Density γ implied by the shift prior: a particle at a uniform position overlaps on average
-        ((2L−1)/L)² patches of the L×L tiling, so P(non-empty patch) = γ (2L−1)²/L² and
-        γ = (1 − P(empty)) · L² / (2L−1)² (at most one particle per patch)."""
-        L = self.rho.shape[0] // 2
-        return float((1.0 - self.empty_probability / float(self.rho.sum())) * L**2 / (2 * L - 1) ** 2)
+        """Density γ implied by the shift prior (:func:`gamma_from_shift_prior`)."""
+        return gamma_from_shift_prior(self.rho, self.rho.shape[0] // 2)
 
     def trace(self) -> dict[str, Any]:
         """The JSON-ready per-iteration record (``em_trace.json``)."""
@@ -101,6 +98,23 @@ class EMResult:
             "resumed_from": self.resumed_from,
             "wall_time_s": self.wall_time_s,
         }
+
+
+def gamma_from_shift_prior(rho: np.ndarray, L: int) -> float:
+    """Density γ implied by the shift prior ρ (2L, 2L).
+
+    Shifts with s_y = L or s_x = L leave the L×L crop empty. A particle at a uniform position
+    overlaps on average ((2L−1)/L)² patches of the L×L tiling, so with at most one particle per
+    patch P(non-empty patch) = γ (2L−1)²/L², i.e. γ = (1 − Σ_{empty s} ρ_s) · L² / (2L−1)².
+    """
+    rho = np.asarray(rho, dtype=np.float64)
+    if rho.shape != (2 * L, 2 * L):
+        raise InputError(f"em.npz: rho must have shape {(2 * L, 2 * L)} for L={L}, got {rho.shape}")
+    rho = rho / rho.sum()
+    empty = np.zeros(rho.shape, dtype=bool)
+    empty[L, :] = True
+    empty[:, L] = True
+    return float((1.0 - rho[empty].sum()) * L**2 / (2 * L - 1) ** 2)
 
 
 def step_size(k: int, burn_in: int, decay: float) -> float:

@@ -73,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cryomtd.em3d.driver import gamma_from_shift_prior
 from cryomtd.estimate import Estimate
 from cryomtd.evaluate.align import align, relative_error
 from cryomtd.evaluate.figures import HALF_MAP, ConvergenceTrace
@@ -233,24 +234,6 @@ def true_gamma(micrograph_infos: Sequence[str | os.PathLike], L: int, gamma_true
             raise InputError(f"{p}: field 'size': expected a positive integer or [height, width], got {size!r}")
         infos.append({**raw, "n_particles": n, "L": box, "size": size})
     return gamma_from_micrographs(infos)
-
-
-def gamma_from_shift_prior(rho: np.ndarray, L: int) -> float:
-    """Density γ implied by the approximate-EM shift prior ρ (2L, 2L).
-
-    Shifts with s_y = L or s_x = L leave the L×L crop empty (cryomtd.em3d). A particle at a
-    uniform position overlaps on average ((2L−1)/L)² patches of the L×L tiling, so with at most
-    one particle per patch P(non-empty patch) = γ (2L−1)²/L², i.e.
-    γ = (1 − Σ_{empty s} ρ_s) · L² / (2L−1)².
-    """
-    rho = np.asarray(rho, dtype=np.float64)
-    if rho.shape != (2 * L, 2 * L):
-        raise InputError(f"em.npz: rho must have shape {(2 * L, 2 * L)} for L={L}, got {rho.shape}")
-    rho = rho / rho.sum()
-    empty = np.zeros(rho.shape, dtype=bool)
-    empty[L, :] = True
-    empty[:, L] = True
-    return float((1.0 - rho[empty].sum()) * L**2 / (2 * L - 1) ** 2)
 
 
 def _read_estimate_files(
