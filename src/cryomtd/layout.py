@@ -65,6 +65,11 @@ class Layout:
     def particles(self, k: object) -> str:
         return self.path("particles", f"{k}.star")
 
+    @property
+    def ctf_groups(self) -> str:
+        """The CTF group table of the experiment's micrographs (:class:`cryomtd.ctf.CtfGroupTable`)."""
+        return self.path("ctf_groups.json")
+
     # --- moments (3-D per micrograph, 1-D per segment) and the merged moments
     def micrograph_moments(self, k: object) -> str:
         return self.path("moments", f"{k}.npz")
