@@ -10,10 +10,11 @@ Formula (the one place it is written; docs/simulation.md, RELION conventions):
     CTF(s) = −( sqrt(1 − A²) · sin χ(s) + A · cos χ(s) ) · exp(−B s² / 4)
 
 with s the spatial frequency in 1/Å (components (s_x, s_y)), A the amplitude contrast and
-B the B-factor (Å²) of the envelope. The sign makes a positive density appear dark at low
-frequency (CTF(0) = −A), as in RELION. Δu = ``defocus``, Δv = ``defocus_v`` (None: = Δu,
-no astigmatism), θ_a = ``defocus_angle`` (degrees, from x towards y), as RELION's
-``rlnDefocusU/V/Angle``.
+B the B-factor (Å²) of the envelope (RELION's ``rlnCtfBfactor``: positive dampens,
+negative, as CTF refinement writes relative to a reference, sharpens). The sign makes a
+positive density appear dark at low frequency (CTF(0) = −A), as in RELION.
+Δu = ``defocus``, Δv = ``defocus_v`` (None: = Δu, no astigmatism),
+θ_a = ``defocus_angle`` (degrees, from x towards y), as RELION's ``rlnDefocusU/V/Angle``.
 
 A CTF is real and even (CTF(−s) = CTF(s)), so filtering keeps images real. Its real-space
 kernel spreads the frequency s of a particle over a radius (1/2π)|dχ/ds| = |λΔf s − C_s λ³ s³|
@@ -23,6 +24,7 @@ kernel spreads the frequency s of a particle over a radius (1/2π)|dχ/ds| = |λ
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -39,6 +41,8 @@ __all__ = [
     "ctf_from_dict",
     "GROUP_PHASE_ERROR",
     "CtfGroupTable",
+    "CtfTable",
+    "read_ctf_star",
     "ctf_group_table",
 ]
 
@@ -72,8 +76,8 @@ class CTF:
             raise InputError(f"ctf.voltage: expected > 0 kV, got {self.voltage}")
         if not 0 <= self.amplitude_contrast < 1:
             raise InputError(f"ctf.amplitude_contrast: expected in [0, 1), got {self.amplitude_contrast}")
-        if self.cs < 0 or self.b_factor < 0:
-            raise InputError(f"ctf.cs and ctf.b_factor: expected ≥ 0, got {self.cs}, {self.b_factor}")
+        if self.cs < 0:
+            raise InputError(f"ctf.cs: expected ≥ 0 mm, got {self.cs}")
         for key in ("defocus", "defocus_v", "defocus_angle", "voltage", "cs", "b_factor"):
             v = getattr(self, key)
             if v is not None and not math.isfinite(v):
@@ -303,7 +307,6 @@ class CtfGroupTable:
     @classmethod
     def load(cls, path) -> CtfGroupTable:
         import json
-        import os
 
         if not os.path.isfile(path):
             raise InputError(f"{path}: CTF group table not found")
@@ -351,3 +354,110 @@ def ctf_group_table(
         for m in g.members:
             group_of[m] = gi
     return CtfGroupTable(pixels[0], names, groups, weights, tuple(group_of), mode, max_phase_error)
+
+
+# --------------------------------------------------------------------------- RELION STAR input
+_OPTICS_REQUIRED = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+_MICROGRAPH_REQUIRED = ("rlnMicrographName", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+
+
+def _stem(name: str) -> str:
+    base = os.path.basename(str(name).replace("\\", "/"))
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+@dataclass(frozen=True)
+class CtfTable:
+    """Per-micrograph CTFs of a RELION 3.1+ STAR file (:func:`read_ctf_star`): ``ctfs`` keyed
+    by the micrograph's file name without folder and extension, and the optics' pixel size
+    (Å, None when the file has none)."""
+
+    path: str
+    ctfs: dict[str, CTF]
+    pixel_size: float | None
+
+    def for_files(self, files: Sequence[str]) -> list[CTF]:
+        """The CTF of each micrograph file, matched by file name without folder and extension;
+        a file without a row → :class:`~cryomtd.io.InputError` listing the first missing ones."""
+        stems = [_stem(f) for f in files]
+        missing = [f for f, s in zip(files, stems, strict=True) if s not in self.ctfs]
+        if missing:
+            shown = ", ".join(os.path.basename(f) for f in missing[:3])
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise InputError(
+                f"{self.path}: no rlnMicrographName row for {shown}{more} (of {len(files)} micrographs); "
+                "expected one data_micrographs row per micrograph, matched by file name without folder and extension"
+            )
+        return [self.ctfs[s] for s in stems]
+
+
+def read_ctf_star(path: str | os.PathLike) -> CtfTable:
+    """The CTFs of a RELION 3.1+ micrograph STAR file (``data_optics`` + ``data_micrographs``).
+
+    Optics: ``rlnVoltage`` (kV), ``rlnSphericalAberration`` (mm), ``rlnAmplitudeContrast``,
+    the pixel size from ``rlnMicrographPixelSize`` or ``rlnImagePixelSize`` (optional),
+    ``rlnOpticsGroup`` (needed when there is more than one optics row). Micrographs:
+    ``rlnMicrographName``, ``rlnDefocusU``, ``rlnDefocusV`` (Å), ``rlnDefocusAngle``
+    (degrees), optional ``rlnCtfBfactor`` (Å², the envelope exp(−B s²/4), RELION's sign) and
+    ``rlnOpticsGroup``. A non-zero
+    ``rlnPhaseShift`` (phase plate) is refused. Read with ``starfile``; every missing table
+    or column is an :class:`~cryomtd.io.InputError` naming the file and what was expected.
+    """
+    import starfile
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: CTF STAR file not found (data.ctf)")
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile raises varied errors on malformed input
+        raise InputError(f"{path}: not a readable STAR file ({exc})") from None
+    for block in ("optics", "micrographs"):
+        if block not in blocks or not hasattr(blocks[block], "columns"):
+            raise InputError(
+                f"{path}: no data_{block} table; expected a RELION 3.1+ micrograph STAR file "
+                "(data_optics and data_micrographs loops, as written by CtfFind/Gctf jobs)"
+            )
+    optics, mics = blocks["optics"], blocks["micrographs"]
+    for table, cols, block in ((optics, _OPTICS_REQUIRED, "optics"), (mics, _MICROGRAPH_REQUIRED, "micrographs")):
+        absent = [c for c in cols if c not in table.columns]
+        if absent:
+            raise InputError(f"{path}: data_{block} lacks column(s) {', '.join(absent)}")
+    if "rlnPhaseShift" in mics.columns and np.any(np.abs(mics["rlnPhaseShift"].to_numpy(dtype=float)) > 1e-6):
+        raise InputError(f"{path}: rlnPhaseShift is non-zero (phase plate); cryomtd models no phase shift")
+    pixel_col = next((c for c in ("rlnMicrographPixelSize", "rlnImagePixelSize") if c in optics.columns), None)
+    by_group: dict[int, dict] = {}
+    for i, row in optics.reset_index(drop=True).iterrows():
+        group = int(row["rlnOpticsGroup"]) if "rlnOpticsGroup" in optics.columns else i + 1
+        by_group[group] = {
+            "voltage": float(row["rlnVoltage"]),
+            "cs": float(row["rlnSphericalAberration"]),
+            "amplitude_contrast": float(row["rlnAmplitudeContrast"]),
+            "pixel": None if pixel_col is None else float(row[pixel_col]),
+        }
+    if len(by_group) > 1 and "rlnOpticsGroup" not in mics.columns:
+        raise InputError(f"{path}: {len(by_group)} optics groups but data_micrographs has no rlnOpticsGroup column")
+    ctfs: dict[str, CTF] = {}
+    for i, row in mics.reset_index(drop=True).iterrows():
+        group = int(row["rlnOpticsGroup"]) if "rlnOpticsGroup" in mics.columns else next(iter(by_group))
+        if group not in by_group:
+            raise InputError(f"{path}: data_micrographs row {i + 1} names optics group {group}, not in data_optics")
+        opt = by_group[group]
+        stem = _stem(row["rlnMicrographName"])
+        if stem in ctfs:
+            raise InputError(f"{path}: micrograph {stem!r} appears twice in data_micrographs")
+        b = float(row["rlnCtfBfactor"]) if "rlnCtfBfactor" in mics.columns else 0.0
+        try:
+            ctfs[stem] = CTF(
+                defocus=float(row["rlnDefocusU"]),
+                defocus_v=float(row["rlnDefocusV"]),
+                defocus_angle=float(row["rlnDefocusAngle"]),
+                voltage=opt["voltage"],
+                cs=opt["cs"],
+                amplitude_contrast=opt["amplitude_contrast"],
+                b_factor=b,
+            )
+        except InputError as exc:
+            raise InputError(f"{path}: data_micrographs row {i + 1} ({stem}): {exc}") from None
+    pixels = {o["pixel"] for o in by_group.values() if o["pixel"] is not None}
+    return CtfTable(path, ctfs, pixels.pop() if len(pixels) == 1 else None)

@@ -496,13 +496,15 @@ def read_particles(path: str | os.PathLike) -> pd.DataFrame:
 @dataclass(frozen=True)
 class CtfSettings:
     """``micrographs.ctf``: defocus Å (under-focus positive; a (lo, hi) pair is drawn per micrograph),
-    voltage kV, spherical aberration mm, amplitude contrast, B-factor Å²."""
+    voltage kV, spherical aberration mm, amplitude contrast, B-factor Å², astigmatism Å
+    (defocus U − V; a (lo, hi) pair is drawn per micrograph)."""
 
     defocus: float | tuple[float, float]
     voltage: float = 300.0
     cs: float = 2.7
     amplitude_contrast: float = 0.1
     b_factor: float = 0.0
+    astigmatism: float | tuple[float, float] = 0.0
 
 
 @dataclass(frozen=True)
@@ -545,17 +547,29 @@ class MicrographSettings:
 
 def ctf_for_micrograph(ctf: dict | None, g: np.random.Generator) -> CTF | None:
     """A :class:`CTF` from the ``micrographs.ctf`` config block; a ``defocus`` [lo, hi] is
-    drawn uniformly from ``g``."""
+    drawn uniformly from ``g``, then (only when non-zero) the astigmatism a (a [lo, hi]
+    drawn likewise) and its angle uniform in [0°, 180°): U = Δf + a/2, V = Δf − a/2."""
     if ctf is None:
         return None
     params = dict(ctf)
     if "defocus" not in params:
         raise InputError("micrographs.ctf.defocus: required when a CTF is given")
-    defocus = params.pop("defocus")
-    if isinstance(defocus, (list, tuple)):
-        lo, hi = (float(v) for v in defocus)
-        defocus = g.uniform(min(lo, hi), max(lo, hi))
-    return CTF(defocus=float(defocus), **params)
+
+    def draw(value: Any) -> float:
+        if isinstance(value, (list, tuple)):
+            lo, hi = (float(v) for v in value)
+            return float(g.uniform(min(lo, hi), max(lo, hi)))
+        return float(value)
+
+    defocus = draw(params.pop("defocus"))
+    astig = params.pop("astigmatism", 0.0)
+    if astig == 0 or (isinstance(astig, (list, tuple)) and max(astig) == 0):
+        return CTF(defocus=defocus, **params)
+    a = draw(astig)
+    if not a < 2 * defocus:
+        raise InputError(f"micrographs.ctf.astigmatism: {a:g} Å leaves defocus V ≤ 0 at defocus {defocus:g} Å")
+    angle = float(g.uniform(0.0, 180.0))
+    return CTF(defocus=defocus + a / 2, defocus_v=defocus - a / 2, defocus_angle=angle, **params)
 
 
 def simulate_from_truth(

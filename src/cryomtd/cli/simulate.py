@@ -32,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
             cs=args.cs,
             amplitude_contrast=args.amplitude_contrast,
             b_factor=args.b_factor,
+            astigmatism=args.astigmatism[0] if len(args.astigmatism) == 1 else tuple(args.astigmatism[:2]),
         )
         settings = dataclasses.replace(settings, ctf=ctf)
     out = Path(args.out)
@@ -77,4 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cs", type=float, default=ctf.cs, help="CTF: mm (default %(default)s)")
     p.add_argument("--amplitude-contrast", type=float, default=ctf.amplitude_contrast, help="CTF (default %(default)s)")
     p.add_argument("--b-factor", type=float, default=ctf.b_factor, help="CTF envelope Å² (default %(default)s)")
+    p.add_argument(
+        "--astigmatism", type=float, nargs="+", default=[ctf.astigmatism], help="CTF: defocus U − V Å, or LO HI to draw"
+    )
     p.set_defaults(func=_run)
