@@ -322,7 +322,7 @@ def ctf_group_table(
     max_phase_error: float = GROUP_PHASE_ERROR,
 ) -> CtfGroupTable:
     """The :class:`CtfGroupTable` of micrographs from their side files ``infos`` (keys
-    ``ctf`` (a CTF dict or None), ``pixel_size`` Å, ``size`` [ny, nx]).
+    ``ctf`` (a CTF dict or None), ``pixel_size`` Å, ``size`` [ny, nx] or the side).
 
     ``mode`` ``ignore`` (or no micrograph with a CTF) gives an empty table. Micrographs with
     a CTF and without one cannot be mixed (an error naming one of each); nor can pixel sizes
@@ -347,7 +347,7 @@ def ctf_group_table(
             "expected a CTF for every micrograph or for none"
         )
     groups = tuple(group_ctfs(ctfs, pixels[0], max_phase_error))
-    npix = np.array([float(np.prod(i.get("size") or [1, 1])) for i in infos])
+    npix = np.array([float(np.prod(np.broadcast_to(i.get("size") or 1, (2,)))) for i in infos])  # side or [ny, nx]
     weights = tuple(float(npix[list(g.members)].sum() / npix.sum()) for g in groups)
     group_of = [-1] * len(names)
     for gi, g in enumerate(groups):

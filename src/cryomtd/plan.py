@@ -35,13 +35,15 @@ class Plan3D:
     ``configs``: run name → config block (a half run shares its experiment's block);
     ``owner``: run → the experiment whose micrographs it reads; ``indices``: run → the
     micrograph indices k it uses; ``files``: data experiment → its input files (sorted glob),
-    file k being micrograph k.
+    file k being micrograph k; ``ctfs``: data experiment → the CTF (a :meth:`CTF.to_dict`) of
+    each file from ``data.ctf``, or None per file without a table.
     """
 
     configs: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     owner: dict[str, str] = field(default_factory=dict)
     indices: dict[str, list[int]] = field(default_factory=dict)
     files: dict[str, list[str]] = field(default_factory=dict)
+    ctfs: dict[str, list[dict | None]] = field(default_factory=dict)
 
     @property
     def experiments(self) -> list[str]:
@@ -65,7 +67,8 @@ def plan_3d(experiments: Mapping[str, Mapping[str, Any]]) -> Plan3D:
 
     Data experiments: the glob ``data.micrographs`` is expanded (relative to the working
     directory; no match is an error naming the key), the headers' pixel sizes are checked
-    (:func:`cryomtd.micrographs.check_pixel_sizes`), and a data experiment needs its moments
+    (:func:`cryomtd.micrographs.check_pixel_sizes`), the CTF table ``data.ctf`` (when set) is
+    read and must have a row for every file, and a data experiment needs its moments
     from micrographs (``moments.source: micrographs``) and at least two files (for the halves).
     """
     plan = Plan3D()
@@ -87,11 +90,6 @@ def plan_3d(experiments: Mapping[str, Mapping[str, Any]]) -> Plan3D:
                 "moments; expected micrographs"
             )
         settings = DataSettings.from_config(cfg["data"], where)
-        if settings.ctf is not None:
-            raise InputError(
-                f"{where}.ctf: the estimators do not model the CTF yet, so a CTF table cannot be used; "
-                "remove the key (the maps are then of the CTF-filtered molecule)"
-            )
         files = micrograph_files(settings.micrographs, f"{where}.micrographs")
         if len(files) < 2:
             raise InputError(
@@ -100,6 +98,12 @@ def plan_3d(experiments: Mapping[str, Mapping[str, Any]]) -> Plan3D:
             )
         check_pixel_sizes(files, settings)
         plan.files[name] = files
+        if settings.ctf is None:
+            plan.ctfs[name] = [None] * len(files)
+        else:
+            from cryomtd.ctf import read_ctf_star
+
+            plan.ctfs[name] = [c.to_dict() for c in read_ctf_star(settings.ctf).for_files(files)]
         plan.indices[name] = list(range(len(files)))
         for h, half in enumerate(HALVES):
             run = f"{name}/{half}"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ __all__ = [
     "read_particles",
     "STAR_COLUMNS",
     "ctf_for_micrograph",
+    "simulated_side_infos",
     "simulate_from_truth",
     "save_micrograph",
 ]
@@ -570,6 +571,25 @@ def ctf_for_micrograph(ctf: dict | None, g: np.random.Generator) -> CTF | None:
         raise InputError(f"micrographs.ctf.astigmatism: {a:g} Å leaves defocus V ≤ 0 at defocus {defocus:g} Å")
     angle = float(g.uniform(0.0, 180.0))
     return CTF(defocus=defocus + a / 2, defocus_v=defocus - a / 2, defocus_angle=angle, **params)
+
+
+def simulated_side_infos(micrographs: dict, seed: int, indices: Sequence[int], pixel_size: float) -> list[dict]:
+    """What the CTF group table needs of the side files of simulated micrographs ``indices``
+    (``ctf``, ``pixel_size``, ``size``) without simulating them: the CTF is drawn first from
+    ``rng(seed, "micrograph", k)``, exactly as :func:`simulate_from_truth` draws it (for the
+    clean-moment experiments, whose micrographs are never made). ``micrographs``: the
+    defaults-filled ``micrographs`` config block."""
+    ctf, size = micrographs.get("ctf"), int(micrographs["size"])
+    return [
+        {
+            "ctf": None
+            if ctf is None
+            else ctf_for_micrograph(ctf, seeded_rng(int(seed), "micrograph", int(k))).to_dict(),
+            "pixel_size": float(pixel_size),
+            "size": [size, size],
+        }
+        for k in indices
+    ]
 
 
 def simulate_from_truth(

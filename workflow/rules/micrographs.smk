@@ -49,6 +49,7 @@ rule prepare_micrograph:
         k=r"\d+",
     params:
         data=lambda wc: exp_config(wc)["data"],
+        ctf=lambda wc: PLAN.ctfs[wc.exp][int(wc.k)],
     threads: 1
     resources:
         mem_mb=lambda wc: 1000 + os.path.getsize(PLAN.files[wc.exp][int(wc.k)]) * 12 // 2**20,
@@ -57,6 +58,39 @@ rule prepare_micrograph:
         "../../envs/simulate.yaml"
     script:
         "../../scripts/prepare_micrograph.py"
+
+
+rule ctf_groups:
+    # The CTF groups of a run's micrographs (cryomtd.ctf.ctf_group_table): both estimators read
+    # the microscope from this one file; its table is empty without a CTF or with `ctf: ignore`.
+    input:
+        unpack(
+            lambda wc: {"truth": Layout(RESULTS, wc.exp).truth_npz}
+            if wc.exp in EXP3D_EXACT
+            else {"infos": micrograph_files(wc.exp, "info")}
+        ),
+    output:
+        PATHS.ctf_groups,
+    log:
+        PATHS.log("ctf_groups"),
+    wildcard_constraints:
+        exp=name_regex(PLAN.runs(EXP3D)),
+    params:
+        exact=lambda wc: wc.exp in EXP3D_EXACT,
+        micrographs=lambda wc: exp_config(wc).get("micrographs"),
+        seed=lambda wc: exp_config(wc)["seed"],
+        names=lambda wc: PLAN.indices[wc.exp] if wc.exp not in EXP3D_EXACT else list(
+            range(exp_config(wc)["micrographs"]["n_micrographs"])
+        ),
+        mode=lambda wc: exp_config(wc)["ctf"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../../envs/simulate.yaml"
+    script:
+        "../../scripts/ctf_groups.py"
 
 
 ALL_TARGETS.extend(
