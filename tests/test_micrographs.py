@@ -318,7 +318,8 @@ def test_side_file_contract(truth, tmp_path):
     for key in ("sigma", "L", "pixel_size", "size", "source", "index", "ctf", "noise_spectrum", "white_spectrum"):
         assert key in info
     assert not {"gamma", "n_particles", "snr"} & set(info)
-    assert (info["L"], info["pixel_size"], info["index"], info["ctf"]) == (L, 1.25, 3, ctf)
+    assert (info["L"], info["pixel_size"], info["index"]) == (L, 1.25, 3)
+    assert {k: info["ctf"][k] for k in ctf} == ctf  # + the whitening filter when whitened
     assert info["source"] == str(tmp_path / "a.mrc") and info["preparation"]["L"] == L
     f = np.array(info["noise_spectrum"]["frequency"])
     assert abs(f.max() - 1 / (math.sqrt(2) * 1.25)) < 0.01  # cycles/Å, up to the corner 1/(√2·pixel)
@@ -332,6 +333,33 @@ def test_side_file_contract(truth, tmp_path):
 
 
 # --------------------------------------------------------------------------- reading and bad input
+def test_side_file_ctf_carries_the_whitening_filter(truth, tmp_path):
+    """With whitening the recorded CTF's gain is the filter the image went through: the ratio of
+    the prepared image's DFT to the input's (edge 0, no resampling), bin by bin; the CTF
+    parameters themselves are recorded as given, and without whitening there is no gain."""
+    from cryomtd.ctf import ctf_from_dict
+
+    m = simulate(truth, 0, size=512, snr=None, seed=30)
+    noise, _ = _coloured((512, 512), math.sqrt(m.signal_energy / L**2), 30)
+    image = m.clean + noise
+    write_image_mrc(tmp_path / "a.mrc", image, 2.0)
+    ctf = {"defocus": 15000.0, "voltage": 300.0, "defocus_v": 14000.0, "defocus_angle": 20.0}
+    p = prepare_micrograph(tmp_path / "a.mrc", settings(edge=0, whiten=True), ctf=ctf)
+    recorded = ctf_from_dict(p.info["ctf"])
+    assert {k: p.info["ctf"][k] for k in ctf} == ctf
+    ratio = np.fft.rfft2(p.image) / np.fft.rfft2(image - image.mean())
+    fy, fx = np.fft.fftfreq(512, d=2.0)[:, None], np.fft.rfftfreq(512, d=2.0)[None, :]
+    bare = dict(p.info["ctf"], gain=None)
+    expected = recorded.at(fy, fx) / ctf_from_dict(bare).at(fy, fx)  # the gain alone, on the rfft grid
+    amplitude = np.abs(np.fft.rfft2(image - image.mean()))
+    ok = amplitude > 1e-3 * amplitude.max()  # the ratio is round-off where the input has no power
+    ok[0, 0] = False
+    np.testing.assert_allclose(ratio.real[ok], expected[ok], rtol=2e-3)
+    assert np.abs(ratio.imag[ok]).max() < 1e-8
+    plain = prepare_micrograph(tmp_path / "a.mrc", settings(edge=0, whiten=False), ctf=ctf)
+    assert plain.info["ctf"] == ctf
+
+
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint16, np.float16, np.float32])
 def test_every_real_mode_and_a_one_image_stack(tmp_path, dtype):
     data = (np.random.default_rng(6).integers(0, 100, (1, 40, 30))).astype(dtype)

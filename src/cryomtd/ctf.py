@@ -61,7 +61,10 @@ def electron_wavelength(voltage_kv: float) -> float:
 @dataclass(frozen=True)
 class CTF:
     """CTF parameters: defocus U Å (> 0 under-focus), defocus V Å (None = U), defocus angle
-    degrees, voltage kV, Cs mm, amplitude contrast, B-factor Å²."""
+    degrees, voltage kV, Cs mm, amplitude contrast, B-factor Å², and ``gain``: an optional
+    radial filter (frequencies 1/Å, gains; linear in |s|, constant beyond the ends) that
+    multiplies the CTF — the whitening filter of a prepared micrograph, so that the CTF of
+    a side file is the whole transfer from the molecule to the prepared image."""
 
     defocus: float
     voltage: float = 300.0
@@ -70,8 +73,14 @@ class CTF:
     b_factor: float = 0.0
     defocus_v: float | None = None
     defocus_angle: float = 0.0
+    gain: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self) -> None:
+        if self.gain is not None:
+            f, g = (tuple(float(v) for v in part) for part in self.gain)
+            if len(f) != len(g) or not f or np.any(np.diff(f) <= 0) or not np.all(np.isfinite(g)):
+                raise InputError("ctf.gain: expected (frequencies increasing, gains) of equal length")
+            object.__setattr__(self, "gain", (f, g))
         if not self.voltage > 0:
             raise InputError(f"ctf.voltage: expected > 0 kV, got {self.voltage}")
         if not 0 <= self.amplitude_contrast < 1:
@@ -113,7 +122,8 @@ class CTF:
         cs_a = self.cs * 1e7  # mm → Å
         chi = math.pi * lam * defocus * s2 - 0.5 * math.pi * cs_a * lam**3 * s2**2
         a = self.amplitude_contrast
-        return -(math.sqrt(1 - a * a) * np.sin(chi) + a * np.cos(chi)) * np.exp(-self.b_factor * s2 / 4)
+        out = -(math.sqrt(1 - a * a) * np.sin(chi) + a * np.cos(chi)) * np.exp(-self.b_factor * s2 / 4)
+        return out if self.gain is None else out * np.interp(np.sqrt(s2), *self.gain)
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
         """CTF at radial frequencies ``s`` (1/Å, any shape) along the x axis (θ = 0)."""
@@ -137,7 +147,9 @@ class CTF:
         return float(spread / pixel_size)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["gain"] = None if self.gain is None else [list(self.gain[0]), list(self.gain[1])]
+        return d
 
 
 def ctf_from_dict(block: dict | None, where: str = "ctf") -> CTF | None:
@@ -151,7 +163,12 @@ def ctf_from_dict(block: dict | None, where: str = "ctf") -> CTF | None:
     extra = sorted(set(block) - known)
     if extra:
         raise InputError(f"{where}: unknown CTF key(s) {extra}; expected some of {sorted(known)}")
-    return CTF(**{k: (None if v is None else float(v)) for k, v in block.items()})
+    params = {k: (None if v is None else float(v)) for k, v in block.items() if k != "gain"}
+    gain = block.get("gain")
+    try:
+        return CTF(**params, gain=None if gain is None else (tuple(gain[0]), tuple(gain[1])))
+    except (TypeError, IndexError, ValueError) as exc:
+        raise InputError(f"{where}: {exc}") from None
 
 
 def apply_ctf(image: np.ndarray, ctf: CTF, pixel_size: float) -> np.ndarray:
@@ -178,6 +195,16 @@ def _phase_gap(a: CTF, b: CTF, s_max: float) -> float:
     """max over directions of |χ_a − χ_b| at s_max (radians); same voltage and Cs assumed."""
     theta = np.linspace(0.0, math.pi, 181)
     return float(math.pi * a.wavelength * s_max**2 * np.abs(a.defocus_at(theta) - b.defocus_at(theta)).max())
+
+
+def _mean_gain(ctfs: Sequence[CTF]) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The members' mean gain on the first gain's frequencies (None when no member has one)."""
+    gains = [c.gain for c in ctfs if c.gain is not None]
+    if not gains:
+        return None
+    f = np.asarray(gains[0][0])
+    mean = np.mean([np.interp(f, *(c.gain or ((0.0,), (1.0,)))) for c in ctfs], axis=0)
+    return tuple(f.tolist()), tuple(mean.tolist())
 
 
 def _optics(c: CTF) -> tuple[float, float, float, float]:
@@ -211,6 +238,7 @@ def group_ctfs(ctfs: Sequence[CTF], pixel_size: float, max_phase_error: float = 
             b_factor=first.b_factor,
             defocus_v=None if all(ctfs[i].defocus_v is None for i in members) else v,
             defocus_angle=first.defocus_angle,
+            gain=_mean_gain([ctfs[i] for i in members]),
         )
 
     def error(members: list[int], rep: CTF) -> float:

@@ -73,6 +73,7 @@ __all__ = [
     "band_colour",
     "COLOUR_THRESHOLD",
     "whiten",
+    "whitening_gain",
     "prepare_micrograph",
     "micrograph_files",
     "header_pixel_size",
@@ -352,6 +353,21 @@ def whiten(
     return np.fft.irfft2(np.fft.rfft2(image) * np.sqrt(ref / grid), s=image.shape)
 
 
+def whitening_gain(
+    shape: tuple[int, int], freqs: np.ndarray, psd: np.ndarray, pixel_size: float, refine: int = 8
+) -> list[list[float]]:
+    """The radial filter √(ref / psd(|f|)) of :func:`whiten` as ``[frequencies 1/Å, gains]``: at
+    the spectrum's shell frequencies and ``refine`` − 1 points between each pair (the filter is
+    √ of 1 / a piecewise-linear psd, so its linear interpolation between these points is off by
+    < (relative psd change per shell)² / (8·refine²)), constant beyond the first and last shell."""
+    freqs, psd = np.asarray(freqs, dtype=np.float64), np.asarray(psd, dtype=np.float64)
+    ref = band_level(shape, freqs, psd)
+    t = np.arange(refine) / refine
+    f = np.append((freqs[:-1, None] + np.diff(freqs)[:, None] * t[None, :]).ravel(), freqs[-1])
+    gain = np.sqrt(ref / np.interp(f, freqs, psd))
+    return [(f / pixel_size).tolist(), gain.tolist()]
+
+
 # --------------------------------------------------------------------------- the stage
 @dataclass(frozen=True)
 class PreparedMicrograph:
@@ -415,8 +431,11 @@ def prepare_micrograph(
 ) -> PreparedMicrograph:
     """Micrograph file ``path`` → the micrograph contract (module docstring for the steps).
 
-    ``index`` is k of ``micrographs/{k}``; ``ctf`` this micrograph's CTF parameters (recorded
-    as given). Raises :class:`~cryomtd.io.InputError` naming the file for an unreadable or
+    ``index`` is k of ``micrographs/{k}``; ``ctf`` this micrograph's CTF parameters (a
+    :meth:`cryomtd.ctf.CTF.to_dict`), recorded in the side file as the transfer from the
+    molecule to the prepared image: as given (the CTF is in Å, so Fourier downsampling does
+    not change it), times the whitening filter (:func:`whitening_gain`, key ``gain``) when
+    the image is whitened. Raises :class:`~cryomtd.io.InputError` naming the file for an unreadable or
     bad file, a missing pixel size (key ``data.pixel_size``), ``pixel_size_out`` finer than
     the file, or a prepared image smaller than ``MIN_BOXES``·L per side.
     """
@@ -464,6 +483,8 @@ def prepare_micrograph(
         "whitened" if whitened else "left as it is (white noise)",
     )
     if whitened:
+        if ctf is not None:  # the molecule reaches the prepared image through CTF × whitening filter
+            ctf = {**ctf, "gain": whitening_gain(image.shape, freqs, psd, pixel_out)}
         image = whiten(image, freqs, psd)
         white_freqs, white_psd = noise_spectrum(image, tile, shells)
     else:
