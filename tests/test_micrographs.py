@@ -343,6 +343,7 @@ def test_side_file_ctf_carries_the_whitening_filter(truth, tmp_path):
     noise, _ = _coloured((512, 512), math.sqrt(m.signal_energy / L**2), 30)
     image = m.clean + noise
     write_image_mrc(tmp_path / "a.mrc", image, 2.0)
+    image = read_image_mrc(tmp_path / "a.mrc")[0]  # as stored (float32)
     ctf = {"defocus": 15000.0, "voltage": 300.0, "defocus_v": 14000.0, "defocus_angle": 20.0}
     p = prepare_micrograph(tmp_path / "a.mrc", settings(edge=0, whiten=True), ctf=ctf)
     recorded = ctf_from_dict(p.info["ctf"])
