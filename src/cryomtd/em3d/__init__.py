@@ -5,10 +5,13 @@ projection of the volume (spherical-Bessel coefficients) at a rotation of a grid
 zero-padded to 2L×2L, circularly shifted and cropped (empty patches included), plus
 white Gaussian noise. EM alternates FFT-based E-steps over patches × rotations × shifts
 and weighted least-squares M-steps. Batch EM and stochastic approximate EM, checkpoint
-and resume. Public entry point: :func:`run`.
+and resume. With a CTF (one group CTF per micrograph) the patches are compared with the
+filtered projections of their defocus group on an enlarged box (:mod:`.ctfmodel`).
+Public entry point: :func:`run`.
 """
 
 from .backend import Backend, get_backend
+from .ctfmodel import CtfModel, plan_ctf, truncation_radius
 from .driver import EMResult, em, run, step_size
 from .estep import Statistics, estep_batch, log_likelihoods, projection_spectra
 from .model import ProjectionModel
@@ -20,6 +23,9 @@ __all__ = [
     "run",
     "em",
     "EMResult",
+    "CtfModel",
+    "plan_ctf",
+    "truncation_radius",
     "ProjectionModel",
     "PatchSource",
     "Statistics",

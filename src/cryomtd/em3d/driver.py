@@ -11,6 +11,12 @@ and produces the same numbers as an uninterrupted run.
 
 ``loglik[k]`` is the mean log-likelihood per patch, log p(y | θ_k) / N, at the parameters
 entering iteration k (for SAEM: over that iteration's subset). Batch EM never decreases it.
+
+With a CTF (``ctfs``: one group CTF per micrograph), each micrograph's patches are compared
+with the filtered projections of its group on the enlarged box (:mod:`.ctfmodel`): per
+iteration the projection spectra are computed once per group, the E-step runs group by
+group, and the M-step sums the groups' normal equations. Without one the run is the
+CTF-free model, unchanged.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from typing import Any
 
 import numpy as np
 
+from cryomtd.ctf import CTF
 from cryomtd.io import InputError, save_npz
 from cryomtd.progress import progress
 from cryomtd.seeding import rng
 from cryomtd.settings import override
 
 from .backend import get_backend
+from .ctfmodel import ENERGY, CtfModel, plan_ctf
 from .estep import Statistics, batch_sizes, estep_batch, projection_spectra
 from .model import ProjectionModel, WignerBlocks
 from .mstep import mstep
@@ -48,11 +56,14 @@ log = logging.getLogger("cryomtd.em3d")
 class EMResult:
     """Outcome of :func:`em`.
 
-    ``coef`` (size,) final coefficients; ``rho`` (2L, 2L) shift prior (index = shift s);
+    ``coef`` (size,) final coefficients; ``rho`` (N, N) shift prior (index = shift s;
+    N = L + B, B the projection box: L without a CTF, L + 2t with one);
     ``pi`` (R,) rotation prior; ``loglik`` mean log-likelihood per patch per iteration;
     ``objective`` loglik + log prior / N (MAP-EM); ``estep_s``/``mstep_s`` seconds per
     iteration; ``step`` SAEM step sizes; ``iterations`` done; ``converged`` (relative
-    loglik change < tol); ``n_patches``; ``wall_time_s`` (sum over iterations, all runs).
+    loglik change < tol); ``n_patches``; ``wall_time_s`` (sum over iterations, all runs);
+    ``L`` the patch side (0: rho's side / 2); ``ctf`` the CTF model's summary
+    (:meth:`CtfModel.summary`; None without a CTF).
     """
 
     coef: np.ndarray
@@ -67,21 +78,27 @@ class EMResult:
     converged: bool = False
     n_patches: int = 0
     resumed_from: int = 0
+    L: int = 0
+    ctf: dict | None = None
 
     @property
     def wall_time_s(self) -> float:
         return float(sum(self.estep_s) + sum(self.mstep_s))
 
     @property
+    def patch_side(self) -> int:
+        return self.L or self.rho.shape[0] // 2
+
+    @property
     def empty_probability(self) -> float:
         """Probability of the empty patch under ρ: Σ ρ_s over shifts with s_y = L or s_x = L."""
-        L = self.rho.shape[0] // 2
+        L = self.patch_side
         return float(self.rho[L, :].sum() + self.rho[:, L].sum() - self.rho[L, L])
 
     @property
     def gamma(self) -> float:
         """Density γ implied by the shift prior (:func:`gamma_from_shift_prior`)."""
-        return gamma_from_shift_prior(self.rho, self.rho.shape[0] // 2)
+        return gamma_from_shift_prior(self.rho, self.patch_side)
 
     def trace(self) -> dict[str, Any]:
         """The JSON-ready per-iteration record (``em_trace.json``)."""
@@ -97,24 +114,28 @@ class EMResult:
             "n_patches": self.n_patches,
             "resumed_from": self.resumed_from,
             "wall_time_s": self.wall_time_s,
+            "ctf": self.ctf,
         }
 
 
 def gamma_from_shift_prior(rho: np.ndarray, L: int) -> float:
-    """Density γ implied by the shift prior ρ (2L, 2L).
+    """Density γ implied by the shift prior ρ (N, N) of patches of side L, N = L + B with B ≥ L
+    the modelled projection box (B = L, N = 2L without a CTF; B = L + 2t with one).
 
-    Shifts with s_y = L or s_x = L leave the L×L crop empty. A particle at a uniform position
-    overlaps on average ((2L−1)/L)² patches of the L×L tiling, so with at most one particle per
-    patch P(non-empty patch) = γ (2L−1)²/L², i.e. γ = (1 − Σ_{empty s} ρ_s) · L² / (2L−1)².
+    Shifts with s_y = L or s_x = L leave the L×L crop empty. A box of side B at a uniform
+    position overlaps on average ((L+B−1)/L)² patches of the L×L tiling, so with at most one
+    particle per patch P(non-empty patch) = γ (L+B−1)²/L², i.e.
+    γ = (1 − Σ_{empty s} ρ_s) · L² / (L+B−1)²  (= L²/(2L−1)² without a CTF).
     """
     rho = np.asarray(rho, dtype=np.float64)
-    if rho.shape != (2 * L, 2 * L):
-        raise InputError(f"em.npz: rho must have shape {(2 * L, 2 * L)} for L={L}, got {rho.shape}")
+    if rho.ndim != 2 or rho.shape[0] != rho.shape[1] or rho.shape[0] < 2 * L:
+        raise InputError(f"em.npz: rho must have shape (N, N) with N >= {2 * L} for L={L}, got {rho.shape}")
+    B = rho.shape[0] - L
     rho = rho / rho.sum()
     empty = np.zeros(rho.shape, dtype=bool)
     empty[L, :] = True
     empty[:, L] = True
-    return float((1.0 - rho[empty].sum()) * L**2 / (2 * L - 1) ** 2)
+    return float((1.0 - rho[empty].sum()) * L**2 / (L + B - 1) ** 2)
 
 
 def step_size(k: int, burn_in: int, decay: float) -> float:
@@ -181,7 +202,8 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[EMResult, Statistics
 
 @dataclass
 class _Plan:
-    """What one EM run needs besides the model: backend, E-step method, batch sizes, patch count."""
+    """What one EM run needs besides the model: backend, E-step method, batch sizes, patch count;
+    with a CTF the group model (``ctf``), the group of every patch and the filtered models."""
 
     xp: Any
     method: str
@@ -190,10 +212,23 @@ class _Plan:
     rot_chunk: int
     n_sub: int
     stochastic: bool
+    ctf: CtfModel | None = None
+    patch_group: np.ndarray | None = None  # (n_patches,) group of each patch
+    models: list | None = None  # filtered ProjectionModel per group
+
+    @property
+    def box(self) -> int | None:
+        """Projection box side B (None: the patch side, no CTF)."""
+        return None if self.ctf is None else self.ctf.box
 
 
 def _plan(
-    source: PatchSource, model: ProjectionModel, wigner: WignerBlocks, sigma: float, settings: EmSettings
+    source: PatchSource,
+    model: ProjectionModel,
+    wigner: WignerBlocks,
+    sigma: float,
+    settings: EmSettings,
+    ctf: CtfModel | None = None,
 ) -> _Plan:
     """Check the settings against the data; choose the backend, the E-step method and the batches."""
     adv = settings.advanced
@@ -210,10 +245,16 @@ def _plan(
     if method not in ("fft", "matmul"):
         raise InputError(f"em.advanced.method: expected auto, fft or matmul, got {method!r}")
     R = wigner[model.blocks[0][0]].shape[0]
-    P_batch, rot_chunk = batch_sizes(R, model.L, adv.memory_mb)
+    P_batch, rot_chunk = batch_sizes(R, model.L, adv.memory_mb, None if ctf is None else ctf.box)
     stochastic = settings.fraction < 1.0
     n_sub = source.n if not stochastic else max(1, int(round(settings.fraction * source.n)))
-    return _Plan(xp, method, R, P_batch, rot_chunk, n_sub, stochastic)
+    plan = _Plan(xp, method, R, P_batch, rot_chunk, n_sub, stochastic)
+    if ctf is not None:
+        counts = np.diff(source.offsets)
+        plan.ctf = ctf
+        plan.patch_group = np.repeat(ctf.group_of, counts)
+        plan.models = ctf.models(model)
+    return plan
 
 
 def _start(source: PatchSource, model: ProjectionModel, sigma: float, x0: np.ndarray | None, seed: int) -> np.ndarray:
@@ -243,18 +284,28 @@ def _iterate(
     k = res.iterations + 1
     N, L, xp = source.n, model.L, plan.xp
     t0 = time.perf_counter()
-    with np.errstate(divide="ignore"):
-        spectra = projection_spectra(
-            model.project(res.coef, wigner),
-            np.log(res.rho),
-            np.log(res.pi),
-            xp,
-            plan.method,
-            stack_mb=settings.advanced.memory_mb / 4,
-        )
-    stats = Statistics.zeros(plan.R, L)
-    for _, patches in source.batches(idx, plan.P_batch):
-        stats.add(estep_batch(patches, spectra, sigma, xp, plan.rot_chunk))
+    if plan.ctf is None:
+        groups = [(model, idx)]
+    else:  # one E-step per CTF group over its own patches
+        groups = [(m, idx[plan.patch_group[idx] == g]) for g, m in enumerate(plan.models)]
+    parts = []
+    for gmodel, gidx in groups:
+        with np.errstate(divide="ignore"):
+            spectra = projection_spectra(
+                gmodel.project(res.coef, wigner),
+                np.log(res.rho),
+                np.log(res.pi),
+                xp,
+                plan.method,
+                stack_mb=settings.advanced.memory_mb / 4,
+                L=L,
+            )
+        part = Statistics.zeros(plan.R, L, plan.box)
+        for _, patches in source.batches(gidx, plan.P_batch):
+            part.add(estep_batch(patches, spectra, sigma, xp, plan.rot_chunk))
+        parts.append(part)
+        del spectra
+    stats = parts[0] if len(parts) == 1 else _stack_groups(parts)
     xp.sync()
     t1 = time.perf_counter()
     eta = step_size(k, settings.step.burn_in, settings.step.decay) if plan.stochastic else 1.0
@@ -270,7 +321,7 @@ def _iterate(
         )
     new = mstep(
         smoothed.scaled(N),
-        model,
+        model if plan.ctf is None else plan.models,
         wigner,
         sigma,
         prior_weight=settings.prior_weight,
@@ -295,6 +346,16 @@ def _iterate(
     return smoothed
 
 
+def _stack_groups(parts: list[Statistics]) -> Statistics:
+    """The statistics of G groups as one object with G·R rows (group by group)."""
+    return Statistics(
+        float(sum(p.count for p in parts)),
+        float(sum(p.loglik for p in parts)),
+        np.concatenate([p.n for p in parts]),
+        np.concatenate([p.b for p in parts]),
+    )
+
+
 def em(
     source: PatchSource,
     model: ProjectionModel,
@@ -307,6 +368,10 @@ def em(
     checkpoint: str | os.PathLike | None = None,
     callback: Callable[[int, EMResult], None] | None = None,
     show_progress: bool | None = None,
+    ctfs: Sequence[CTF | None] | None = None,
+    pixel_size: float | None = None,
+    ctf_truncation: int | None = None,
+    ctf_energy: float = ENERGY,
     **overrides: Any,
 ) -> EMResult:
     """Approximate EM over rotations (the ``wigner`` blocks) × shifts for the patches of ``source``.
@@ -317,11 +382,23 @@ def em(
     coefficients (default: a low-pass random volume from ``rng(seed, "em3d", 0)`` matched to the
     data power); ``checkpoint`` npz path written after every iteration and resumed from when it
     matches these inputs; ``callback(k, result)`` after each checkpoint.
+
+    CTF: ``ctfs`` one :class:`~cryomtd.ctf.CTF` per micrograph of ``source`` (the group CTF,
+    e.g. ``CtfGroupTable.ctf_of(name)``; equal CTFs form one defocus group) or None (no CTF
+    modelled; all None likewise), with ``pixel_size`` Å; ``ctf_truncation`` fixes the
+    enlargement t of the projection box (pixels) instead of the rule (the smallest t holding
+    ``ctf_energy`` of a filtered ball's energy, capped by the delocalisation:
+    :func:`cryomtd.em3d.ctfmodel.truncation_radius`).
     """
     settings = override(settings or EmSettings(), "em", **overrides)
-    plan = _plan(source, model, wigner, sigma, settings)
+    ctf = plan_ctf(ctfs, source.shapes, model.L, pixel_size, truncation=ctf_truncation, energy=ctf_energy)
+    plan = _plan(source, model, wigner, sigma, settings, ctf)
     x0 = _start(source, model, sigma, x0, seed)
     L, N = model.L, source.n
+    Nbox = L + (L if ctf is None else ctf.box)
+    extra_fp: dict[str, Any] = {}
+    if ctf is not None:
+        extra_fp["ctf"] = json.dumps(ctf.summary(), sort_keys=True)
     fp = _fingerprint(
         x0=x0,
         psi_shape=model.psi.shape,
@@ -337,11 +414,11 @@ def em(
         learn_pi=bool(settings.learn_rotation_prior),
         seed=int(seed),
         data=float(source.get(np.arange(min(N, 8))).sum()),
+        **extra_fp,
     )
     gen = rng(seed, "em3d", 1)  # patch subsets of SAEM
-    res = EMResult(
-        coef=x0.copy(), rho=np.full((2 * L, 2 * L), 1.0 / (4 * L * L)), pi=np.full(plan.R, 1.0 / plan.R), n_patches=N
-    )
+    rho0 = np.full((2 * L, 2 * L), 1.0 / (4 * L * L)) if ctf is None else np.full((Nbox, Nbox), 1.0 / Nbox**2)
+    res = EMResult(coef=x0.copy(), rho=rho0, pi=np.full(plan.R, 1.0 / plan.R), n_patches=N)
     smoothed: Statistics | None = None
     ck = Path(checkpoint) if checkpoint is not None else None
     if ck is not None:
@@ -351,6 +428,18 @@ def em(
             gen.bit_generator.state = state
             res.resumed_from = res.iterations
             log.info("resuming from %s at iteration %d", ck, res.iterations)
+    res.L = L
+    res.ctf = None if ctf is None else ctf.summary()
+    if ctf is not None:
+        log.info(
+            "CTF modelled: %d group(s), box %d = L + 2·%d (rule radius %s, energy kept %s, delocalisation %s px)",
+            ctf.n_groups,
+            ctf.box,
+            ctf.truncation,
+            list(ctf.radius),
+            [f"{k:.4f}" for k in ctf.kept],
+            [f"{d:.1f}" for d in ctf.delocalisation],
+        )
     iterations = settings.iterations
     bar = progress(total=iterations, desc="em", enable=show_progress, initial=min(res.iterations, iterations))
     while res.iterations < iterations and not res.converged:
@@ -382,10 +471,11 @@ def run(
 
     The rotation grid is ``cryomtd.rotations.grid(settings.grid_step)`` unless ``rotations``
     (n, 3, 3) is given. Other keyword arguments go to :func:`em` (checkpoint, callback,
-    show_progress, and single settings by name such as ``iterations=5``). Returns an
+    show_progress, the CTF: ``ctfs`` one group CTF per micrograph with ``pixel_size``,
+    ``ctf_truncation``, ``ctf_energy``; and single settings by name such as ``iterations=5``). Returns an
     :class:`EMResult` (``.coef``, ``.rho``, ``.loglik``).
     """
-    names = {"checkpoint", "callback", "show_progress"}
+    names = {"checkpoint", "callback", "show_progress", "ctfs", "pixel_size", "ctf_truncation", "ctf_energy"}
     settings = override(settings or EmSettings(), "em", **{k: v for k, v in kwargs.items() if k not in names})
     if rotations is None:
         from cryomtd import rotations as rot

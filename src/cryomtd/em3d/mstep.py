@@ -4,13 +4,19 @@ Maximising Σ_i Σ_{ω,s} w_{iωs} log N(y_i; C R_s Z Ψ D_ω c, σ²I) − (λ/
 
     (Σ_ω G_ωᵀ diag(m_ω) G_ω / σ² + λ I) c = Σ_ω G_ωᵀ b_ω / σ²,     G_ω = Ψ D_ω,
 
-with, on the L×L projection domain (pixels v ∈ [0, L)²),
+with, on the B×B projection-box domain (pixels v ∈ [0, B)²; B = L without a CTF),
 
 * m_ω[v] = Σ_s n_{ωs} M[v + s]             = irfft2(M̂ · conj(n̂_ω))[v]  (how often pixel v of
   the projection was seen inside the patch), M = Z 1 the crop mask;
 * b_ω[v] = Σ_i Σ_s w_{iωs} Y_i[v + s]  (back-shifted data, accumulated by the E-step).
 
-Both come from :class:`~cryomtd.em3d.estep.Statistics`. The system is assembled with
+Both come from :class:`~cryomtd.em3d.estep.Statistics`. With a CTF, G_ω is replaced per
+defocus group g by G_gω = T_g Ψ D_ω (T_g the (B², L²) filter-and-enlarge operator of
+:mod:`cryomtd.em3d.ctfmodel`) and the sums run over (g, ω) with each group's own statistics:
+
+    (Σ_g Σ_ω G_gωᵀ diag(m_gω) G_gω / σ² + λ I) c = Σ_g Σ_ω G_gωᵀ b_gω / σ².
+
+The system is assembled with
 batched matrix products over chunks of rotations and solved by Cholesky (least squares
 if it is singular). λ = ``prior_weight`` is the precision of a Gaussian prior on the
 coefficients (MAP-EM; 0 = maximum likelihood). The shift prior is ρ_s = Σ_{i,ω} w_{iωs}/N
@@ -20,6 +26,7 @@ and, when learned, the rotation prior π_ω = Σ_{i,s} w_{iωs}/N.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,12 +43,15 @@ log = logging.getLogger("cryomtd.em3d")
 
 
 def weight_images(stats: Statistics, L: int) -> tuple[np.ndarray, np.ndarray]:
-    """(m_ω, b_ω): per-rotation weight and back-shifted data images, each (R, L, L)."""
-    mask = np.zeros((2 * L, 2 * L))
+    """(m_ω, b_ω) for patches of side ``L``: per-rotation weight and back-shifted data images,
+    each (R, B, B) with B = N − L the projection box (``stats.n`` is (R, N, N); B = L without a CTF)."""
+    N = stats.n.shape[-1]
+    B = N - L
+    mask = np.zeros((N, N))
     mask[:L, :L] = 1.0
     m = scipy.fft.irfft2(
-        scipy.fft.rfft2(mask)[None] * np.conj(scipy.fft.rfft2(stats.n, axes=(-2, -1))), s=(2 * L, 2 * L), axes=(-2, -1)
-    )[:, :L, :L]
+        scipy.fft.rfft2(mask)[None] * np.conj(scipy.fft.rfft2(stats.n, axes=(-2, -1))), s=(N, N), axes=(-2, -1)
+    )[:, :B, :B]
     return m, stats.b
 
 
@@ -85,7 +95,7 @@ def solve(A: np.ndarray, r: np.ndarray, sigma: float, prior_weight: float) -> np
 
 def mstep(
     stats: Statistics,
-    model: ProjectionModel,
+    model: ProjectionModel | Sequence[ProjectionModel],
     wigner: WignerBlocks,
     sigma: float,
     *,
@@ -94,12 +104,26 @@ def mstep(
     xp: Backend | None = None,
     rot_chunk: int = 64,
 ) -> dict[str, Any]:
-    """New parameters from statistics: ``coef`` (size,), ``rho`` (2L, 2L), ``pi`` (R,) or None."""
+    """New parameters from statistics: ``coef`` (size,), ``rho`` (N, N), ``pi`` (R,) or None.
+
+    ``model`` is the projection model, or with a CTF one filtered model per defocus group
+    (:func:`cryomtd.em3d.ctfmodel.filtered_model`, box side B); then ``stats`` holds G·R rows,
+    group by group (rows g·R … (g+1)·R − 1 are group g's rotations)."""
     xp = xp or Backend("numpy")
-    L = model.L
+    models = [model] if isinstance(model, ProjectionModel) else list(model)
+    G = len(models)
+    R = stats.n.shape[0] // G
+    L = stats.n.shape[-1] - models[0].L  # patch side: N − B
     m, b = weight_images(stats, L)
-    A, r = normal_equations(model, wigner, m, b, xp, rot_chunk)
+    A, r = normal_equations(models[0], wigner, m[:R], b[:R], xp, rot_chunk)
+    for g in range(1, G):  # loop over CTF groups only
+        sl = slice(g * R, (g + 1) * R)
+        Ag, rg = normal_equations(models[g], wigner, m[sl], b[sl], xp, rot_chunk)
+        A, r = A + Ag, r + rg
     coef = solve(A, r, sigma, prior_weight)
     rho = stats.n.sum(axis=0) / stats.count
-    pi = stats.n.sum(axis=(1, 2)) / stats.count if learn_rotation_prior else None
+    pi = None
+    if learn_rotation_prior:
+        pi = stats.n.sum(axis=(1, 2)) if G == 1 else stats.n.reshape(G, R, -1).sum(axis=(0, 2))
+        pi = pi / stats.count
     return {"coef": coef, "rho": rho, "pi": pi}

@@ -1,6 +1,10 @@
 """The `approx_em` stage over files: micrographs + their JSON → em.npz, em.mrc, em_trace.json.
 
 Shared by the workflow script (scripts/approx_em.py) and the CLI (``cryomtd em``).
+The CTF comes from the experiment's CTF group table (``results/<exp>/ctf_groups.json``,
+:class:`cryomtd.ctf.CtfGroupTable`): micrograph ``.../micrographs/{k}.mrc`` is the table's
+name ``k`` (the file's stem), and EM compares its patches with the filtered projections of
+its group (docs/em3d.md#ctf).
 The basis is ``SphericalBessel(L, ell_max)`` with L from the micrographs' JSON (the
 particle box) and ``ell_max`` from the experiment's ``basis`` block, the same basis the
 simulator projected with; the noise level σ is the one the simulator recorded.
@@ -24,7 +28,15 @@ from cryomtd.settings import to_block
 from .driver import EMResult, run
 from .settings import EmSettings
 
-__all__ = ["em_enabled", "em_inputs", "noise_and_box", "initial_coefficients", "reconstruct", "write_outputs"]
+__all__ = [
+    "em_enabled",
+    "em_inputs",
+    "noise_and_box",
+    "initial_coefficients",
+    "micrograph_ctfs",
+    "reconstruct",
+    "write_outputs",
+]
 
 log = logging.getLogger("cryomtd.em3d")
 
@@ -139,6 +151,35 @@ def micrograph_records(
     return records
 
 
+def micrograph_ctfs(
+    ctf_groups: str | os.PathLike | None, micrographs: Sequence[str | os.PathLike], pixel_size: float
+) -> list | None:
+    """The group CTF of each micrograph from the CTF group table file ``ctf_groups``
+    (:class:`cryomtd.ctf.CtfGroupTable`; a micrograph's name is its file stem, ``k`` of
+    ``micrographs/{k}.mrc``), or None when there is no table or it models no CTF. Errors
+    (:class:`InputError`) name the table when a micrograph is missing from it or the pixel
+    sizes disagree."""
+    if ctf_groups is None:
+        return None
+    from cryomtd.ctf import CtfGroupTable
+
+    table = CtfGroupTable.load(ctf_groups)
+    if not table.modelled:
+        log.info("approx_em: %s models no CTF (mode %s)", ctf_groups, table.mode)
+        return None
+    if abs(table.pixel_size - pixel_size) > 1e-4 * pixel_size:
+        raise InputError(
+            f"{ctf_groups}: pixel size {table.pixel_size:.6g} Å, the micrographs' side files say {pixel_size:.6g} Å"
+        )
+    ctfs = []
+    for m in micrographs:
+        name = Path(m).stem
+        if name not in table.names:
+            raise InputError(f"{ctf_groups}: micrograph {name!r} ({m}) is not in the CTF group table")
+        ctfs.append(table.ctf_of(name))
+    return ctfs
+
+
 def reconstruct(
     micrographs: Sequence[str | os.PathLike],
     infos: Sequence[str | os.PathLike | Mapping[str, Any] | None] | None = None,
@@ -152,12 +193,15 @@ def reconstruct(
     sigma: float | None = None,
     L: int | None = None,
     pixel_size: float | None = None,
+    ctf_groups: str | os.PathLike | None = None,
 ) -> tuple[EMResult, Any, float]:
     """Run EM with an experiment's ``em`` settings (an :class:`EmSettings` or the config block)
     in the basis ``SphericalBessel(L, ell_max)`` → (result, basis, pixel size Å).
 
     σ, L and the pixel size come from the micrographs' side files (``infos``), or from
-    ``sigma``, ``L``, ``pixel_size`` (:func:`micrograph_records`)."""
+    ``sigma``, ``L``, ``pixel_size`` (:func:`micrograph_records`). ``ctf_groups``: the CTF
+    group table (None, or a table that models no CTF: EM without a CTF); see
+    :func:`micrograph_ctfs`."""
     from cryomtd.basis import SphericalBessel
 
     settings = EmSettings.from_config(settings)
@@ -167,6 +211,7 @@ def reconstruct(
     sigma, L, pixel = noise_and_box(records, names)
     b = SphericalBessel(L, ell_max)
     x0 = initial_coefficients(lsq_npz, b.size)
+    ctfs = micrograph_ctfs(ctf_groups, micrographs, pixel)
     res = run(
         list(micrographs),
         b,
@@ -176,6 +221,8 @@ def reconstruct(
         seed=int(seed),
         checkpoint=checkpoint,
         show_progress=show_progress,
+        ctfs=ctfs,
+        pixel_size=pixel,
     )
     log.info(
         "approx_em: %d patches, σ = %.4g, init = %s, %d iterations, loglik/patch %s",
@@ -221,6 +268,7 @@ def write_outputs(
             "L": np.int64(basis.L),
             "ell_max": np.int64(basis.ell_max),
             "voxel_size": np.float64(pixel_size),
+            **({} if res.ctf is None else {"ctf_box": np.int64(res.ctf["box"])}),
         },
     ).save(npz)
     write_mrc(mrc, basis.evaluate(res.coef), voxel_size=pixel_size)
