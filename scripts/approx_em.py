@@ -17,5 +17,6 @@ with log_to(snakemake.log[0]):
         seed=par.seed,
         lsq_npz=inp.get("lsq_npz"),
         checkpoint=par.checkpoint,
+        ctf_groups=inp.get("ctf_groups"),
     )
     write_outputs(res, basis, pixel, settings, npz=out.npz, mrc=out.mrc, trace=out.trace)

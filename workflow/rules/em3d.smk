@@ -1,4 +1,6 @@
 # Approximate EM from micrographs. Library: cryomtd.em3d; guide: docs/em3d.md.
+# Inputs (em_inputs): the micrographs and side files, the run's ctf_groups.json (rule ctf_groups;
+# EM models each micrograph's group CTF from it), lsq.npz when EM starts from the moments estimate.
 from cryomtd.em3d.stage import em_enabled, em_inputs
 
 # every 3-D run with EM: the experiments with micrographs and the half-data runs of data experiments

@@ -33,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         sigma=args.sigma,
         L=args.L,
         pixel_size=args.pixel_size,
+        ctf_groups=args.ctf_groups,
     )
     write_outputs(
         res, basis, pixel, settings, npz=paths.estimate("em"), mrc=paths.estimate_mrc("em"), trace=paths.em_trace
@@ -76,5 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", default=None, help="lsq.npz to start from (default: low-pass random volume)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default: OUT/em_checkpoint/state.npz)")
+    p.add_argument(
+        "--ctf-groups",
+        default=None,
+        metavar="FILE",
+        help="CTF group table (ctf_groups.json; a micrograph's name is its file stem): model each "
+        "micrograph's group CTF (default: no CTF)",
+    )
     add_settings_options(p, EmSettings, schema="em3d", skip=("enabled", "init", "runtime"))
     p.set_defaults(func=_run)

@@ -56,13 +56,16 @@ def em_inputs(
 ) -> dict[str, Any]:
     """Input files of rule ``approx_em`` for run ``exp``: micrographs/{k}.mrc and their side files
     of experiment ``owner`` (default ``exp``; a half run reads its experiment's) for k in
-    ``indices`` (default: all ``micrographs.n_micrographs``); ``lsq_npz`` (the run's own) when
-    ``em.init`` is ``lsq``, or ``auto`` with the lsq stage enabled."""
+    ``indices`` (default: all ``micrographs.n_micrographs``); ``ctf_groups``, the run's CTF
+    group table (rule ``ctf_groups``; it models no CTF when the data have none or with
+    ``ctf: ignore``); ``lsq_npz`` (the run's own) when ``em.init`` is ``lsq``, or ``auto`` with
+    the lsq stage enabled."""
     paths, src = Layout(results, exp), Layout(results, owner or exp)
     ks = list(indices) if indices is not None else list(range(int(exp_cfg["micrographs"]["n_micrographs"])))
     d: dict[str, Any] = {
         "micrographs": [src.micrograph(k) for k in ks],
         "infos": [src.micrograph_info(k) for k in ks],
+        "ctf_groups": paths.ctf_groups,
     }
     init = EmSettings.from_config(exp_cfg.get("em")).init
     if init == "lsq" or (init == "auto" and exp_cfg.get("lsq", {}).get("enabled", True)):
