@@ -358,6 +358,16 @@ def test_stage_reads_the_ctf_group_table(tmp_path):
     ignore.save(tmp_path / "ignore.json")
     ign, _, _ = reconstruct(mics, [tmp_path / "0.json", tmp_path / "1.json"], ctf_groups=tmp_path / "ignore.json", **kw)
     assert ign.ctf is None and np.array_equal(ign.coef, plain.coef)
+    from cryomtd.cli import main
+    from cryomtd.io import read_json
+
+    cli = ["em", *map(str, mics), "--out", str(tmp_path / "out"), "--ell-max", "2", "--grid-step", "60"]
+    cli += ["--iterations", "1", "--backend", "numpy", "--ctf-groups", str(tmp_path / "ctf_groups.json")]
+    assert main(cli) == 0
+    trace = read_json(tmp_path / "out" / "em_trace.json")
+    assert trace["ctf"]["group_of"] == [0, 1] and trace["ctf"]["box"] == res.ctf["box"]
+    est = np.load(tmp_path / "out" / "em.npz")
+    assert int(est["ctf_box"]) == res.ctf["box"] and est["rho"].shape == (L + res.ctf["box"],) * 2
     bad = ctf_group_table(infos, ["0", "7"], max_phase_error=0.1)
     bad.save(tmp_path / "bad.json")
     with pytest.raises(InputError, match="not in the CTF group table"):

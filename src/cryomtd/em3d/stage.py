@@ -180,6 +180,13 @@ def micrograph_ctfs(
         if name not in table.names:
             raise InputError(f"{ctf_groups}: micrograph {name!r} ({m}) is not in the CTF group table")
         ctfs.append(table.ctf_of(name))
+    log.info(
+        "approx_em: CTF modelled from %s: %d group(s), grouping phase error ≤ %.3g rad at Nyquist (tolerance %.3g)",
+        ctf_groups,
+        len(set(ctfs)),
+        max(g.phase_error for g in table.groups),
+        table.max_phase_error,
+    )
     return ctfs
 
 
