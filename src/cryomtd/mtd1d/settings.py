@@ -8,7 +8,7 @@ here equals the schema's (``tests/test_settings.py`` checks it), so a stage call
     ├── kind, seed, L, sigma, N, segments
     ├── signal:    SignalSettings     (type, path)
     ├── placement: PlacementSettings  (gamma, min_gap)
-    ├── lsq:       Lsq1dSettings      (restarts, sigma_known, max_iterations)
+    ├── lsq:       Lsq1dSettings      (restarts, sigma_known, max_iterations, starts, screen_iterations, keep)
     ├── em:        Em1dSettings       (iterations, tol, segments)
     └── advanced:  Mtd1dAdvanced      (chunk, moments_dtype: memory and speed, not results)
 
@@ -60,12 +60,18 @@ class PlacementSettings:
 
 @dataclass(frozen=True)
 class Lsq1dSettings:
-    """Least squares: ``restarts`` random starts, noise bias modelled with the true σ
-    (``sigma_known``) or left out, at most ``max_iterations`` trust-region steps each."""
+    """Least squares: ``restarts`` independent restarts (one job each), noise bias modelled
+    with the true σ (``sigma_known``) or left out, at most ``max_iterations`` trust-region
+    steps per continued start. Each restart screens ``starts`` random initial points by
+    ``screen_iterations`` batched Levenberg–Marquardt steps and continues the ``keep``
+    lowest-cost ones."""
 
     restarts: int = 4
     sigma_known: bool = True
     max_iterations: int = 200
+    starts: int = 16
+    screen_iterations: int = 20
+    keep: int = 2
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,16 @@ _SIMULATION = ("seed", "L", "signal", "sigma", "N", "segments", "placement", "ad
 STAGES: dict[str, tuple[str, ...]] = {
     "segment": _SIMULATION,
     "merge": (),
-    "lsq": ("seed", "L", "sigma", "lsq.sigma_known", "lsq.max_iterations"),
+    "lsq": (
+        "seed",
+        "L",
+        "sigma",
+        "lsq.sigma_known",
+        "lsq.max_iterations",
+        "lsq.starts",
+        "lsq.screen_iterations",
+        "lsq.keep",
+    ),
     "pick": (),
     "em": _SIMULATION + ("lsq.sigma_known", "em"),
     "evaluate": ("seed", "L", "signal", "sigma", "N", "placement"),

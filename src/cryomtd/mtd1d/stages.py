@@ -158,7 +158,15 @@ def lsq_restart(s: Mtd1dSettings, moments: Moments1D, restart: int = 0) -> Estim
     """
     sigma = float(s.sigma) if s.lsq.sigma_known else None
     r = fit_lsq_restart(
-        moments, int(s.L), sigma=sigma, seed=int(s.seed), restart=restart, max_iterations=int(s.lsq.max_iterations)
+        moments,
+        int(s.L),
+        sigma=sigma,
+        seed=int(s.seed),
+        restart=restart,
+        max_iterations=int(s.lsq.max_iterations),
+        starts=int(s.lsq.starts),
+        screen_iterations=int(s.lsq.screen_iterations),
+        keep=int(s.lsq.keep),
     )
     log.info(
         "lsq restart %d: cost=%.3e gamma=%.5f iterations=%d %.1f s",
