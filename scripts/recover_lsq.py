@@ -13,7 +13,7 @@ with log_to(snakemake.log[0]):
     s = LsqSettings.from_config(p.lsq, where=f"experiments.{snakemake.wildcards.exp}.lsq")
     s = dataclasses.replace(s, advanced=dataclasses.replace(s.advanced, threads=snakemake.threads))
     recover_restart_file(
-        snakemake.input[0],
+        snakemake.input.moments,
         snakemake.output[0],
         L=p.L,
         ell_max=p.ell_max,
@@ -21,4 +21,5 @@ with log_to(snakemake.log[0]):
         seed=p.seed,
         restart=int(snakemake.wildcards.r),
         exact=p.exact,
+        ctf_groups=snakemake.input.get("ctf_groups"),
     )

@@ -21,4 +21,5 @@ with log_to(snakemake.log[0]):
         ell_max=p.ell_max,
         settings=s,
         exact=p.exact,
+        ctf_groups=snakemake.input.get("ctf_groups"),
     )

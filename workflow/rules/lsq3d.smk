@@ -9,8 +9,11 @@ EXP3D_LSQ = PLAN.runs([e for e in EXP3D if exp_config(e).get("lsq", {}).get("ena
 
 
 rule exact_moments:
+    # with a CTF (micrographs.ctf and ctf: model) the moments of the CTF-filtered projections,
+    # mixed over the groups of ctf_groups.json (cryomtd.mom3d.ctfmodel)
     input:
-        PATHS.truth_npz,
+        truth=PATHS.truth_npz,
+        ctf_groups=PATHS.ctf_groups,
     output:
         PATHS.moments,
     log:
@@ -34,8 +37,10 @@ rule exact_moments:
 
 
 rule recover_lsq:
+    # the model includes the CTF groups of ctf_groups.json (none: no CTF, or ctf: ignore)
     input:
-        PATHS.moments,
+        moments=PATHS.moments,
+        ctf_groups=PATHS.ctf_groups,
     output:
         PATHS.lsq_restart("{r}"),
     log:
@@ -67,6 +72,7 @@ rule refine_lsq:
     input:
         moments=PATHS.moments,
         restarts=lsq3d_restart_files,
+        ctf_groups=PATHS.ctf_groups,
     output:
         PATHS.lsq_refine("{k}"),
     log:

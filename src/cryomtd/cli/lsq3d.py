@@ -34,6 +34,7 @@ def _recover(args: argparse.Namespace) -> int:
                 restart=r,
                 exact=args.exact,
                 sigma=args.sigma,
+                ctf_groups=args.ctf_groups,
             )
         files.append(f)
     refined = []
@@ -50,6 +51,7 @@ def _recover(args: argparse.Namespace) -> int:
                 settings=settings,
                 exact=args.exact,
                 sigma=args.sigma,
+                ctf_groups=args.ctf_groups,
             )
         refined.append(f)
     best = pick_best_file(
@@ -66,7 +68,13 @@ def _exact(args: argparse.Namespace) -> int:
     from cryomtd.mom3d.stage import exact_moments_file
 
     exact_moments_file(
-        args.truth, args.out, gamma=args.gamma, window=args.window, fit_ell_max=args.fit_ell_max, threads=args.threads
+        args.truth,
+        args.out,
+        gamma=args.gamma,
+        window=args.window,
+        fit_ell_max=args.fit_ell_max,
+        threads=args.threads,
+        ctf_groups=args.ctf_groups,
     )
     print(f"exact-moments: → {args.out}")
     return 0
@@ -103,6 +111,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="noise σ of the micrographs (default: the σ² the moments record; 0 for exact moments)",
     )
+    p.add_argument(
+        "--ctf-groups",
+        default=None,
+        metavar="FILE",
+        help="CTF group table of the micrographs (ctf_groups.json, cryomtd.ctf.CtfGroupTable): "
+        "fit the moments of CTF-filtered projections mixed over its groups (default: no CTF)",
+    )
     p.add_argument("--out", default=".", help="output folder (default: .)")
     add_settings_options(p, LsqSettings, schema="lsq3d", skip=("enabled",), rename={"ell_max": "fit-ell-max"})
     p.set_defaults(func=_recover)
@@ -118,5 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--window", type=int, default=None, help="window W (default (L-1)//2+1)")
     e.add_argument("--fit-ell-max", type=int, default=None, help="truncate the truth to ell <= this first")
     e.add_argument("--threads", type=int, default=1)
+    e.add_argument(
+        "--ctf-groups",
+        default=None,
+        metavar="FILE",
+        help="CTF group table (ctf_groups.json): moments of the CTF-filtered projections (default: no CTF)",
+    )
     e.add_argument("--out", required=True, help="output moments .npz")
     e.set_defaults(func=_exact)

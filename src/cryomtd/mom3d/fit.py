@@ -155,8 +155,8 @@ class _Cost:
         self.c_l1 = torch.as_tensor(a * K + b)
         self.c_l2 = torch.as_tensor(c * K + d)
         self.c_d = torch.as_tensor((a - c + W - 1 + W - 1) * Kw + (b - d + W - 1 + W - 1))
-        base = getattr(self.model, "inner", self.model)
-        self.wide = _stage_model(int(base.L), int(base.ell_max), 2 * W - 1, "quadrature")
+        base = self.model.inner if isinstance(self.model, SymmetricModel) else self.model
+        self.wide = _stage_model(int(base.L), int(base.ell_max), 2 * W - 1, "quadrature", None, base.ctf)
         self.wide_delta = _delta2(Kw, torch.float64).reshape(-1)
 
     def _orbit_rows(self) -> None:
@@ -173,7 +173,7 @@ class _Cost:
         from cryomtd.moments.lags import a3_index_map
 
         W = self.model.W
-        _, class_to_orbit, _ = d4_orbits(W)
+        _, class_to_orbit, _ = d4_orbits(W, getattr(self.model, "lag_group", tuple(range(8))))
         m3 = self.m3.numpy()
         orbit = class_to_orbit[a3_index_map(W).astype(np.int64).ravel()[m3]]  # orbit of each S3 entry
         uniq, first, inv = np.unique(orbit, return_index=True, return_inverse=True)
@@ -520,11 +520,19 @@ def gauss_newton_polish(
 MODEL_KINDS = ("invariants", "quadrature")
 
 
-def make_model(basis: Any, W: int, kind: str = "invariants", cache_dir: str | None = None) -> MomentModel:
+def make_model(
+    basis: Any, W: int, kind: str = "invariants", cache_dir: str | None = None, ctf: Any = None
+) -> MomentModel:
     """The moment model used by the fit: ``"invariants"`` (third moment through the precomputed
     bispectrum-invariant map, :class:`~cryomtd.mom3d.invariants.InvariantMomentModel`) or
     ``"quadrature"`` (Gram products over the exact rotation rule); the same numbers to round-off.
-    ``cache_dir``: where the invariant map is kept between runs (see ``InvariantMomentModel``)."""
+    ``cache_dir``: where the invariant map is kept between runs (see ``InvariantMomentModel``).
+    ``ctf``: a :class:`~cryomtd.mom3d.ctfmodel.CtfMixture` (None: no CTF) → the CTF model of that
+    kind (:func:`~cryomtd.mom3d.ctfmodel.make_ctf_model`)."""
+    if ctf is not None:
+        from cryomtd.mom3d.ctfmodel import make_ctf_model
+
+        return make_ctf_model(basis, W, ctf, kind, cache_dir)
     if kind == "invariants":
         from cryomtd.mom3d.invariants import InvariantMomentModel
 
@@ -535,11 +543,23 @@ def make_model(basis: Any, W: int, kind: str = "invariants", cache_dir: str | No
 
 
 @functools.lru_cache(maxsize=8)
-def _stage_model(L: int, ell_max: int, W: int, kind: str = "invariants", cache_dir: str | None = None) -> MomentModel:
-    """The moment model of the ℓ ≤ ell_max prefix of SphericalBessel(L) (a marching stage)."""
+def _stage_model(
+    L: int, ell_max: int, W: int, kind: str = "invariants", cache_dir: str | None = None, ctf: Any = None
+) -> MomentModel:
+    """The moment model of the ℓ ≤ ell_max prefix of SphericalBessel(L) (a marching stage; ``ctf``
+    a :class:`~cryomtd.mom3d.ctfmodel.CtfMixture` or None)."""
     from cryomtd.basis import SphericalBessel
 
-    return make_model(SphericalBessel(L, ell_max), W, kind, cache_dir)
+    return make_model(SphericalBessel(L, ell_max), W, kind, cache_dir, ctf)
+
+
+def _mixture(ctf: Any, pixel_size: float | None) -> Any:
+    """The :class:`~cryomtd.mom3d.ctfmodel.CtfMixture` of a fit's ``ctf`` argument (None: no CTF)."""
+    if ctf is None:
+        return None
+    from cryomtd.mom3d.ctfmodel import CtfMixture
+
+    return CtfMixture.of(ctf, pixel_size)
 
 
 def _fit_stage(
@@ -579,9 +599,17 @@ def fit_restart(
     restart: int = 0,
     min_gradient_norm: float = 1e-10,
     central: bool | None = None,
+    ctf: Any = None,
+    pixel_size: float | None = None,
     **overrides: Any,
 ) -> FitResult:
     """One restart of the fit with the ``lsq`` settings (default: the workflow's), its start drawn from ``rng``.
+
+    ``ctf``: the micrographs' CTF groups (None: no CTF): a :class:`cryomtd.ctf.CtfGroupTable`
+    (or its path), a list of (CTF, weight), one CTF, or a
+    :class:`~cryomtd.mom3d.ctfmodel.CtfMixture`; ``pixel_size`` Å (required except for a table).
+    The model is then that of CTF-filtered projections mixed over the groups, in every stage,
+    start and the central-moment terms.
 
     ``central``: fit central moments, without a1 (:func:`zero_mean`: micrographs whose mean was
     removed, as preparation does); None = detect it from the moments.
@@ -608,7 +636,9 @@ def fit_restart(
             "lsq.advanced.polish / optimizer gauss-newton: not available for zero-mean micrographs (central "
             "moments); use the default conjugate gradients"
         )
-    model = model if model is not None and model.W == W else make_model(basis, W, adv.model, adv.cache_dir)
+    mix = _mixture(ctf, pixel_size)
+    if model is None or model.W != W or model.ctf != mix:
+        model = make_model(basis, W, adv.model, adv.cache_dir, mix)
     data = crop_moments(moments, W)
     stages = list(range(1, model.ell_max + 1)) if adv.marching and model.ell_max > 1 else [model.ell_max]
     coef: np.ndarray | None = None
@@ -618,7 +648,9 @@ def fit_restart(
     iters = 0
     f = float("nan")
     for lmax in stages:
-        sub = model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model.kind, adv.cache_dir)
+        sub = (
+            model if lmax == model.ell_max else _stage_model(int(basis.L), int(lmax), W, model.kind, adv.cache_dir, mix)
+        )
         if symmetry != "C1":
             sub = SymmetricModel(sub, symmetry)
         cost = _Cost(sub, data, sigma=sigma, weights=adv.weights, prior_weight=s.prior_weight, central=central)
@@ -677,22 +709,25 @@ def refine_restart(
     window: int | None = None,
     model: MomentModel | None = None,
     restart: int = 0,
+    ctf: Any = None,
+    pixel_size: float | None = None,
     **overrides: Any,
 ) -> FitResult:
     """Continue a fit from (``coef`` (basis.size,), ``gamma``) by at most ``refine_iterations`` cost
     evaluations of :func:`gauss_newton_polish` on the same cost as :func:`fit_restart` (same
     window, noise, weights, prior and ``symmetry``; a symmetric fit continues from the
     symmetric part Qᵀc, which is c itself for a restart of that fit). ``lsq.refine_top``
-    gives the most promising restarts these extra iterations."""
+    gives the most promising restarts these extra iterations. ``ctf``, ``pixel_size``: as in
+    :func:`fit_restart`."""
     t0 = time.perf_counter()
     s = override(settings or LsqSettings(), "lsq", **overrides)
     if zero_mean(moments):
         raise InputError("lsq.refine_top: Gauss-Newton refinement is not available for zero-mean micrographs")
     symmetry = parse_symmetry(s.symmetry)
     W = int(window or getattr(moments, "window", basis.L))
-    model = (
-        model if model is not None and model.W == W else make_model(basis, W, s.advanced.model, s.advanced.cache_dir)
-    )
+    mix = _mixture(ctf, pixel_size)
+    if model is None or model.W != W or model.ctf != mix:
+        model = make_model(basis, W, s.advanced.model, s.advanced.cache_dir, mix)
     coef = np.asarray(coef, dtype=np.float64)
     if coef.shape != (basis.size,):
         raise ValueError(f"coef has shape {coef.shape}, expected ({basis.size},)")
@@ -730,6 +765,8 @@ def fit(
     sigma: float | None = 0.0,
     seed: int = 0,
     window: int | None = None,
+    ctf: Any = None,
+    pixel_size: float | None = None,
     **overrides: Any,
 ) -> FitResult:
     """Fit (coefficients, γ) to ``moments`` by least squares: the workflow's lsq stage in one call.
@@ -741,23 +778,26 @@ def fit(
     moments; None excludes the biased entries). Restart r starts from
     ``cryomtd.seeding.rng(seed, "lsq3d", r)``; the ``refine_top`` lowest-cost restarts are
     continued (:func:`refine_restart`); returns the lowest cost, with every restart's cost in
-    ``restart_costs``.
+    ``restart_costs``. ``ctf``, ``pixel_size``: the micrographs' CTF groups (:func:`fit_restart`).
     """
     from cryomtd.progress import progress
     from cryomtd.seeding import rng
 
     s = override(settings or LsqSettings(), "lsq", **overrides)
     W = int(window or getattr(moments, "window", basis.L))
-    model = make_model(basis, W, s.advanced.model, s.advanced.cache_dir)
+    mix = _mixture(ctf, pixel_size)
+    model = make_model(basis, W, s.advanced.model, s.advanced.cache_dir, mix)
     runs = [
-        fit_restart(moments, basis, s, rng=rng(seed, "lsq3d", r), sigma=sigma, window=W, model=model, restart=r)
+        fit_restart(
+            moments, basis, s, rng=rng(seed, "lsq3d", r), sigma=sigma, window=W, model=model, restart=r, ctf=mix
+        )
         for r in progress(range(s.restarts), desc="restarts")
     ]
     costs = [r.cost for r in runs]
     for k in rank_by_cost(costs)[: s.refine_top]:
         src = runs[k]
         more = refine_restart(
-            moments, basis, src.coef, src.gamma, s, sigma=sigma, window=W, model=model, restart=src.restart
+            moments, basis, src.coef, src.gamma, s, sigma=sigma, window=W, model=model, restart=src.restart, ctf=mix
         )
         more.cost_trace = np.r_[src.cost_trace, more.cost_trace]
         more.stage_ends = src.stage_ends + [len(more.cost_trace)]

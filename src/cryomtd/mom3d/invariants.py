@@ -47,7 +47,7 @@ from cryomtd.io import save_npy
 from cryomtd.mom3d.model import MomentModel, _patches
 from cryomtd.mom3d.quadrature import euler_quadrature
 
-__all__ = ["InvariantMomentModel", "invariant_tensor", "d4_orbits", "ell_triples"]
+__all__ = ["InvariantMomentModel", "invariant_tensor", "d4_orbits", "ell_triples", "D4_ALL"]
 
 log = logging.getLogger("cryomtd.mom3d")
 
@@ -96,18 +96,25 @@ def _d4_lag_maps() -> list[tuple[np.ndarray, np.ndarray]]:
     return [g for R in rots for g in (R, m @ R)]
 
 
+#: All eight elements of D4 (indices into :func:`_d4_lag_maps`): the lag symmetry of the clean model.
+D4_ALL = tuple(range(8))
+
+
 @lru_cache(maxsize=16)
-def d4_orbits(W: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def d4_orbits(W: int, elements: tuple[int, ...] = D4_ALL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Orbits of the non-redundant a3 classes (:func:`cryomtd.moments.a3_nonredundant_lags`)
-    under D4 acting on both lags: (orbit_lags (n_orb, 4) one representative lag pair per orbit,
-    class_to_orbit (K3,) int64, orbit_size (n_orb,) number of classes in each orbit)."""
+    under D4 (or its subgroup ``elements``, indices into :func:`_d4_lag_maps`; e.g. (0, 4) =
+    identity and 180° rotation, the symmetry left by an astigmatic CTF) acting on both lags:
+    (orbit_lags (n_orb, 4) one representative lag pair per orbit, class_to_orbit (K3,) int64,
+    orbit_size (n_orb,) number of classes in each orbit)."""
     from cryomtd.moments.lags import a3_index_map, a3_nonredundant_lags
 
     lags = a3_nonredundant_lags(W)
     cls = a3_index_map(W).astype(np.int64)
     o = W - 1
     images = []
-    for g in _d4_lag_maps():
+    maps = _d4_lag_maps()
+    for g in (maps[i] for i in elements):
         l1 = lags[:, :2] @ g.T
         l2 = lags[:, 2:] @ g.T
         images.append(cls[l1[:, 0] + o, l1[:, 1] + o, l2[:, 0] + o, l2[:, 1] + o])

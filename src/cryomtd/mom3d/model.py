@@ -179,6 +179,8 @@ class MomentModel:
     """
 
     kind = "quadrature"  # the third moment's route (see :func:`cryomtd.mom3d.fit.make_model`)
+    ctf = None  # no CTF (:class:`cryomtd.mom3d.ctfmodel.CtfMixture` in the CTF models)
+    lag_group = tuple(range(8))  # D4 elements the averaged moments are invariant under (all: no CTF)
 
     def __init__(
         self, basis: Any, window: int, *, symmetry: bool | str = "auto", max_batch_elements: int = 2**23
@@ -376,15 +378,36 @@ def _delta3(K: int, dtype: torch.dtype) -> torch.Tensor:
     return d
 
 
-def expected_moments(basis: Any, coef: np.ndarray, gamma: float, W: int, *, sigma: float = 0.0) -> ModelMoments:
+def expected_moments(
+    basis: Any,
+    coef: np.ndarray,
+    gamma: float,
+    W: int,
+    *,
+    sigma: float = 0.0,
+    ctf: Any = None,
+    pixel_size: float | None = None,
+) -> ModelMoments:
     """Exact expected micrograph moments of the volume ``coef`` at density ``gamma``.
 
     ``basis``: a :class:`cryomtd.basis.SphericalBessel`; ``coef`` (basis.size,) real
     coefficients; ``W`` window (lags |ℓ|∞ ≤ W−1); ``sigma`` noise standard deviation
     (adds the noise-bias terms). Returns :class:`ModelMoments` with ``.a1``, ``.a2``,
     ``.a3`` in the layout of :func:`cryomtd.moments.autocorrelations_2d`.
+
+    ``ctf``: the microscope (None: none): a :class:`cryomtd.ctf.CTF`, a list of (CTF, weight)
+    groups, a :class:`cryomtd.ctf.CtfGroupTable` or its path; ``pixel_size`` Å (required with
+    a CTF or a list). The moments are then those of the CTF-filtered projections, exact for
+    isolated filtered particles, mixed over the groups by their weights
+    (:mod:`cryomtd.mom3d.ctfmodel`).
     """
     coef = np.asarray(coef, dtype=np.float64)
     if coef.shape != (basis.size,):
         raise ValueError(f"coef must have shape ({basis.size},), got {coef.shape}")
-    return MomentModel(basis, W).numpy(coef, gamma, sigma)
+    if ctf is None:
+        return MomentModel(basis, W).numpy(coef, gamma, sigma)
+    from cryomtd.mom3d.ctfmodel import CtfMixture, CtfQuadratureModel
+
+    mix = CtfMixture.of(ctf, pixel_size)
+    model = MomentModel(basis, W) if mix is None else CtfQuadratureModel(basis, W, mix)
+    return model.numpy(coef, gamma, sigma)

@@ -29,6 +29,7 @@ __all__ = [
     "pick_best_file",
     "noise_sigma",
     "load_npz",
+    "ctf_mixture",
 ]
 
 log = logging.getLogger("cryomtd.mom3d")
@@ -54,6 +55,29 @@ def fit_basis(L: int, ell_max: int | None, fit_ell_max: int | None) -> tuple[Any
     return full, small
 
 
+def ctf_mixture(ctf_groups: str | os.PathLike | None) -> Any:
+    """The :class:`~cryomtd.mom3d.ctfmodel.CtfMixture` of an experiment's ``ctf_groups.json``
+    (:class:`cryomtd.ctf.CtfGroupTable`); None when no path is given or the table models no CTF
+    (data without one, or ``ctf: ignore``)."""
+    if ctf_groups is None:
+        return None
+    from cryomtd.mom3d.ctfmodel import CtfMixture
+
+    mix = CtfMixture.of(os.fspath(ctf_groups))
+    if mix is None:
+        log.info("%s: no CTF modelled", ctf_groups)
+    else:
+        log.info(
+            "%s: CTF modelled, %d group(s) (mean defocus %s Å, weights %s), pixel %.4g Å",
+            ctf_groups,
+            len(mix.ctfs),
+            ", ".join(f"{c.mean_defocus:.0f}" for c in mix.ctfs),
+            ", ".join(f"{w:.3f}" for w in mix.weights),
+            mix.pixel_size,
+        )
+    return mix
+
+
 def _threads(n: int | None) -> None:
     if n:
         import torch
@@ -70,11 +94,15 @@ def exact_moments_file(
     fit_ell_max: int | None = None,
     count: int = 1,
     threads: int | None = None,
+    ctf_groups: str | os.PathLike | None = None,
 ) -> None:
     """truth.npz (coef, L, ell_max) → moments.npz: exact noise-free model moments at density ``gamma``.
 
     ``window`` None → :func:`default_window`. The truth is truncated to ℓ ≤ ``fit_ell_max``
     when given (the model degree, hence the quadrature, follows the truncated basis).
+    ``ctf_groups``: the experiment's CTF group table (None or a table without groups: no
+    CTF); with one, the moments of the CTF-filtered projections mixed over its groups
+    (:mod:`cryomtd.mom3d.ctfmodel`).
     """
     from cryomtd.mom3d.model import MomentModel
 
@@ -87,10 +115,17 @@ def exact_moments_file(
     W = int(window or default_window(L))
     _threads(threads)
     t0 = time.perf_counter()
-    model = MomentModel(basis, W)
+    mix = ctf_mixture(ctf_groups)
+    if mix is None:
+        model = MomentModel(basis, W)
+    else:
+        from cryomtd.mom3d.ctfmodel import CtfQuadratureModel
+
+        model = CtfQuadratureModel(basis, W, mix)
     model.numpy(coef[: basis.size], float(gamma)).to_moments2d(count, noise_sum=0.0).save(out)
     log.info(
-        "exact moments: L=%d ell_max=%d W=%d gamma=%g (%d quadrature rotations) in %.2f s → %s",
+        "exact moments%s: L=%d ell_max=%d W=%d gamma=%g (%d quadrature rotations) in %.2f s → %s",
+        "" if mix is None else f" with the CTF ({len(mix.ctfs)} group(s))",
         L,
         basis.ell_max,
         W,
@@ -195,10 +230,13 @@ def recover_restart_file(
     restart: int,
     exact: bool = False,
     sigma: float | None = None,
+    ctf_groups: str | os.PathLike | None = None,
 ) -> None:
     """moments.npz → lsq/restart_{r}.npz (coef in the experiment basis, gamma, cost, cost_trace,
-    stage_ends, iterations, wall_time_s, ell_max_fit, window, sigma). ``exact``: the moments are noise-free;
-    ``sigma``: the noise σ of the micrographs, instead of the σ² the moments record."""
+    stage_ends, iterations, wall_time_s, ell_max_fit, window, sigma, ctf_groups = number of CTF
+    groups modelled). ``exact``: the moments are noise-free; ``sigma``: the noise σ of the
+    micrographs, instead of the σ² the moments record; ``ctf_groups``: the experiment's CTF
+    group table (``ctf_groups.json``; None or no groups: no CTF in the model)."""
     from cryomtd.mom3d.fit import fit_restart
     from cryomtd.seeding import rng
 
@@ -218,10 +256,19 @@ def recover_restart_file(
         settings.symmetry,
         settings.advanced.init,
     )
+    mix = ctf_mixture(ctf_groups)
     res = fit_restart(
-        moments, basis, settings, rng=rng(int(seed), "lsq3d", int(restart)), sigma=sigma, window=W, restart=int(restart)
+        moments,
+        basis,
+        settings,
+        rng=rng(int(seed), "lsq3d", int(restart)),
+        sigma=sigma,
+        window=W,
+        restart=int(restart),
+        ctf=mix,
     )
-    _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=int(restart))
+    n_groups = np.int64(0 if mix is None else len(mix.ctfs))
+    _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=int(restart), ctf_groups=n_groups)
     log.info(
         "restart %d: cost %.4e, gamma %.4g, %d iterations, %.1f s",
         restart,
@@ -243,12 +290,14 @@ def refine_restart_file(
     settings: LsqSettings | None = None,
     exact: bool = False,
     sigma: float | None = None,
+    ctf_groups: str | os.PathLike | None = None,
 ) -> int:
     """lsq/restart_*.npz → lsq/refine_{rank}.npz: the restart of the ``rank``-th lowest cost (0 =
     best; ties by file order) continued by at most ``refine_iterations`` Gauss–Newton cost
-    evaluations (:func:`cryomtd.mom3d.fit.refine_restart`) on the same cost. Same keys as a
-    restart file (cost_trace, stage_ends, iterations and wall_time_s include the restart's own) plus
-    ``refined_from`` (that restart's index). Returns it."""
+    evaluations (:func:`cryomtd.mom3d.fit.refine_restart`) on the same cost (``ctf_groups``: as
+    in :func:`recover_restart_file`). Same keys as a restart file (cost_trace, stage_ends,
+    iterations and wall_time_s include the restart's own) plus ``refined_from`` (that restart's
+    index). Returns it."""
     from cryomtd.mom3d.fit import rank_by_cost, refine_restart
 
     settings = settings or LsqSettings()
@@ -276,6 +325,7 @@ def refine_restart_file(
             f"experiment has L={L}, ell_max={full.ell_max} (rerun recover_lsq)"
         )
     r = int(src["restart"])
+    mix = ctf_mixture(ctf_groups)
     log.info(
         "refine rank %d: restart %d (cost %.4e), at most %d Gauss-Newton evaluations",
         rank,
@@ -292,13 +342,25 @@ def refine_restart_file(
         sigma=sigma,
         window=W,
         restart=r,
+        ctf=mix,
     )
     ends = [int(e) for e in src.get("stage_ends", [])]
     res.cost_trace = np.r_[np.asarray(src["cost_trace"], dtype=np.float64), res.cost_trace]
     res.stage_ends = ends + [len(res.cost_trace)]
     res.iterations += int(src["iterations"])
     res.wall_time_s += float(src["wall_time_s"])
-    _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=r, refined_from=np.int64(r))
+    _save_fit(
+        out,
+        res,
+        full,
+        basis,
+        W=W,
+        sigma=sigma,
+        L=L,
+        restart=r,
+        refined_from=np.int64(r),
+        ctf_groups=np.int64(0 if mix is None else len(mix.ctfs)),
+    )
     log.info(
         "refine rank %d (restart %d): cost %.4e → %.4e, gamma %.4g", rank, r, float(src["cost"]), res.cost, res.gamma
     )
