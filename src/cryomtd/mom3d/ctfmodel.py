@@ -68,6 +68,8 @@ __all__ = [
     "CtfInvariantModel",
     "CtfQuadratureModel",
     "make_ctf_model",
+    "filter_box_moments",
+    "support_side",
 ]
 
 log = logging.getLogger("cryomtd.mom3d")
@@ -355,16 +357,8 @@ class CtfQuadratureModel(_CtfBase, MomentModel):
         return self._g3_hat
 
     def third_box(self, coef: torch.Tensor) -> torch.Tensor:
-        """Σ_ℓ′ m3_p(ℓ′) G3(ℓ − ℓ′) on the window-W lags, dense (K,)*4 (circular FFT of size
-        2U3+1 = (2n−1) + (2W−1) − 1: no wrap reaches the kept lags)."""
-        N = 2 * self.U3 + 1
-        n = self.clean.W
-        m3 = self.clean.third_box(coef)  # (2n−1,)*4, lag ℓ′ at index ℓ′ + n − 1
-        full = torch.fft.irfftn(torch.fft.rfftn(m3, s=(N,) * 4) * self._kernel_hat(), s=(N,) * 4)
-        # linear index of lag ℓ: (ℓ′ + n − 1) + (u + U3) = ℓ + n − 1 + U3
-        o = n - 1 + self.U3 - (self.W - 1)
-        K = 2 * self.W - 1
-        return full[o : o + K, o : o + K, o : o + K, o : o + K]
+        """Σ_ℓ′ m3_p(ℓ′) G3(ℓ − ℓ′) on the window-W lags, dense (K,)*4 (:func:`_convolve_a3`)."""
+        return _convolve_a3(self.clean.third_box(coef), self._kernel_hat(), self.clean.W, self.W)
 
 
 class CtfInvariantModel(_CtfBase, InvariantMomentModel):
@@ -457,6 +451,44 @@ def _fold_matrix(g3: np.ndarray, orbit_lags: np.ndarray, inner: Any, chunk: int 
         vals = flat[a[s0 : s0 + chunk, None] - b[None, :]]  # (chunk, Kn⁴) = G3(ℓ_o − ℓ′)
         out[s0 : s0 + chunk].index_add_(1, d2o, vals)
     return out
+
+
+def filter_box_moments(
+    m1: float, m2: np.ndarray, m3: np.ndarray | None, kernels: CtfKernels | Sequence[tuple[CtfKernels, float]], W: int
+) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Box sums of CTF-filtered particles from the clean ones on their whole support.
+
+    ``m1`` Σ p; ``m2`` (2n−1, 2n−1) Σ p p(+ℓ′) and ``m3`` (2n−1,)*4 (or None) for lags |ℓ′|∞ ≤ n−1
+    (every nonzero lag of particles of side ≤ n); ``kernels`` one :class:`CtfKernels` or
+    (kernels, weight) pairs (a mixture; g2 with U2 ≥ W+n−2, g3 with U3 = W+n−2). Returns
+    (H(0)·m1, m2 ⋆ g2, m3 ⋆ G3) on the lags |ℓ|∞ ≤ W−1 (module docstring; float64 numpy).
+    """
+    pairs = [(kernels, 1.0)] if isinstance(kernels, CtfKernels) else list(kernels)
+    n = (np.asarray(m2).shape[0] + 1) // 2
+    K = 2 * W - 1
+    g1 = sum(w * k.g1 for k, w in pairs)
+    g2 = sum(w * k.g2 for k, w in pairs)
+    G = _g2_matrix(g2, W, n).numpy()
+    out2 = (G @ np.asarray(m2, dtype=np.float64).reshape(-1)).reshape(K, K)
+    out3 = None
+    if m3 is not None:
+        g3 = sum(w * k.g3 for k, w in pairs)
+        out3 = _convolve_a3(
+            torch.as_tensor(np.asarray(m3, dtype=np.float64)), torch.fft.rfftn(torch.from_numpy(g3)), n, W
+        )
+        out3 = out3.numpy()
+    return float(g1 * m1), out2, out3
+
+
+def _convolve_a3(m3: torch.Tensor, g3_hat: torch.Tensor, n: int, W: int) -> torch.Tensor:
+    """Σ_ℓ′ m3(ℓ′) G3(ℓ − ℓ′) for |ℓ|∞ ≤ W−1 from m3 (2n−1,)*4 and the rfftn of G3 (2U+1,)*4,
+    U = W+n−2: a circular FFT of size 2U+1 = (2n−1) + (2W−1) − 1, where no wrap reaches the
+    kept lags (the linear index of lag ℓ is ℓ + n − 1 + U)."""
+    N = 2 * (W + n - 2) + 1
+    full = torch.fft.irfftn(torch.fft.rfftn(m3, s=(N,) * 4) * g3_hat, s=(N,) * 4)
+    o = n - 1 + (W + n - 2) - (W - 1)
+    K = 2 * W - 1
+    return full[o : o + K, o : o + K, o : o + K, o : o + K]
 
 
 def make_ctf_model(
