@@ -129,3 +129,37 @@ def test_float32_block_products_stay_close_to_brute_force():
     scale = np.abs(ref.a3).max()
     np.testing.assert_allclose(m.a3, ref.a3, atol=1e-5 * scale)
     np.testing.assert_allclose(m.a2, ref.a2, atol=1e-5 * np.abs(ref.a2).max())
+
+
+def test_dense_model_with_zero_pair_separation_is_the_separated_model():
+    x = make_signal("gaussian", 7, seed=4)
+    sep = model_moments(x, 0.3, 0.8)
+    dense = model_moments(x, 0.3, 0.8, xi=np.zeros(6))
+    for a, b in zip(sep, dense):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize(("min_gap", "sigma"), [(0, 0.0), (2, 0.5)])
+def test_dense_model_equals_monte_carlo_moments(min_gap, sigma):
+    """Densely packed copies (γ = 0.5, copies may touch): the empirical moments of long simulated
+    segments equal model_moments with the placement's pair-separation function within
+    Monte-Carlo error, while the separated model is off by many standard errors."""
+    L, gamma, n, K = 7, 0.5, 1_000_000, 8
+    x = make_signal("gaussian", L, seed=3)
+    pl = Placement(gamma, min_gap)
+    parts = [simulate_segment(x, n, pl, sigma, seed=1, index=k) for k in range(K)]
+    ms = [autocorrelations(y, L) for y, _ in parts]
+    g = sum(c for _, c in parts) * L / (K * n)  # realised density; ξ scales with it
+    xi = pl.pair_separation(L) * g / gamma
+    emp = [np.array([m.a1 for m in ms]), np.array([m.a2 for m in ms]), np.array([m.a3 for m in ms])]
+    dense = model_moments(x, g, sigma, xi=xi)
+    sep = model_moments(x, g, sigma)
+    worst_dense, worst_sep = 0.0, 0.0
+    for e, md, msep in zip(emp, dense, sep):
+        mean, se = e.mean(axis=0), e.std(axis=0, ddof=1) / np.sqrt(K) + 1e-12
+        worst_dense = max(worst_dense, float(np.max(np.abs(mean - md) / se)))
+        worst_sep = max(worst_sep, float(np.max(np.abs(mean - msep) / se)))
+    # ~60 distinct entries, standard errors from 8 segments (t with 7 d.o.f.): 6 is a safe
+    # bound for the largest deviation of the right model; the separated model's bias is ≫ 6
+    assert worst_dense < 6.0
+    assert worst_sep > 30.0

@@ -40,7 +40,15 @@ SMALL = {
     "N": 6000,
     "segments": 2,
     "placement": {"gamma": 0.1, "min_gap": 3},
-    "lsq": {"restarts": 2, "sigma_known": False, "max_iterations": 30, "starts": 3, "screen_iterations": 5, "keep": 1},
+    "lsq": {
+        "restarts": 2,
+        "sigma_known": False,
+        "max_iterations": 30,
+        "starts": 3,
+        "screen_iterations": 5,
+        "keep": 1,
+        "spacing": "arbitrary",
+    },
     "em": {"iterations": 4, "tol": 1e-9, "segments": 1},
     "advanced": {"chunk": 999, "moments_dtype": "float32"},
 }
@@ -112,7 +120,14 @@ def test_stage_block_selects_what_each_stage_reads():
         "seed": 5,
         "L": 6,
         "sigma": 0.4,
-        "lsq": {"sigma_known": False, "max_iterations": 30, "starts": 3, "screen_iterations": 5, "keep": 1},
+        "lsq": {
+            "sigma_known": False,
+            "max_iterations": 30,
+            "starts": 3,
+            "screen_iterations": 5,
+            "keep": 1,
+            "spacing": "arbitrary",
+        },
     }
     assert s.stage_block("merge") == {} and s.stage_block("pick") == {}
     assert s.stage_block("em")["em"] == SMALL["em"] and s.stage_block("em")["lsq"] == {"sigma_known": False}

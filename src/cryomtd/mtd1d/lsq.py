@@ -51,7 +51,8 @@ _DEFAULT = Lsq1dSettings()  # the defaults of the lsq block, written once (setti
 
 @dataclass
 class LSQResult:
-    """Least-squares estimate: ``x`` (L,), density ``gamma``, final ``cost``, restart index."""
+    """Least-squares estimate: ``x`` (L,), density ``gamma``, final ``cost``, restart index;
+    ``xi`` (L − 1,): the fitted pair-separation function (``spacing="arbitrary"``, else None)."""
 
     x: np.ndarray
     gamma: float
@@ -60,6 +61,7 @@ class LSQResult:
     iterations: int = 0
     wall_time_s: float = 0.0
     costs: list[float] = field(default_factory=list)  # final cost of every restart run
+    xi: np.ndarray | None = None  # pair-separation function (L − 1,) when spacing="arbitrary"
 
 
 def _masks(L: int, sigma_known: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +97,9 @@ def _data_masks_weights(moments: Moments1D, L: int, sigma: float | None):
     return d1, d2, d3, m2, m3, _weights(d1, d2, d3, m2, m3)
 
 
-def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None):
-    """(cost function over (x, γ) with ``autograd.numpy``, masks, weights) for ``moments``."""
+def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None, spacing: str = "separated"):
+    """(cost function over (x, γ[, ξ]) with ``autograd.numpy``, masks, weights) for ``moments``;
+    ``spacing="arbitrary"``: cost(x, γ, ξ) with the pair-separation model."""
     import autograd.numpy as anp  # reference implementation only (tests); the optimiser is analytic
 
     if moments.L < L:
@@ -107,9 +110,9 @@ def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None):
     i3 = np.flatnonzero(m3.ravel())
     d2s, d3s = d2[i2], d3.ravel()[i3]
 
-    def cost(x, g):
+    def cost(x, g, xi=None):
         gamma = anp.sum(g)
-        a1, a2, a3 = model_moments(x, gamma, s, xp=anp)
+        a1, a2, a3 = model_moments(x, gamma, s, xp=anp, xi=xi if spacing == "arbitrary" else None)
         r1 = a1 - d1
         r2 = a2[i2] - d2s
         r3 = anp.reshape(a3, (-1,))[i3] - d3s
@@ -119,17 +122,22 @@ def lsq_cost_terms(moments: Moments1D, L: int, sigma: float | None):
 
 
 class _Residuals:
-    """Weighted residuals r(x, γ) of the kept moment entries and their Jacobian (analytic).
+    """Weighted residuals r(x, γ[, ξ]) of the kept moment entries and their Jacobian (analytic).
 
     r = [√w1 (A1 − d1), √w2 (A2[E2] − d2), √w3 (A3[E3] − d3)], f = ‖r‖². With xp the
-    signal padded by L zeros on both sides (xp[L + j] = x[j]):
+    signal padded by zeros on both sides:
     ∂c2[ℓ]/∂x_j = x[j+ℓ] + x[j−ℓ];
     ∂c3[p,q]/∂x_j = x[j+p]x[j+q] + x[j−p]x[j−p+q] + x[j−q]x[j−q+p].
+
+    ``dense``: the model of :func:`cryomtd.mtd1d.moments.model_moments` with the pair-separation
+    function ξ (D = L − 1 values); its cross terms are sums of T2(u) = Σ_p x[p]x[p+u] and
+    T3(u, v) = Σ_p x[p]x[p+u]x[p+v] at negative offsets, differentiated by the same rule.
     """
 
-    def __init__(self, moments, L, sigma):
+    def __init__(self, moments, L, sigma, dense: bool = False):
         d1, d2, d3, m2, m3, self.w = _data_masks_weights(moments, L, sigma)
         self.L, self.s2 = L, (0.0 if sigma is None else float(sigma)) ** 2
+        self.D = L - 1 if dense else 0
         self.i2 = np.flatnonzero(m2)
         p, q = np.nonzero(m3)
         self.p, self.q = p, q
@@ -137,17 +145,37 @@ class _Residuals:
         self.sw = np.sqrt(np.concatenate(([self.w[0]], np.full(self.i2.size, self.w[1]), np.full(p.size, self.w[2]))))
         self.b2 = (self.i2 == 0).astype(float)  # σ² δ[ℓ]
         self.b3 = (p == 0).astype(float) + (q == 0) + (p == q)  # times σ² A1
+        self.pad = 3 * L  # xp[pad + j] = x[j]; offsets of the dense terms reach −(3L−3) … 4L−4
         j = np.arange(L)
         self.j = j
-        l = self.i2
-        self.c2_plus, self.c2_minus = L + j[None, :] + l[:, None], L + j[None, :] - l[:, None]
+        l, o = self.i2, self.pad
+        self.c2_plus, self.c2_minus = o + j[None, :] + l[:, None], o + j[None, :] - l[:, None]
         P, Q, J = p[:, None], q[:, None], j[None, :]
-        self.c3_idx = [(L + J + P, L + J + Q), (L + J - P, L + J - P + Q), (L + J - Q, L + J - Q + P)]
+        self.c3_idx = [(o + J + P, o + J + Q), (o + J - P, o + J - P + Q), (o + J - Q, o + J - Q + P)]
+        if dense:
+            dd = np.arange(self.D)[None, :, None]
+            jj = j[None, None, :]
+            u2 = l[:, None, None] - L - dd  # (K2, D, 1): the second copy starts L + d after the first
+            self.t2_idx = (o + jj + u2, o + jj - u2)
+            pp, qq = p[:, None, None], q[:, None, None]
+            # a3 cross terms: (first two samples in copy 1, third in copy 2) and (first in copy 1, two in copy 2)
+            self.t3_terms = [(pp + 0 * dd, qq - L - dd), (pp - L - dd, qq - L - dd)]
+            self.t3_idx = [
+                [(o + jj + U, o + jj + V), (o + jj - U, o + jj - U + V), (o + jj - V, o + jj - V + U)]
+                for U, V in self.t3_terms
+            ]
 
-    def residual_and_jacobian_batch(self, X: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """r (B, K) and J = ∂r/∂(x, γ) (B, K, L+1) for B points at once (rows of ``X``, ``g``)."""
+    @property
+    def size(self) -> int:
+        """Number of unknowns: x (L), γ, ξ (D)."""
+        return self.L + 1 + self.D
+
+    def residual_and_jacobian_batch(
+        self, X: np.ndarray, g: np.ndarray, Xi: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """r (B, K) and J = ∂r/∂(x, γ, ξ) (B, K, L+1+D) for B points at once (rows of ``X``, ``g``, ``Xi``)."""
         L, B = self.L, X.shape[0]
-        xp = np.concatenate((np.zeros((B, L)), X, np.zeros((B, 2 * L))), axis=1)
+        xp = np.concatenate((np.zeros((B, self.pad)), X, np.zeros((B, 4 * L))), axis=1)
         S = X.sum(axis=1)
         p2 = xp[:, self.c2_plus]  # (B, K2, L): x[j+ℓ]
         c2 = np.einsum("bkj,bj->bk", p2, X)
@@ -157,53 +185,77 @@ class _Residuals:
         A1 = g * S / L
         A2 = gl * c2 + self.s2 * self.b2
         A3 = gl * c3 + self.s2 * A1[:, None] * self.b3
-        r = (np.concatenate((A1[:, None], A2, A3), axis=1) - self.d) * self.sw
         dc2 = p2 + xp[:, self.c2_minus]
         dc3 = sum(xp[:, a] * xp[:, b] for a, b in self.c3_idx)
         g3 = gl[:, :, None]
-        Jx = np.concatenate(
-            (np.broadcast_to(g3, (B, 1, L)), g3 * dc2, g3 * (dc3 + self.s2 * self.b3[None, :, None])), axis=1
-        )
+        Jx2, Jx3 = g3 * dc2, g3 * (dc3 + self.s2 * self.b3[None, :, None])
+        extra = []
+        if self.D:
+            Xi = np.zeros((B, self.D)) if Xi is None else np.asarray(Xi, float)
+            t2p = xp[:, self.t2_idx[0]]  # (B, K2, D, L): x[j+u]
+            T2 = np.einsum("bkdj,bj->bkd", t2p, X)
+            dT2 = t2p + xp[:, self.t2_idx[1]]
+            T3 = np.zeros((B, self.p.size, self.D))
+            dT3 = np.zeros((B, self.p.size, self.D, L))
+            for idx in self.t3_idx:  # the two kinds of cross term (not a loop over shifts)
+                (a, b) = idx[0]
+                T3 += np.einsum("bkdj,bj->bkd", xp[:, a] * xp[:, b], X)
+                dT3 += sum(xp[:, a] * xp[:, b] for a, b in idx)
+            A2 = A2 + np.einsum("bkd,bd->bk", T2, Xi)
+            A3 = A3 + np.einsum("bkd,bd->bk", T3, Xi)
+            Jx2 = Jx2 + np.einsum("bkdj,bd->bkj", dT2, Xi)
+            Jx3 = Jx3 + np.einsum("bkdj,bd->bkj", dT3, Xi)
+            extra = [np.concatenate((np.zeros((B, 1, self.D)), T2, T3), axis=1)]
+        r = (np.concatenate((A1[:, None], A2, A3), axis=1) - self.d) * self.sw
+        Jx = np.concatenate((np.broadcast_to(g3, (B, 1, L)), Jx2, Jx3), axis=1)
         Jg = np.concatenate(((S / L)[:, None], c2 / L, c3 / L + self.s2 * (S / L)[:, None] * self.b3), axis=1)
-        J = np.concatenate((Jx, Jg[:, :, None]), axis=2) * self.sw[None, :, None]
+        J = np.concatenate([Jx, Jg[:, :, None], *extra], axis=2) * self.sw[None, :, None]
         return r, J
 
-    def residual_and_jacobian(self, x: np.ndarray, g: float) -> tuple[np.ndarray, np.ndarray]:
-        """r (K,) and J = ∂r/∂(x, γ) (K, L+1)."""
-        r, J = self.residual_and_jacobian_batch(np.asarray(x, float)[None, :], np.array([float(g)]))
+    def residual_and_jacobian(
+        self, x: np.ndarray, g: float, xi: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """r (K,) and J = ∂r/∂(x, γ[, ξ]) (K, L+1+D)."""
+        Xi = None if xi is None else np.asarray(xi, float)[None, :]
+        r, J = self.residual_and_jacobian_batch(np.asarray(x, float)[None, :], np.array([float(g)]), Xi)
         return r[0], J[0]
 
+    def theta_rj(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For θ = (x, log γ, ξ) (B, L+1+D): r, J = ∂r/∂θ, cost (B,)."""
+        L = self.L
+        g = np.exp(theta[:, L])
+        r, J = self.residual_and_jacobian_batch(theta[:, :L], g, theta[:, L + 1 :] if self.D else None)
+        J[:, :, L] *= g[:, None]  # ∂r/∂log γ
+        return r, J, np.einsum("bk,bk->b", r, r)
 
-def _levenberg_marquardt(
-    res_: _Residuals, X: np.ndarray, g: np.ndarray, iterations: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``iterations`` Levenberg–Marquardt steps on B starts at once, in (x, log γ) so γ stays positive.
+
+def _levenberg_marquardt(res_: _Residuals, theta: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """``iterations`` Levenberg–Marquardt steps on B starts θ = (x, log γ, ξ) (B, L+1+D) at once
+    (log γ so γ stays positive).
 
     Each start keeps its own damping λ (divided by 3 after a step that lowers its cost,
     multiplied by 4 and the step rejected otherwise); the step solves
-    (JᵀJ + λ diag(JᵀJ)) δ = −Jᵀr for all starts as one batched solve. Returns (X, γ, cost) (B,).
+    (JᵀJ + λ diag(JᵀJ)) δ = −Jᵀr for all starts as one batched solve. Returns (θ, cost (B,)).
     """
-    X, t = np.array(X, float), np.log(np.asarray(g, float))
-    B, L = X.shape
-    r, J = res_.residual_and_jacobian_batch(X, np.exp(t))
-    J[:, :, L] *= np.exp(t)[:, None]  # ∂r/∂log γ
-    f = np.einsum("bk,bk->b", r, r)
+    theta = np.array(theta, float)
+    B, n = theta.shape
+    L = res_.L
+    r, J, f = res_.theta_rj(theta)
     lam = np.full(B, 1e-3)
-    eye = np.eye(L + 1)
+    eye = np.eye(n)
     for _ in range(iterations):
         H = np.einsum("bki,bkj->bij", J, J)
         grad = np.einsum("bki,bk->bi", J, r)
         D = np.einsum("bii->bi", H)
         A = H + lam[:, None, None] * (D[:, :, None] + 1e-12 * D.max(axis=1)[:, None, None]) * eye
         step = -np.linalg.solve(A, grad[..., None])[..., 0]
-        Xn, tn = X + step[:, :L], t + np.clip(step[:, L], -2.0, 2.0)
-        rn, Jn = res_.residual_and_jacobian_batch(Xn, np.exp(tn))
-        Jn[:, :, L] *= np.exp(tn)[:, None]
-        fn = np.einsum("bk,bk->b", rn, rn)
+        step[:, L] = np.clip(step[:, L], -2.0, 2.0)
+        tn = theta + step
+        rn, Jn, fn = res_.theta_rj(tn)
         ok = fn < f
-        X[ok], t[ok], r[ok], J[ok], f[ok] = Xn[ok], tn[ok], rn[ok], Jn[ok], fn[ok]
+        theta[ok], r[ok], J[ok], f[ok] = tn[ok], rn[ok], Jn[ok], fn[ok]
         lam = np.clip(np.where(ok, lam / 3.0, lam * 4.0), 1e-12, 1e12)
-    return X, np.exp(t), f
+    return theta, f
 
 
 def initial_points(
@@ -225,43 +277,52 @@ def initial_points(
     return X0, g0
 
 
-def _trust_regions(moments, L, sigma, max_iterations, x0, gamma0):
-    """pymanopt trust regions from (x0, γ0): (x, γ, cost, iterations)."""
+def _trust_regions(res_: _Residuals, max_iterations: int, x0: np.ndarray, gamma0: float, xi0: np.ndarray | None):
+    """pymanopt trust regions on Euclidean(L) × Positive(1) [× Euclidean(D)] from (x0, γ0[, ξ0]):
+    (x, γ, ξ or None, cost, iterations)."""
     import pymanopt  # deferred: pymanopt imports torch (seconds), only LS jobs need it
     from pymanopt.manifolds import Euclidean, Positive, Product
 
-    res_ = _Residuals(moments, L, sigma)
-    manifold = Product([Euclidean(L), Positive(1, 1)])
+    L, D = res_.L, res_.D
+    manifold = Product([Euclidean(L), Positive(1, 1)] + ([Euclidean(D)] if D else []))
     cache: dict = {}
 
-    def rj(x, g):
-        key = (x.tobytes(), float(np.asarray(g).ravel()[0]))
+    def rj(x, g, *xi):
+        key = (x.tobytes(), float(np.asarray(g).ravel()[0])) + tuple(v.tobytes() for v in xi)
         if cache.get("key") != key:
-            cache["key"], cache["rj"] = key, res_.residual_and_jacobian(x, key[1])
+            cache["key"], cache["rj"] = key, res_.residual_and_jacobian(x, key[1], *xi)
         return cache["rj"]
 
+    def split(v):
+        return (v[:L], v[L : L + 1].reshape(1, 1)) + ((v[L + 1 :],) if D else ())
+
     @pymanopt.function.numpy(manifold)
-    def cost(x, g):
-        r, _ = rj(x, g)
+    def cost(*point):
+        r, _ = rj(*point)
         return float(r @ r)
 
     @pymanopt.function.numpy(manifold)
-    def egrad(x, g):
-        r, J = rj(x, g)
-        gr = 2.0 * (J.T @ r)
-        return gr[:L], gr[L:].reshape(1, 1)
+    def egrad(*point):
+        r, J = rj(*point)
+        return split(2.0 * (J.T @ r))
 
     @pymanopt.function.numpy(manifold)
-    def ehess(x, g, vx, vg):  # Gauss–Newton: 2 Jᵀ J v (exact at zero residual)
-        _, J = rj(x, g)
-        hv = 2.0 * (J.T @ (J @ np.concatenate((vx, np.asarray(vg).ravel()))))
-        return hv[:L], hv[L:].reshape(1, 1)
+    def ehess(*args):  # Gauss–Newton: 2 Jᵀ J v (exact at zero residual)
+        n = len(args) // 2
+        _, J = rj(*args[:n])
+        v = np.concatenate([np.asarray(t, float).ravel() for t in args[n:]])
+        return split(2.0 * (J.T @ (J @ v)))
 
     problem = pymanopt.Problem(manifold, cost, euclidean_gradient=egrad, euclidean_hessian=ehess)
     optimizer = pymanopt.optimizers.TrustRegions(max_iterations=max_iterations, min_gradient_norm=1e-14, verbosity=0)
-    res = optimizer.run(problem, initial_point=[np.asarray(x0, float), np.array([[float(gamma0)]])])
-    x, g = res.point
-    return np.asarray(x, float), float(np.asarray(g).ravel()[0]), float(res.cost), int(res.iterations)
+    start = [np.asarray(x0, float), np.array([[float(gamma0)]])] + ([np.asarray(xi0, float)] if D else [])
+    res = optimizer.run(problem, initial_point=start)
+    x, g = res.point[0], res.point[1]
+    xi = np.asarray(res.point[2], float) if D else None
+    return np.asarray(x, float), float(np.asarray(g).ravel()[0]), xi, float(res.cost), int(res.iterations)
+
+
+SPACINGS = ("separated", "arbitrary")
 
 
 def fit_lsq_restart(
@@ -275,13 +336,19 @@ def fit_lsq_restart(
     starts: int = _DEFAULT.starts,
     screen_iterations: int = _DEFAULT.screen_iterations,
     keep: int = _DEFAULT.keep,
+    spacing: str = _DEFAULT.spacing,
     x0: np.ndarray | None = None,
     gamma0: float | None = None,
+    xi0: np.ndarray | None = None,
 ) -> LSQResult:
     """One restart: ``starts`` random initial points (:func:`initial_points`) screened by
     ``screen_iterations`` batched Levenberg–Marquardt steps, the ``keep`` lowest-cost ones
     continued by trust regions (at most ``max_iterations`` steps), the lowest final cost
-    returned. With ``x0`` (and optionally ``gamma0``), one trust-region run from there.
+    returned. With ``x0`` (and optionally ``gamma0``, ``xi0``), one trust-region run from there.
+
+    ``spacing="separated"`` (default) fits (x, γ) with the well-separated model;
+    ``"arbitrary"`` also fits the pair-separation function ξ (L − 1 values, started at 0,
+    i.e. at the separated model; see :func:`cryomtd.mtd1d.moments.model_moments`).
 
     Screening is what makes the default find the global minimum: at L = 15, σ = 1,
     γ = 0.2 between 1 in 9 and 1 in 3 random starts reach it, and after a few LM steps the
@@ -295,20 +362,25 @@ def fit_lsq_restart(
             raise InputError(f"lsq.{name}: expected >= 1, got {v}")
     if screen_iterations < 0:
         raise InputError(f"lsq.screen_iterations: expected >= 0, got {screen_iterations}")
+    if spacing not in SPACINGS:
+        raise InputError(f"lsq.spacing: expected one of {', '.join(SPACINGS)}, got {spacing!r}")
+    res_ = _Residuals(moments, L, sigma, dense=spacing == "arbitrary")
     if x0 is not None:
         if gamma0 is None:
             gamma0 = float(initial_points(moments, L, sigma=sigma, seed=seed, restart=restart)[1][0])
         X0, g0 = np.asarray(x0, float)[None, :], np.array([float(gamma0)])
+        Xi0 = np.zeros((1, res_.D)) if xi0 is None else np.asarray(xi0, float).reshape(1, res_.D)
     else:
         X0, g0 = initial_points(moments, L, sigma=sigma, seed=seed, restart=restart, starts=starts)
         if gamma0 is not None:
             g0 = np.full(starts, float(gamma0))
+        Xi0 = np.zeros((starts, res_.D))
         if screen_iterations > 0 and starts > keep:
-            X0, g0, f = _levenberg_marquardt(_Residuals(moments, L, sigma), X0, g0, screen_iterations)
+            theta, f = _levenberg_marquardt(res_, np.column_stack((X0, np.log(g0), Xi0)), screen_iterations)
             best = np.argsort(f, kind="stable")[:keep]
-            X0, g0 = X0[best], g0[best]
-    runs = [_trust_regions(moments, L, sigma, max_iterations, xs, gs) for xs, gs in zip(X0, g0)]
-    x, g, cost, its = min(runs, key=lambda run: run[2])
+            X0, g0, Xi0 = theta[best, :L], np.exp(theta[best, L]), theta[best, L + 1 :]
+    runs = [_trust_regions(res_, max_iterations, xs, gs, xis) for xs, gs, xis in zip(X0, g0, Xi0)]
+    x, g, xi, cost, its = min(runs, key=lambda run: run[3])
     return LSQResult(
         x=x,
         gamma=g,
@@ -317,6 +389,7 @@ def fit_lsq_restart(
         iterations=its,
         wall_time_s=time.perf_counter() - t0,
         costs=[cost],
+        xi=xi,
     )
 
 
@@ -331,6 +404,7 @@ def fit_lsq(
     starts: int = _DEFAULT.starts,
     screen_iterations: int = _DEFAULT.screen_iterations,
     keep: int = _DEFAULT.keep,
+    spacing: str = _DEFAULT.spacing,
 ) -> LSQResult:
     """Best of ``restarts`` runs of :func:`fit_lsq_restart` (lowest cost): the workflow's
     ``mtd1d_lsq`` jobs and ``mtd1d_pick`` in one call, with the defaults of ``lsq``."""
@@ -347,6 +421,7 @@ def fit_lsq(
             starts=starts,
             screen_iterations=screen_iterations,
             keep=keep,
+            spacing=spacing,
         )
         for r in range(restarts)
     ]

@@ -209,18 +209,55 @@ def noise_bias(L: int, sigma: float, mean: float) -> tuple[np.ndarray, np.ndarra
     return b2, b3
 
 
-def model_moments(x: np.ndarray, gamma: float, sigma: float = 0.0, xp=np):
-    """Expected moments of a well-separated measurement: (a1, a2 (L,), a3 (L, L)).
+def model_moments(x: np.ndarray, gamma: float, sigma: float = 0.0, xp=np, xi=None):
+    """Expected moments of the measurement: (a1, a2 (L,), a3 (L, L)).
 
-    a1 = γ/L Σ x, a2[ℓ] = γ/L Σ_i x[i]x[i+ℓ] + σ²δ[ℓ],
-    a3[ℓ1,ℓ2] = γ/L Σ_i x[i]x[i+ℓ1]x[i+ℓ2] + σ² a1 (δ[ℓ1]+δ[ℓ2]+δ[ℓ1−ℓ2]).
-    ``xp`` = ``autograd.numpy`` makes it differentiable.
+    Well separated (``xi`` None)::
+
+        a1 = γ/L Σ x, a2[ℓ] = γ/L Σ_i x[i]x[i+ℓ] + σ²δ[ℓ],
+        a3[ℓ1,ℓ2] = γ/L Σ_i x[i]x[i+ℓ1]x[i+ℓ2] + σ² a1 (δ[ℓ1]+δ[ℓ2]+δ[ℓ1−ℓ2]).
+
+    Arbitrary spacing (non-overlapping copies that may touch; Lan, Bendory, Boumal, Singer
+    2020): ``xi`` (L − 1,) is the pair-separation function, ξ[d] = the number per sample of
+    consecutive copy pairs whose second copy starts L + d after the first (d zeros between
+    them); pairs with d ≥ L − 1 are out of reach of the lags. A window of length L holds
+    pieces of at most two copies, so with C2[u] = Σ_p x[p]x[p+u] and
+    C3[u, v] = Σ_p x[p]x[p+u]x[p+v] (x zero outside [0, L)), for ℓ1 ≤ ℓ2::
+
+        a2[ℓ]     += Σ_d ξ[d] C2[ℓ − L − d]
+        a3[ℓ1,ℓ2] += Σ_d ξ[d] (C3[ℓ1, ℓ2 − L − d] + C3[ℓ1 − L − d, ℓ2 − L − d])
+
+    (first two samples in the first copy and the third in the second, or the first in the
+    first and two in the second); a1 and the noise bias are unchanged. ξ = 0 is the
+    separated model. ``xp`` = ``autograd.numpy`` makes it differentiable.
     """
     L = x.shape[0]
     X = _shift_matrix(x, xp)
     a1 = gamma * xp.sum(x) / L
     a2 = gamma * (X @ x) / L
     a3 = gamma * ((X * x) @ X.T) / L
+    if xi is not None:
+        D = L - 1
+        d = np.arange(D)
+        lag = np.arange(L)
+        # C2 at lag L + d − ℓ ≥ 1 (symmetric), zero from lag L on
+        c2 = xp.concatenate([X @ x, xp.zeros(1)])
+        a2 = a2 + c2[np.minimum(L + d[None, :] - lag[:, None], L)] @ xi
+        # C3[u, v] for u, v in (−L, L): S[u + L − 1, p] = x[p + u]; index 2L − 1 is a zero row/column
+        idx = np.arange(-(L - 1), L)[:, None] + np.arange(L)[None, :]
+        idx = np.where((idx >= 0) & (idx < L), idx, L)
+        S = xp.concatenate([x, xp.zeros(1)])[idx]
+        C3 = (S * x) @ S.T
+        C3 = xp.concatenate([xp.concatenate([C3, xp.zeros((2 * L - 1, 1))], axis=1), xp.zeros((1, 2 * L))], axis=0)
+
+        def at(u, v):  # C3[u, v] with zero outside (−L, L)
+            ok = (u > -L) & (u < L) & (v > -L) & (v < L)
+            return C3[np.where(ok, u + L - 1, 2 * L - 1), np.where(ok, v + L - 1, 2 * L - 1)]
+
+        lo = np.minimum.outer(lag, lag)[:, :, None]
+        hi = np.maximum.outer(lag, lag)[:, :, None]
+        sep = L + d[None, None, :]
+        a3 = a3 + (at(lo, hi - sep) + at(lo - sep, hi - sep)) @ xi
     if sigma:
         b2, b3 = noise_bias(L, 1.0, 1.0)
         a2 = a2 + sigma**2 * b2

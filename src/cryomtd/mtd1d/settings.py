@@ -8,7 +8,7 @@ here equals the schema's (``tests/test_settings.py`` checks it), so a stage call
     ├── kind, seed, L, sigma, N, segments
     ├── signal:    SignalSettings     (type, path)
     ├── placement: PlacementSettings  (gamma, min_gap)
-    ├── lsq:       Lsq1dSettings      (restarts, sigma_known, max_iterations, starts, screen_iterations, keep)
+    ├── lsq:       Lsq1dSettings      (restarts, sigma_known, max_iterations, starts, screen_iterations, keep, spacing)
     ├── em:        Em1dSettings       (iterations, tol, segments)
     └── advanced:  Mtd1dAdvanced      (chunk, moments_dtype: memory and speed, not results)
 
@@ -64,7 +64,8 @@ class Lsq1dSettings:
     with the true σ (``sigma_known``) or left out, at most ``max_iterations`` trust-region
     steps per continued start. Each restart screens ``starts`` random initial points by
     ``screen_iterations`` batched Levenberg–Marquardt steps and continues the ``keep``
-    lowest-cost ones."""
+    lowest-cost ones. ``spacing``: ``separated`` (the well-separated moment model) or
+    ``arbitrary`` (also fit the pair-separation function ξ, for densely packed copies)."""
 
     restarts: int = 4
     sigma_known: bool = True
@@ -72,6 +73,7 @@ class Lsq1dSettings:
     starts: int = 16
     screen_iterations: int = 20
     keep: int = 2
+    spacing: str = "separated"
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ STAGES: dict[str, tuple[str, ...]] = {
         "lsq.starts",
         "lsq.screen_iterations",
         "lsq.keep",
+        "lsq.spacing",
     ),
     "pick": (),
     "em": _SIMULATION + ("lsq.sigma_known", "em"),

@@ -14,8 +14,8 @@ cross the end of the segment are dropped (segments are independent measurements)
 * well separated (``min_gap = L − 1``, the default): no two copies are closer than
   L − 1 zeros, the condition under which the moment model of docs/design.md §7 is exact;
 * arbitrary spacing (any ``min_gap ≥ 0``): dense packing allowed; the pair-separation
-  function then enters the moments (Lan et al. 2020) and the 1-D LS model here does not
-  model it.
+  function (:meth:`Placement.pair_separation`) then enters the moments (Lan et al. 2020),
+  modelled by ``model_moments(..., xi=...)`` and ``fit_lsq(..., spacing="arbitrary")``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,18 @@ class Placement:
 
     def mean_extra_gap(self, L: int) -> float:
         return L / self.gamma - L - self.min_gap
+
+    def pair_separation(self, L: int) -> np.ndarray:
+        """The pair-separation function ξ (L − 1,) of this placement law (far from segment ends):
+        ξ[d] = (γ/L) · P(d zeros between consecutive copies), d = 0 … L − 2, with the gap
+        min_gap + G, G geometric on {0, 1, …} of mean :meth:`mean_extra_gap` (zero for d < min_gap;
+        all zero when well separated). The moment model with it is
+        :func:`cryomtd.mtd1d.moments.model_moments` (``xi``)."""
+        self.check(L)
+        p = 1.0 / (1.0 + self.mean_extra_gap(L))
+        k = np.arange(L - 1) - self.min_gap
+        prob = np.where(k >= 0, p * (1.0 - p) ** np.maximum(k, 0), 0.0)
+        return self.gamma / L * prob
 
 
 def segment_lengths(N: int, segments: int) -> np.ndarray:

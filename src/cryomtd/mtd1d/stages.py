@@ -134,6 +134,7 @@ def _lsq_estimate(r: LSQResult, settings: dict) -> Estimate:
             "restart": r.restart,
             "iterations": r.iterations,
             "restart_costs": np.asarray(r.costs, dtype=np.float64),
+            **({} if r.xi is None else {"xi": np.asarray(r.xi, dtype=np.float64)}),
         },
     )
 
@@ -147,6 +148,7 @@ def _lsq_result(e: Estimate) -> LSQResult:
         iterations=int(e.extra["iterations"]),
         wall_time_s=e.wall_time_s,
         costs=[float(c) for c in np.atleast_1d(e.extra["restart_costs"])],
+        xi=e.extra.get("xi"),
     )
 
 
@@ -167,6 +169,7 @@ def lsq_restart(s: Mtd1dSettings, moments: Moments1D, restart: int = 0) -> Estim
         starts=int(s.lsq.starts),
         screen_iterations=int(s.lsq.screen_iterations),
         keep=int(s.lsq.keep),
+        spacing=str(s.lsq.spacing),
     )
     log.info(
         "lsq restart %d: cost=%.3e gamma=%.5f iterations=%d %.1f s",
