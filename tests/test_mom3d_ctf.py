@@ -345,5 +345,5 @@ def test_central_moment_cost_with_the_ctf(basis7):
     cost = _Cost(model, (0.0, d2, d3), sigma=0.0, weights=(1, 1, 1), prior_weight=0.0, central=True)
     assert cost.wide.ctf == model.ctf
     g = torch.tensor(0.1, dtype=torch.float64)
-    assert float(cost(torch.as_tensor(c), g)) < 1e-20  # round-off
+    assert float(cost(torch.as_tensor(c), g)) < 1e-16  # data and model by the two routes: round-off
     assert float(cost(torch.as_tensor(c * 1.01), g)) > 1e-6
