@@ -10,7 +10,9 @@ simulated from seed s (one segment), its moments, then
 
 Success: error ≤ reference error + 0.05 (``--tol``). Also reported: how often the fit's cost
 is at most the reference cost (1e-6 relative), i.e. it found a minimum at least as deep as
-the one next to the truth. Settings:
+the one next to the truth (``deep``), and how often either holds. At low SNR the minimum
+next to the truth need not be the global one: a fit can be deeper and still further from
+the truth, which is the estimator's error, not the optimiser's. Settings:
 
 * ``separated``: L = 15, gaussian signal, σ = 1, γ = 0.2, N = 2·10⁶ (well separated);
 * ``published``: L = 21, step, σ = 3, γ = 0.05, N = 4.1·10⁷ (M = 10⁵ of configs/published_1d.yaml).
@@ -57,7 +59,7 @@ def moments_of(setting: str, seed: int, cache: str) -> tuple[np.ndarray, Moments
             copies += k
             yield y
 
-    m = autocorrelations(chunks(), L)
+    m = autocorrelations(chunks(), L, dtype="float32")  # block products in float32: 2e-7 relative, ≪ sampling error
     gamma_true = copies * L / c["N"]
     os.makedirs(cache, exist_ok=True)
     m.save(path, gamma_true=gamma_true)
@@ -117,6 +119,7 @@ def main() -> None:
         "first_seed": a.first_seed,
         "success_rate": sum(r["success"] for r in rows) / n,
         "deep_rate": sum(r["deep"] for r in rows) / n,
+        "success_or_deep_rate": sum(r["success"] or r["deep"] for r in rows) / n,
         "median_error": float(np.median([r["error"] for r in rows])),
         "median_ref_error": float(np.median([r["ref_error"] for r in rows])),
         "mean_time_s": float(np.mean([r["time_s"] for r in rows])),

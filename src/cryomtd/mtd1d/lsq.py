@@ -229,13 +229,17 @@ class _Residuals:
         return r, J, np.einsum("bk,bk->b", r, r)
 
 
-def _levenberg_marquardt(res_: _Residuals, theta: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """``iterations`` Levenberg–Marquardt steps on B starts θ = (x, log γ, ξ) (B, L+1+D) at once
-    (log γ so γ stays positive).
+def _levenberg_marquardt(
+    res_: _Residuals, theta: np.ndarray, iterations: int, tol: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """At most ``iterations`` Levenberg–Marquardt steps on B starts θ = (x, log γ, ξ) (B, L+1+D)
+    at once (log γ so γ stays positive).
 
     Each start keeps its own damping λ (divided by 3 after a step that lowers its cost,
     multiplied by 4 and the step rejected otherwise); the step solves
-    (JᵀJ + λ diag(JᵀJ)) δ = −Jᵀr for all starts as one batched solve. Returns (θ, cost (B,)).
+    (JᵀJ + λ diag(JᵀJ)) δ = −Jᵀr for all starts as one batched solve. With ``tol`` > 0 it
+    stops once no start's cost fell by more than ``tol`` (relative) over the last 5 steps.
+    Returns (θ, cost (B,), steps taken).
     """
     theta = np.array(theta, float)
     B, n = theta.shape
@@ -243,7 +247,10 @@ def _levenberg_marquardt(res_: _Residuals, theta: np.ndarray, iterations: int) -
     r, J, f = res_.theta_rj(theta)
     lam = np.full(B, 1e-3)
     eye = np.eye(n)
-    for _ in range(iterations):
+    history = [f.copy()]
+    steps = 0
+    while steps < iterations:
+        steps += 1
         H = np.einsum("bki,bkj->bij", J, J)
         grad = np.einsum("bki,bk->bi", J, r)
         D = np.einsum("bii->bi", H)
@@ -255,7 +262,10 @@ def _levenberg_marquardt(res_: _Residuals, theta: np.ndarray, iterations: int) -
         ok = fn < f
         theta[ok], r[ok], J[ok], f[ok] = tn[ok], rn[ok], Jn[ok], fn[ok]
         lam = np.clip(np.where(ok, lam / 3.0, lam * 4.0), 1e-12, 1e12)
-    return theta, f
+        history.append(f.copy())
+        if tol > 0 and len(history) > 5 and np.all(history[-6] - f <= tol * np.maximum(f, 1e-300)):
+            break
+    return theta, f, steps
 
 
 def initial_points(
@@ -323,6 +333,8 @@ def _trust_regions(res_: _Residuals, max_iterations: int, x0: np.ndarray, gamma0
 
 
 SPACINGS = ("separated", "arbitrary")
+_CONTINUE_TOL = 1e-13  # stop the continuation when no kept start gained more than this (relative) in 5 steps
+_POLISH_ITERATIONS = 10  # trust-region steps from the converged point (second-order check of the minimum)
 
 
 def fit_lsq_restart(
@@ -342,9 +354,11 @@ def fit_lsq_restart(
     xi0: np.ndarray | None = None,
 ) -> LSQResult:
     """One restart: ``starts`` random initial points (:func:`initial_points`) screened by
-    ``screen_iterations`` batched Levenberg–Marquardt steps, the ``keep`` lowest-cost ones
-    continued by trust regions (at most ``max_iterations`` steps), the lowest final cost
-    returned. With ``x0`` (and optionally ``gamma0``, ``xi0``), one trust-region run from there.
+    ``screen_iterations`` batched Levenberg–Marquardt steps; the ``keep`` lowest-cost ones
+    continued together by LM to convergence (at most ``max_iterations`` steps; stops when
+    no kept start gains more than 1e-13 relative in 5 steps); the best polished by 10
+    pymanopt trust-region steps. With ``x0`` (and optionally ``gamma0``, ``xi0``), the
+    continuation and polish from there alone.
 
     ``spacing="separated"`` (default) fits (x, γ) with the well-separated model;
     ``"arbitrary"`` also fits the pair-separation function ξ (L − 1 values, started at 0,
@@ -375,12 +389,16 @@ def fit_lsq_restart(
         if gamma0 is not None:
             g0 = np.full(starts, float(gamma0))
         Xi0 = np.zeros((starts, res_.D))
-        if screen_iterations > 0 and starts > keep:
-            theta, f = _levenberg_marquardt(res_, np.column_stack((X0, np.log(g0), Xi0)), screen_iterations)
-            best = np.argsort(f, kind="stable")[:keep]
-            X0, g0, Xi0 = theta[best, :L], np.exp(theta[best, L]), theta[best, L + 1 :]
-    runs = [_trust_regions(res_, max_iterations, xs, gs, xis) for xs, gs, xis in zip(X0, g0, Xi0)]
-    x, g, xi, cost, its = min(runs, key=lambda run: run[3])
+    theta = np.column_stack((X0, np.log(g0), Xi0))
+    if theta.shape[0] > keep and screen_iterations > 0:
+        theta, f, _ = _levenberg_marquardt(res_, theta, screen_iterations)
+        theta = theta[np.argsort(f, kind="stable")[:keep]]
+    # continue the kept starts together to convergence, then polish the best by trust regions
+    theta, f, its = _levenberg_marquardt(res_, theta, max_iterations, tol=_CONTINUE_TOL)
+    b = int(np.argmin(f))
+    xi_b = theta[b, L + 1 :] if res_.D else None
+    x, g, xi, cost, tr_its = _trust_regions(res_, _POLISH_ITERATIONS, theta[b, :L], np.exp(theta[b, L]), xi_b)
+    its += tr_its
     return LSQResult(
         x=x,
         gamma=g,
