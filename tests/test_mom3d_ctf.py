@@ -347,3 +347,23 @@ def test_central_moment_cost_with_the_ctf(basis7):
     g = torch.tensor(0.1, dtype=torch.float64)
     assert float(cost(torch.as_tensor(c), g)) < 1e-16  # data and model by the two routes: round-off
     assert float(cost(torch.as_tensor(c * 1.01), g)) > 1e-6
+
+
+def test_ctf_mixture_inputs(tmp_path):
+    # every accepted form of the fit's ctf= argument gives the same hashable mixture; weights are
+    # normalised; an empty table (no CTF, or ctf: ignore) is no CTF; a bare CTF needs the pixel size
+    from cryomtd.ctf import ctf_group_table
+    from cryomtd.io import InputError
+
+    infos = [{"ctf": CTF(d).to_dict(), "pixel_size": PX, "size": [100, 100]} for d in (10000.0, 30000.0)]
+    table = ctf_group_table(infos, ["a", "b"])
+    table.save(tmp_path / "t.json")
+    a = CtfMixture.of(table)
+    assert a == CtfMixture.of(tmp_path / "t.json") == CtfMixture.of(str(tmp_path / "t.json"))
+    assert a == CtfMixture.of([(g.ctf, 2 * w) for g, w in zip(table.groups, table.weights)], PX)
+    assert len(a.ctfs) == 2 and a.weights == (0.5, 0.5) and a.pixel_size == PX and hash(a) == hash(CtfMixture.of(table))
+    assert CtfMixture.of(ctf_group_table(infos, ["a", "b"], mode="ignore")) is None and CtfMixture.of(None) is None
+    with pytest.raises(InputError, match="pixel size"):
+        CtfMixture.of(CTF(10000.0))
+    with pytest.raises(InputError, match="weights"):
+        CtfMixture.of([(CTF(10000.0), -1.0)], PX)
