@@ -215,9 +215,22 @@ def test_mstep_with_ctf_is_weighted_least_squares_minimiser(prior_weight):
     rhs.append(np.zeros(model.size))
     c_ref = np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)[0]
     np.testing.assert_allclose(new["coef"], c_ref, rtol=1e-8, atol=1e-10)
+    # the same equations with the groups summed on the L×L domain (the driver's path at large size)
+    fast = mstep(
+        stats, model, wig, sigma, prior_weight=prior_weight, learn_rotation_prior=True,
+        ctf_operators=ctf_model(L).operators,
+    )  # fmt: skip
+    np.testing.assert_allclose(fast["coef"], c_ref, rtol=1e-8, atol=1e-10)
     w_all = np.concatenate(ws)
     np.testing.assert_allclose(new["rho"], w_all.sum(axis=(0, 1)) / 4, atol=1e-12)
     np.testing.assert_allclose(new["pi"], w_all.sum(axis=(0, 2, 3)) / 4, atol=1e-12)
+
+
+def test_mstep_path_choice():
+    from cryomtd.em3d.mstep import ctf_path_is_cheaper
+
+    assert ctf_path_is_cheaper(11, 27, 258, 1) and ctf_path_is_cheaper(11, 27, 258, 4)  # published size
+    assert not ctf_path_is_cheaper(7, 15, 30, 3)  # few coefficients: per-group filtered models
 
 
 # ----------------------------------------------------------------------------- truncation and the simulator

@@ -43,7 +43,7 @@ from .backend import get_backend
 from .ctfmodel import ENERGY, CtfModel, plan_ctf
 from .estep import Statistics, batch_sizes, estep_batch, projection_spectra
 from .model import ProjectionModel, WignerBlocks
-from .mstep import mstep
+from .mstep import ctf_path_is_cheaper, mstep
 from .patches import PatchSource
 from .settings import EmSettings
 
@@ -319,14 +319,16 @@ def _iterate(
             smoothed.n + eta * (per_patch.n - smoothed.n),
             smoothed.b + eta * (per_patch.b - smoothed.b),
         )
+    fast = plan.ctf is not None and ctf_path_is_cheaper(L, plan.ctf.box, model.size, plan.ctf.n_groups)
     new = mstep(
         smoothed.scaled(N),
-        model if plan.ctf is None else plan.models,
+        model if plan.ctf is None or fast else plan.models,
         wigner,
         sigma,
         prior_weight=settings.prior_weight,
         learn_rotation_prior=settings.learn_rotation_prior,
         xp=xp,
+        **({"ctf_operators": plan.ctf.operators} if fast else {}),
     )
     t2 = time.perf_counter()
     ll = per_patch.loglik

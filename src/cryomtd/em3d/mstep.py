@@ -26,6 +26,7 @@ and, when learned, the rotation prior π_ω = Σ_{i,s} w_{iωs}/N.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ from .backend import Backend
 from .estep import Statistics
 from .model import ProjectionModel, WignerBlocks
 
-__all__ = ["weight_images", "normal_equations", "solve", "mstep"]
+__all__ = ["weight_images", "normal_equations", "normal_equations_ctf", "solve", "mstep"]
 
 log = logging.getLogger("cryomtd.em3d")
 
@@ -74,6 +75,57 @@ def normal_equations(
     return xp.to_numpy(A), xp.to_numpy(r)
 
 
+def normal_equations_ctf(
+    model: ProjectionModel,
+    wigner: WignerBlocks,
+    operators: Sequence[np.ndarray],
+    m: np.ndarray,
+    b: np.ndarray,
+    xp: Backend,
+    rot_chunk: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The CTF normal equations through the unfiltered operators G_ω = Ψ D_ω (L², size):
+
+        A = Σ_ω G_ωᵀ W_ω G_ω,  W_ω = Σ_g T_gᵀ diag(m_gω) T_g (L², L²);   r = Σ_ω G_ωᵀ Σ_g T_gᵀ b_gω,
+
+    equal to Σ_g :func:`normal_equations` of the filtered models (T_g Ψ) but with the groups
+    summed on the L×L projection domain first: G·B²·L⁴ + L²·size² + L⁴·size flops per rotation
+    instead of G·B²·size². ``operators`` the G filters T_g (B², L²); ``m``, ``b`` (G·R, B, B),
+    group by group."""
+    G = len(operators)
+    R = m.shape[0] // G
+    K = model.size
+    T = xp.asarray(np.stack(operators), "float64")  # (G, B², L²)
+    A = xp.zeros((K, K), dtype="float64")
+    r = xp.zeros((K,), dtype="float64")
+    mg = np.clip(m, 0.0, None).reshape(G, R, -1)
+    bg = b.reshape(G, R, -1)
+    for r0 in range(0, R, rot_chunk):
+        r1 = min(R, r0 + rot_chunk)
+        n = r1 - r0
+        Gw = xp.asarray(model.operators(wigner, slice(r0, r1)), "float64")  # (n, L², K)
+        L2 = Gw.shape[1]
+        W = xp.zeros((n, L2, L2), dtype="float64")
+        v = xp.zeros((n, L2), dtype="float64")
+        for g in range(G):  # loop over CTF groups only
+            mt = xp.asarray(mg[g, r0:r1], "float64")  # (n, B²)
+            Tm = T[g][None] * mt[:, :, None]  # (n, B², L²)
+            W = W + xp.einsum("pa,npb->nab", T[g], Tm)  # (n, L², L²), one GEMM
+            v = v + xp.asarray(bg[g, r0:r1], "float64") @ T[g]
+        WG = W @ Gw  # (n, L², K)
+        A = A + Gw.reshape(-1, K).T @ WG.reshape(-1, K)
+        r = r + Gw.reshape(-1, K).T @ v.reshape(-1)
+    A = xp.to_numpy(A)
+    return 0.5 * (A + A.T), xp.to_numpy(r)
+
+
+def ctf_path_is_cheaper(L: int, box: int, size: int, groups: int) -> bool:
+    """Whether :func:`normal_equations_ctf` needs fewer flops than the per-group filtered
+    normal equations (G·B²·L⁴ + L²·K² + L⁴·K against G·B²·K²)."""
+    L2 = L * L
+    return groups * box * box * L2 * L2 + L2 * size * size + L2 * L2 * size < groups * box * box * size * size
+
+
 def solve(A: np.ndarray, r: np.ndarray, sigma: float, prior_weight: float) -> np.ndarray:
     """Solve (A/σ² + λ I) c = r/σ² by Cholesky; least squares when not positive definite."""
     H = A / sigma**2 + prior_weight * np.eye(A.shape[0])
@@ -103,23 +155,33 @@ def mstep(
     learn_rotation_prior: bool = False,
     xp: Backend | None = None,
     rot_chunk: int = 64,
+    ctf_operators: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """New parameters from statistics: ``coef`` (size,), ``rho`` (N, N), ``pi`` (R,) or None.
 
     ``model`` is the projection model, or with a CTF one filtered model per defocus group
     (:func:`cryomtd.em3d.ctfmodel.filtered_model`, box side B); then ``stats`` holds G·R rows,
-    group by group (rows g·R … (g+1)·R − 1 are group g's rotations)."""
+    group by group (rows g·R … (g+1)·R − 1 are group g's rotations). Alternatively, with a
+    CTF, ``model`` the unfiltered model and ``ctf_operators`` the groups' filters T_g
+    (:func:`normal_equations_ctf`, the same equations summed on the L×L domain)."""
     xp = xp or Backend("numpy")
-    models = [model] if isinstance(model, ProjectionModel) else list(model)
-    G = len(models)
-    R = stats.n.shape[0] // G
-    L = stats.n.shape[-1] - models[0].L  # patch side: N − B
-    m, b = weight_images(stats, L)
-    A, r = normal_equations(models[0], wigner, m[:R], b[:R], xp, rot_chunk)
-    for g in range(1, G):  # loop over CTF groups only
-        sl = slice(g * R, (g + 1) * R)
-        Ag, rg = normal_equations(models[g], wigner, m[sl], b[sl], xp, rot_chunk)
-        A, r = A + Ag, r + rg
+    if ctf_operators is not None:  # model = the unfiltered model; groups summed on the L×L domain
+        G = len(ctf_operators)
+        R = stats.n.shape[0] // G
+        B = math.isqrt(ctf_operators[0].shape[0])
+        m, b = weight_images(stats, stats.n.shape[-1] - B)
+        A, r = normal_equations_ctf(model, wigner, ctf_operators, m, b, xp, rot_chunk)
+    else:
+        models = [model] if isinstance(model, ProjectionModel) else list(model)
+        G = len(models)
+        R = stats.n.shape[0] // G
+        L = stats.n.shape[-1] - models[0].L  # patch side: N − B
+        m, b = weight_images(stats, L)
+        A, r = normal_equations(models[0], wigner, m[:R], b[:R], xp, rot_chunk)
+        for g in range(1, G):  # loop over CTF groups only
+            sl = slice(g * R, (g + 1) * R)
+            Ag, rg = normal_equations(models[g], wigner, m[sl], b[sl], xp, rot_chunk)
+            A, r = A + Ag, r + rg
     coef = solve(A, r, sigma, prior_weight)
     rho = stats.n.sum(axis=0) / stats.count
     pi = None
