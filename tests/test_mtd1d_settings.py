@@ -40,6 +40,7 @@ SMALL = {
     "N": 6000,
     "segments": 2,
     "placement": {"gamma": 0.1, "min_gap": 3},
+    "spacing": "arbitrary",
     "lsq": {
         "restarts": 2,
         "sigma_known": False,
@@ -47,7 +48,6 @@ SMALL = {
         "starts": 3,
         "screen_iterations": 5,
         "keep": 1,
-        "spacing": "arbitrary",
     },
     "em": {"iterations": 4, "tol": 1e-9, "segments": 1},
     "advanced": {"chunk": 999, "moments_dtype": "float32"},
@@ -120,17 +120,12 @@ def test_stage_block_selects_what_each_stage_reads():
         "seed": 5,
         "L": 6,
         "sigma": 0.4,
-        "lsq": {
-            "sigma_known": False,
-            "max_iterations": 30,
-            "starts": 3,
-            "screen_iterations": 5,
-            "keep": 1,
-            "spacing": "arbitrary",
-        },
+        "lsq": {"sigma_known": False, "max_iterations": 30, "starts": 3, "screen_iterations": 5, "keep": 1},
+        "spacing": "arbitrary",
     }
     assert s.stage_block("merge") == {} and s.stage_block("pick") == {}
     assert s.stage_block("em")["em"] == SMALL["em"] and s.stage_block("em")["lsq"] == {"sigma_known": False}
+    assert s.stage_block("em")["spacing"] == "arbitrary" and "spacing" not in s.stage_block("segment")
     assert "em" not in s.stage_block("segment") and "lsq" not in s.stage_block("segment")
     with pytest.raises(KeyError):
         s.stage_block("plot")
@@ -171,7 +166,9 @@ def test_run_all_writes_estimates_in_the_common_format(tmp_path):
     assert int(lsq.extra["restart"]) == int(np.argmin(costs))
     assert lsq.settings == s.stage_block("lsq") and em.settings == s.stage_block("em")
     assert em.trace.size == int(em.extra["iterations"]) <= s.em.iterations
-    assert em.extra["rho"].shape == (2 * s.L,) and int(em.extra["samples"]) == 3000  # first of 2 segments
+    # spacing arbitrary: 2L shifts + L(L−1)/2 pairs of copies in a patch
+    assert em.extra["rho"].shape == (2 * s.L + s.L * (s.L - 1) // 2,)
+    assert int(em.extra["samples"]) == 3000  # first of 2 segments
     # metrics.json is the evaluation of these files
     with np.load(lay.moments) as f:
         gamma_true = float(f["gamma_true"])
@@ -215,3 +212,22 @@ def test_cli_run_overrides_settings(tmp_path):
     assert Moments1D.load(out / "moments.npz").n == 6000
     with pytest.raises(SystemExit):  # argparse: not a boolean
         main(["mtd1d", "run", "--config", str(tmp_path / "c.yaml"), "-e", "small", "--lsq-sigma-known", "maybe"])
+
+
+def test_fit_functions_default_to_the_lsq_block_and_the_spacing_key():
+    """fit_lsq / fit_lsq_restart / fit_em without options: the screening and model defaults of the schema."""
+    import inspect
+
+    from cryomtd.mtd1d import fit_em, fit_lsq, fit_lsq_restart
+    from cryomtd.mtd1d.settings import Lsq1dSettings
+
+    d = Lsq1dSettings()
+    for f in (fit_lsq, fit_lsq_restart):
+        p = inspect.signature(f).parameters
+        assert (p["starts"].default, p["screen_iterations"].default, p["keep"].default) == (
+            d.starts,
+            d.screen_iterations,
+            d.keep,
+        )
+        assert p["spacing"].default == Mtd1dSettings(seed=0).spacing == "separated"
+    assert inspect.signature(fit_em).parameters["spacing"].default == Mtd1dSettings(seed=0).spacing

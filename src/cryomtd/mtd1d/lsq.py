@@ -33,7 +33,7 @@ import numpy as np
 
 from cryomtd.io import InputError
 from cryomtd.mtd1d.moments import Moments1D, model_moments
-from cryomtd.mtd1d.settings import Lsq1dSettings
+from cryomtd.mtd1d.settings import SPACING, Lsq1dSettings
 from cryomtd.seeding import rng
 
 __all__ = [
@@ -348,7 +348,7 @@ def fit_lsq_restart(
     starts: int = _DEFAULT.starts,
     screen_iterations: int = _DEFAULT.screen_iterations,
     keep: int = _DEFAULT.keep,
-    spacing: str = _DEFAULT.spacing,
+    spacing: str = SPACING,
     x0: np.ndarray | None = None,
     gamma0: float | None = None,
     xi0: np.ndarray | None = None,
@@ -377,7 +377,7 @@ def fit_lsq_restart(
     if screen_iterations < 0:
         raise InputError(f"lsq.screen_iterations: expected >= 0, got {screen_iterations}")
     if spacing not in SPACINGS:
-        raise InputError(f"lsq.spacing: expected one of {', '.join(SPACINGS)}, got {spacing!r}")
+        raise InputError(f"spacing: expected one of {', '.join(SPACINGS)}, got {spacing!r}")
     res_ = _Residuals(moments, L, sigma, dense=spacing == "arbitrary")
     if x0 is not None:
         if gamma0 is None:
@@ -422,7 +422,7 @@ def fit_lsq(
     starts: int = _DEFAULT.starts,
     screen_iterations: int = _DEFAULT.screen_iterations,
     keep: int = _DEFAULT.keep,
-    spacing: str = _DEFAULT.spacing,
+    spacing: str = SPACING,
 ) -> LSQResult:
     """Best of ``restarts`` runs of :func:`fit_lsq_restart` (lowest cost): the workflow's
     ``mtd1d_lsq`` jobs and ``mtd1d_pick`` in one call, with the defaults of ``lsq``."""

@@ -5,10 +5,10 @@ here equals the schema's (``tests/test_settings.py`` checks it), so a stage call
 ``Mtd1dSettings(seed=...)`` behaves like the workflow with that experiment's defaults::
 
     Mtd1dSettings
-    ├── kind, seed, L, sigma, N, segments
+    ├── kind, seed, L, sigma, N, segments, spacing
     ├── signal:    SignalSettings     (type, path)
     ├── placement: PlacementSettings  (gamma, min_gap)
-    ├── lsq:       Lsq1dSettings      (restarts, sigma_known, max_iterations, starts, screen_iterations, keep, spacing)
+    ├── lsq:       Lsq1dSettings      (restarts, sigma_known, max_iterations, starts, screen_iterations, keep)
     ├── em:        Em1dSettings       (iterations, tol, segments)
     └── advanced:  Mtd1dAdvanced      (chunk, moments_dtype: memory and speed, not results)
 
@@ -30,6 +30,7 @@ from cryomtd.io import InputError
 from cryomtd.settings import from_block, to_block
 
 __all__ = [
+    "SPACING",
     "STAGES",
     "Em1dSettings",
     "Lsq1dSettings",
@@ -58,14 +59,18 @@ class PlacementSettings:
     min_gap: int | None = None
 
 
+#: Default model of both estimators (``spacing``): ``separated`` (copies at least L − 1
+#: apart) or ``arbitrary`` (densely packed copies; pair-separation function / pair patches).
+SPACING = "separated"
+
+
 @dataclass(frozen=True)
 class Lsq1dSettings:
     """Least squares: ``restarts`` independent restarts (one job each), noise bias modelled
     with the true σ (``sigma_known``) or left out, at most ``max_iterations`` trust-region
     steps per continued start. Each restart screens ``starts`` random initial points by
     ``screen_iterations`` batched Levenberg–Marquardt steps and continues the ``keep``
-    lowest-cost ones. ``spacing``: ``separated`` (the well-separated moment model) or
-    ``arbitrary`` (also fit the pair-separation function ξ, for densely packed copies)."""
+    lowest-cost ones."""
 
     restarts: int = 4
     sigma_known: bool = True
@@ -73,7 +78,6 @@ class Lsq1dSettings:
     starts: int = 16
     screen_iterations: int = 20
     keep: int = 2
-    spacing: str = "separated"
 
 
 @dataclass(frozen=True)
@@ -123,10 +127,10 @@ STAGES: dict[str, tuple[str, ...]] = {
         "lsq.starts",
         "lsq.screen_iterations",
         "lsq.keep",
-        "lsq.spacing",
+        "spacing",
     ),
     "pick": (),
-    "em": _SIMULATION + ("lsq.sigma_known", "em"),
+    "em": _SIMULATION + ("spacing", "lsq.sigma_known", "em"),
     "evaluate": ("seed", "L", "signal", "sigma", "N", "placement"),
 }
 
@@ -134,7 +138,8 @@ STAGES: dict[str, tuple[str, ...]] = {
 @dataclass(frozen=True, kw_only=True)
 class Mtd1dSettings:
     """One 1-D experiment: signal of length ``L``, noise ``sigma``, ``N`` samples in
-    ``segments`` independent segments, and the settings of each stage (see the module docstring)."""
+    ``segments`` independent segments, the estimators' model ``spacing`` (``separated`` or
+    ``arbitrary``), and the settings of each stage (see the module docstring)."""
 
     kind: str = "mtd1d"
     seed: int
@@ -144,6 +149,7 @@ class Mtd1dSettings:
     N: int = 1000000
     segments: int = 4
     placement: PlacementSettings = field(default_factory=PlacementSettings)
+    spacing: str = SPACING
     lsq: Lsq1dSettings = field(default_factory=Lsq1dSettings)
     em: Em1dSettings = field(default_factory=Em1dSettings)
     advanced: Mtd1dAdvanced = field(default_factory=Mtd1dAdvanced)

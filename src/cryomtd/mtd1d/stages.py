@@ -169,7 +169,7 @@ def lsq_restart(s: Mtd1dSettings, moments: Moments1D, restart: int = 0) -> Estim
         starts=int(s.lsq.starts),
         screen_iterations=int(s.lsq.screen_iterations),
         keep=int(s.lsq.keep),
-        spacing=str(s.lsq.spacing),
+        spacing=str(s.spacing),
     )
     log.info(
         "lsq restart %d: cost=%.3e gamma=%.5f iterations=%d %.1f s",
@@ -221,11 +221,12 @@ def em_estimate(s: Mtd1dSettings, lsq: Estimate, moments: Moments1D, progress_ba
         L,
         sigma=sigma,
         x0=lsq.coef,
-        rho0=rho_from_gamma(L, lsq.gamma),
+        rho0=rho_from_gamma(L, lsq.gamma, str(s.spacing)),
         seed=int(s.seed),
         iterations=int(s.em.iterations),
         tol=float(s.em.tol),
         progress_bar=progress_bar,
+        spacing=str(s.spacing),
     )
     log.info(
         "EM: %d iterations, converged=%s, loglik %.6f, %.1f s",
