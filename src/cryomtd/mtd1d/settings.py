@@ -67,10 +67,9 @@ SPACING = "separated"
 @dataclass(frozen=True)
 class Lsq1dSettings:
     """Least squares: ``restarts`` independent restarts (one job each), noise bias modelled
-    with the true σ (``sigma_known``) or left out, at most ``max_iterations`` trust-region
-    steps per continued start. Each restart screens ``starts`` random initial points by
-    ``screen_iterations`` batched Levenberg–Marquardt steps and continues the ``keep``
-    lowest-cost ones."""
+    with the true σ (``sigma_known``) or left out. Each restart screens ``starts`` random
+    initial points by ``screen_iterations`` batched Levenberg–Marquardt steps and continues
+    the ``keep`` lowest-cost ones to convergence (at most ``max_iterations`` LM steps)."""
 
     restarts: int = 4
     sigma_known: bool = True
