@@ -434,25 +434,27 @@ class CtfInvariantModel(_CtfBase, InvariantMomentModel):
         return m
 
 
-def _fold_matrix(g3: np.ndarray, orbit_lags: np.ndarray, inner: Any, chunk: int = 64) -> torch.Tensor:
+def _fold_matrix(g3: np.ndarray, orbit_lags: np.ndarray, clean: Any, chunk: int = 64) -> torch.Tensor:
     """F (n_orb_W, n_orb_n): m3_q[orbit o of window W] = Σ_o′ F[o, o′] m3_p[orbit o′ of window n]
-    with F[o, o′] = Σ_{ℓ′ ∈ o′} G3(ℓ_o − ℓ′) over the dense lags ℓ′ of the inner window."""
-    n = inner.W
+    with F[o, o′] = Σ_{ℓ′ ∈ o′} G3(ℓ_o − ℓ′) over the dense lags ℓ′ of the clean window n.
+
+    With G3 flipped on all four axes, ℓ′ ↦ G3(ℓ_o − ℓ′) over the dense box is one 4-D slice
+    (starting at U − (n−1) − ℓ_o), read by one flat ``take`` per chunk of orbits, then added
+    onto the clean orbits by one ``index_add_``."""
+    n = clean.W
     Kn = 2 * n - 1
     S = g3.shape[0]
     U = (S - 1) // 2
+    flat = np.ascontiguousarray(g3[::-1, ::-1, ::-1, ::-1]).reshape(-1)
     strides = np.array([S**3, S**2, S, 1], dtype=np.int64)
-    ln = np.arange(-(n - 1), n)
-    grid = np.stack(np.meshgrid(ln, ln, ln, ln, indexing="ij"), axis=-1).reshape(-1, 4)  # dense order
-    b = torch.as_tensor(grid @ strides)
-    a = torch.as_tensor((orbit_lags.astype(np.int64) + U) @ strides)
-    flat = torch.from_numpy(np.ascontiguousarray(g3).reshape(-1))
-    d2o = inner.dense_to_orbit
-    n_full = int(inner.map3t.shape[1])
+    ln = np.arange(Kn, dtype=np.int64)
+    box = np.stack(np.meshgrid(ln, ln, ln, ln, indexing="ij"), axis=-1).reshape(-1, 4) @ strides  # dense order
+    start = (U - (n - 1) - orbit_lags.astype(np.int64)) @ strides
+    d2o = clean.dense_to_orbit
     assert d2o.numel() == Kn**4
-    out = torch.zeros(a.numel(), n_full, dtype=torch.float64)
-    for s0 in range(0, a.numel(), chunk):
-        vals = flat[a[s0 : s0 + chunk, None] - b[None, :]]  # (chunk, Kn⁴) = G3(ℓ_o − ℓ′)
+    out = torch.zeros(start.size, int(clean.map3t.shape[1]), dtype=torch.float64)
+    for s0 in range(0, start.size, chunk):
+        vals = torch.from_numpy(np.take(flat, start[s0 : s0 + chunk, None] + box[None, :]))  # G3(ℓ_o − ℓ′)
         out[s0 : s0 + chunk].index_add_(1, d2o, vals)
     return out
 
