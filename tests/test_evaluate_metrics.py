@@ -231,30 +231,34 @@ def test_estimate_gamma_and_trace_without_extras():
     assert estimate_gamma(e, 5) is None and estimate_trace(e).note == ""
 
 
-def test_gamma_from_shift_prior_matches_tiling_count():
-    # Independent: place separated particles in a micrograph, cut L×L patches, count patches
-    # touched by a particle, build ρ with that empty mass; γ must come back.
+@pytest.mark.parametrize("B", [7, 15])
+def test_gamma_from_shift_prior_counts_the_patches_holding_a_centre(B):
+    """Independent construction: non-overlapping boxes on a jittered lattice, the L×L tiling,
+    and for each patch the true state of the EM model — the shift s of the box whose centre
+    pixel lies in it ((corner − t − patch origin) mod N, per axis), else a sliver or empty state
+    at random. The histogram of those states is the ideal ρ; γ must come back within the
+    Monte-Carlo error of the particle count (placement inside the tiling: exact up to the
+    edge patches)."""
     from cryomtd.evaluate.metrics import gamma_from_shift_prior
 
     L, P = 7, 2100
+    t = (B - L) // 2
+    N = L + B
     g = rng(11, "test-metrics")
-    # particles on a jittered lattice of pitch 3L (well separated: ≤ 1 particle per patch)
-    centres = np.array([(i, j) for i in range(0, P - 3 * L, 3 * L) for j in range(0, P - 3 * L, 3 * L)])
-    centres = centres + g.integers(0, 2 * L, size=centres.shape)
-    occupied = np.zeros((P // L, P // L), dtype=bool)
-    for dy in (0, L - 1):  # a box [c, c+L) touches the patches of its first and last pixel
-        for dx in (0, L - 1):
-            occupied[(centres[:, 0] + dy) // L, (centres[:, 1] + dx) // L] = True
-    frac = occupied.mean()
-    rho = np.full((2 * L, 2 * L), 1.0)
-    empty = np.zeros_like(rho, dtype=bool)
-    empty[L, :] = empty[:, L] = True
-    rho[empty] = (1 - frac) / empty.sum()
-    rho[~empty] = frac / (~empty).sum()
+    corners = np.array([(i, j) for i in range(0, P - 2 * L, 2 * L) for j in range(0, P - 2 * L, 2 * L)])
+    corners = corners + g.integers(0, L + 1, size=corners.shape)  # boxes ≥ L apart: never overlap
+    centres = corners + L // 2
+    patch = centres // L  # the patch holding each centre
+    s = (corners - t - patch * L) % N  # box pixel u at crop pixel (u + s) mod N
+    counts = np.zeros((N, N))
+    np.add.at(counts, (s[:, 0], s[:, 1]), 1.0)
+    n_patches = (P // L) ** 2
+    centre_states = ((t + L // 2 + np.arange(N)) % N) < L
+    others = np.argwhere(~np.outer(centre_states, centre_states))
+    pick = others[g.integers(0, len(others), size=n_patches - len(centres))]
+    np.add.at(counts, (pick[:, 0], pick[:, 1]), 1.0)
     gamma = len(centres) * L**2 / P**2
-    # Monte-Carlo over ~10⁴ particles: the touched-patch count per particle has sd ≈ 0.8,
-    # so the relative error of the mean is ~1 %; 3 % tolerance.
-    assert gamma_from_shift_prior(rho, L) == pytest.approx(gamma, rel=0.03)
+    assert gamma_from_shift_prior(counts, L) == pytest.approx(gamma, rel=1e-3)
     with pytest.raises(InputError, match="rho"):
         gamma_from_shift_prior(np.ones((3, 3)), L)
 

@@ -284,10 +284,11 @@ def estimate_geometry(
 
 def estimate_gamma(est: Estimate, L: int) -> float | None:
     """The estimate's γ; when it gives none (NaN) but records the EM shift prior ``rho``
-    (2L, 2L), the γ that prior implies (:func:`gamma_from_shift_prior`); else None."""
+    (N, N), N ≥ 2L, the γ that prior implies (:func:`gamma_from_shift_prior`); else None."""
     gamma = _finite_or_none(est.gamma)
     rho = est.extra.get("rho")
-    if gamma is None and rho is not None and np.shape(rho) == (2 * L, 2 * L):
+    shape = np.shape(rho) if rho is not None else ()
+    if gamma is None and len(shape) == 2 and shape[0] == shape[1] >= 2 * L:
         gamma = gamma_from_shift_prior(rho, L)
     return gamma
 
