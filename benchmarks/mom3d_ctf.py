@@ -100,7 +100,7 @@ def kernel(args: argparse.Namespace) -> None:
 
     b, c = _basis_coef(args.L, args.ell_max)
     W = args.window
-    print("| defocus (µm) | delocalisation (px) | radius (px) | a2: FFT 2× | a3: radius 2× | a3: radius ½ |")
+    print("| defocus (µm) | delocalisation (px) | radius R (px) | a2: FFT 2× | a3: R vs 2R | a3: R/2 vs 2R |")
     print("|---|---|---|---|---|---|")
     for d in args.defoci:
         mix = CtfMixture.of(CTF(float(d)), PX)

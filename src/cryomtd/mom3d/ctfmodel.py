@@ -26,7 +26,7 @@ micrograph-sized filter, whose kernel is the period-N sum of this one):
   (default 2·delocalisation + 32 px); the neglected part is cubic in h's tail.
 
 Measured (``benchmarks/mom3d_ctf.py kernel``, BPTI 11³ at 3.85 Å/px, 1 and 2.5 µm): doubling the
-FFT grid changes a2 by 4·10⁻⁹ relative, doubling the radius changes a3 by 5–8·10⁻¹⁰ (from the
+FFT grid changes a2 by 4·10⁻⁹ relative, a 4× larger radius changes a3 by 5–8·10⁻¹⁰ (from ≈ the
 default) — the kernels are exact to far below any data's precision.
 
 Both are symmetrised over the subgroup of D4 (the square's lag symmetries) that leaves every
