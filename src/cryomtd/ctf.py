@@ -245,6 +245,12 @@ def group_ctfs(ctfs: Sequence[CTF], pixel_size: float, max_phase_error: float = 
         return max(_phase_gap(ctfs[i], rep, s_max) for i in members)
 
     groups: list[CtfGroup] = []
+
+    def close(members: list[int]) -> None:
+        if members:
+            rep = representative(members)
+            groups.append(CtfGroup(rep, tuple(sorted(members)), error(members, rep)))
+
     current: list[int] = []
     for i in order:
         if current and _optics(ctfs[i]) == _optics(ctfs[current[0]]):
@@ -253,13 +259,9 @@ def group_ctfs(ctfs: Sequence[CTF], pixel_size: float, max_phase_error: float = 
             if error(trial, rep) <= max_phase_error:
                 current = trial
                 continue
-        if current:
-            rep = representative(current)
-            groups.append(CtfGroup(rep, tuple(sorted(current)), error(current, rep)))
+        close(current)
         current = [i]
-    if current:
-        rep = representative(current)
-        groups.append(CtfGroup(rep, tuple(sorted(current)), error(current, rep)))
+    close(current)
     return groups
 
 
@@ -334,12 +336,9 @@ class CtfGroupTable:
 
     @classmethod
     def load(cls, path) -> CtfGroupTable:
-        import json
+        from cryomtd.io import read_json
 
-        if not os.path.isfile(path):
-            raise InputError(f"{path}: CTF group table not found")
-        with open(path) as fh:
-            return cls.from_dict(json.load(fh), where=str(path))
+        return cls.from_dict(read_json(path), where=str(path))
 
 
 def ctf_group_table(
