@@ -46,6 +46,7 @@ from .model import ProjectionModel, WignerBlocks
 from .mstep import ctf_path_is_cheaper, mstep
 from .patches import PatchSource
 from .settings import EmSettings
+from .start import ball_start, random_start
 
 __all__ = ["EMResult", "em", "gamma_from_shift_prior", "run", "step_size"]
 
@@ -260,12 +261,38 @@ def _plan(
     return plan
 
 
-def _start(source: PatchSource, model: ProjectionModel, sigma: float, x0: np.ndarray | None, seed: int) -> np.ndarray:
-    """The initial coefficients: ``x0``, or a low-pass random volume from rng(seed, "em3d", 0)
-    matched to the data power."""
+def _start(
+    source: PatchSource,
+    model: ProjectionModel,
+    wigner: WignerBlocks,
+    sigma: float,
+    x0: np.ndarray | None,
+    seed: int,
+    settings: EmSettings,
+    plan: _Plan,
+) -> np.ndarray:
+    """The initial coefficients: ``x0``, else by ``settings.init`` from rng(seed, "em3d", 0):
+    ``random`` a low-pass random volume, any other kind (``ball``; ``auto``/``lsq`` when no
+    estimate was passed) the ball start fitted to the patches' power spectrum (:mod:`.start`)."""
     if x0 is None:
-        power = max(source.mean_power() - sigma**2, 1e-3 * sigma**2)
-        x0 = model.lowpass_random(rng(seed, "em3d", 0), 2.0 * power)
+        g = rng(seed, "em3d", 0)
+        if settings.init == "random":
+            x0 = random_start(source, model, sigma, g)
+        else:
+            filtered = None
+            if plan.ctf is not None:
+                frac = np.bincount(plan.patch_group, minlength=len(plan.models)) / source.n
+                filtered = list(zip(plan.models, frac))
+            x0 = ball_start(
+                source,
+                model,
+                sigma,
+                g,
+                radius=settings.init_radius,
+                spread=settings.init_spread,
+                filtered=filtered,
+                wigner=wigner,
+            )
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.shape != (model.size,):
         raise InputError(f"em.x0: expected {model.size} coefficients, got shape {x0.shape}")
@@ -384,9 +411,10 @@ def em(
     ``sigma`` noise standard deviation; ``settings`` the ``em`` block (:class:`EmSettings`;
     default = the workflow default), with ``overrides`` changing single fields by name
     (``iterations=5``, ``backend="numpy"``: :func:`cryomtd.settings.override`); ``x0`` initial
-    coefficients (default: a low-pass random volume from ``rng(seed, "em3d", 0)`` matched to the
-    data power); ``checkpoint`` npz path written after every iteration and resumed from when it
-    matches these inputs; ``callback(k, result)`` after each checkpoint.
+    coefficients (default: by ``settings.init``, the soft ball fitted to the patches' power
+    spectrum plus random detail from ``rng(seed, "em3d", 0)``: :mod:`cryomtd.em3d.start`);
+    ``checkpoint`` npz path written after every iteration and resumed from when it matches
+    these inputs; ``callback(k, result)`` after each checkpoint.
 
     CTF: ``ctfs`` one :class:`~cryomtd.ctf.CTF` per micrograph of ``source`` (the group CTF,
     e.g. ``CtfGroupTable.ctf_of(name)``; equal CTFs form one defocus group) or None (no CTF
@@ -398,7 +426,7 @@ def em(
     settings = override(settings or EmSettings(), "em", **overrides)
     ctf = plan_ctf(ctfs, source.shapes, model.L, pixel_size, truncation=ctf_truncation, energy=ctf_energy)
     plan = _plan(source, model, wigner, sigma, settings, ctf)
-    x0 = _start(source, model, sigma, x0, seed)
+    x0 = _start(source, model, wigner, sigma, x0, seed, settings, plan)
     L, N = model.L, source.n
     Nbox = L + (L if ctf is None else ctf.box)
     extra_fp: dict[str, Any] = {}

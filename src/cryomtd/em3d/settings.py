@@ -42,6 +42,8 @@ class EmSettings:
 
     enabled: bool = True
     init: str = "auto"
+    init_radius: float | None = None
+    init_spread: float = 0.1
     grid_step: float = 30.0
     iterations: int = 20
     tol: float = 1e-6

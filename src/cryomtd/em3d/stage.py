@@ -238,7 +238,7 @@ def reconstruct(
         "approx_em: %d patches, σ = %.4g, init = %s, %d iterations, loglik/patch %s",
         res.n_patches,
         sigma,
-        "lsq" if x0 is not None else "random",
+        "lsq" if x0 is not None else settings.init if settings.init == "random" else "ball",
         res.iterations,
         f"{res.loglik[-1]:.6g}" if res.loglik else "-",
     )
