@@ -41,7 +41,7 @@ from cryomtd.settings import override
 
 from .backend import get_backend
 from .ctfmodel import ENERGY, CtfModel, plan_ctf
-from .estep import Statistics, batch_sizes, estep_batch, projection_spectra
+from .estep import Statistics, auto_method, batch_sizes, estep_batch, projection_spectra
 from .model import ProjectionModel, WignerBlocks
 from .mstep import ctf_path_is_cheaper, mstep
 from .patches import PatchSource
@@ -244,8 +244,8 @@ def _plan(
         raise InputError(f"em.iterations: expected >= 1, got {settings.iterations}")
     xp = get_backend(adv.backend, adv.dtype, workers=adv.threads)
     method = adv.method
-    if method == "auto":  # matmul wins at small L, fft at L = 11 on CPU (docs/em3d.md)
-        method = "matmul" if (model.L <= 8 or xp.device == "cuda") else "fft"
+    if method == "auto":  # the fused fft E-step on CPUs at every L, matmul on CUDA (docs/em3d.md)
+        method = auto_method(xp)
     if method not in ("fft", "matmul"):
         raise InputError(f"em.advanced.method: expected auto, fft or matmul, got {method!r}")
     R = wigner[model.blocks[0][0]].shape[0]

@@ -23,13 +23,17 @@ b_ω[v] = Σ_i Σ_s w_{iωs} Y_i[v + s] (v in the B×B projection-box domain).
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.fft
 import scipy.sparse
+import scipy.special
 
-from .backend import Backend
+from .backend import Backend, irfft2, rfft2
 
 __all__ = [
     "Spectra",
@@ -43,6 +47,10 @@ __all__ = [
 ]
 
 METHODS = ("fft", "matmul")
+
+#: Lag-grid states per rotation chunk of the fused FFT E-step: (P, r, M, M) float64 of about
+#: 2 MB, so that one chunk's passes (transform, bias, max, exp, sum) run in the core's cache.
+CHUNK_ELEMENTS = 1 << 18
 
 
 def shift_index(L: int, box: int | None = None) -> np.ndarray:
@@ -77,6 +85,10 @@ class Spectra:
     scatter: Any = None  # numpy: sparse (4L²·L², 4L²) map (s, u) → padded pixel
     stack: Any = None  # matmul: (R·N², L²) shifted projections, when it fits the budget
     box: int = 0  # projection box side B (0: = L)
+    M: int = 0  # fused fft: side of the linear-lag correlation grid (≥ N − 1, prime factors ≤ 7)
+    lags: Any = None  # fused fft: (M,) model shift of each lag index, −1 where no lag exists
+    log_empty: float = 0.0  # fused fft: log Σ_{ω, s empty} π_ω ρ_s
+    _bias: Any = None  # fused fft: (σ, (R, M, M) log prior − norm/(2σ²) on the lag grid)
 
     @property
     def B(self) -> int:
@@ -155,8 +167,17 @@ def projection_spectra(
     if np.shape(log_rho) != (N, N):
         raise ValueError(f"shift prior: expected shape {(N, N)}, got {np.shape(log_rho)}")
     log_prior = xp.asarray(np.asarray(log_pi)[:, None, None] + np.asarray(log_rho)[None], "float64")
-    spectra = Spectra(z.reshape(R, -1), xp.rfft2(z) if method == "fft" else None, norms, log_prior, L, method)
+    fused = method == "fft" and xp.name == "numpy"
+    z_hat = xp.rfft2(z) if method == "fft" and not fused else None
+    spectra = Spectra(z.reshape(R, -1), z_hat, norms, log_prior, L, method)
     spectra.box = B
+    if fused:  # linear-lag grid: the M² non-empty shifts (and M² − (N − 1)² impossible lags)
+        M = fft_size(N - 1)
+        spectra.M, spectra.lags = M, lag_grid(L, B, M)
+        spectra.proj_hat = np.conj(xp.rfft2(pad(xp.asarray(proj), xp, size=M)))  # conj(ẑ)
+        lp = np.asarray(log_prior)
+        empty = np.concatenate([lp[:, L, :].ravel(), np.delete(lp[:, :, L], L, axis=1).ravel()])
+        spectra.log_empty = float(scipy.special.logsumexp(empty)) if np.isfinite(empty).any() else -np.inf
     if method == "matmul":
         idx = shift_index(L, B)
         spectra.index = xp.asarray(idx, "int64") if xp.name == "torch" else idx
@@ -167,6 +188,44 @@ def projection_spectra(
         if R * idx.size * itemsize <= stack_mb * 2**20:  # build the shifted-projection stack once per iteration
             spectra.stack = _stack(spectra, 0, R, xp)
     return spectra
+
+
+def auto_method(xp: Backend) -> str:
+    """The E-step method of ``em.advanced.method: auto``: the fused FFT path on CPUs (faster than
+    matmul at every L measured, 5–11), the shifted-projection matmul on CUDA."""
+    return "matmul" if xp.device == "cuda" else "fft"
+
+
+def fft_size(n: int) -> int:
+    """The smallest m ≥ n whose prime factors are all ≤ 7 (a fast FFT length)."""
+    m = max(1, int(n))
+    while True:
+        k = m
+        for p in (2, 3, 5, 7):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def lag_grid(L: int, B: int, M: int) -> np.ndarray:
+    """(M,) int: the model shift s ∈ [0, N) (N = L + B) of index m of the M-point lag grid, −1
+    where no lag exists.
+
+    Crop pixel u ∈ [0, L) meets projection pixel v ∈ [0, B) at the linear lag d = u − v ∈
+    (−B, L); the model's circular shift is s = d mod N and its correlation index m = d mod M
+    (M ≥ N − 1 = the number of lags, so no two lags alias). The one shift with no lag, s = L
+    on an axis, is the empty crop; m ∈ [L, M − B] (only when M > N − 1) holds no lag."""
+    N = L + B
+    if M < N - 1:
+        raise ValueError(f"lag grid {M} < N − 1 = {N - 1}")
+    m = np.arange(M)
+    lags = np.full(M, -1)
+    lags[:L] = m[:L]
+    neg = m >= M - B + 1
+    lags[neg] = m[neg] - M + N
+    return lags
 
 
 def batch_sizes(R: int, L: int, memory_mb: float, box: int | None = None) -> tuple[int, int]:
@@ -196,10 +255,166 @@ def _stack(spectra: Spectra, r0: int, r1: int, xp: Backend) -> Any:
     return q.reshape(-1, spectra.L * spectra.L)
 
 
+def _lag_bias(spectra: Spectra, sigma: float) -> np.ndarray:
+    """(R, M, M) float64 log π_ω + log ρ_s − ‖C R_s Z p_ω‖²/(2σ²) on the lag grid (−inf where no lag)."""
+    if spectra._bias is not None and spectra._bias[0] == sigma:
+        return spectra._bias[1]
+    lags = spectra.lags
+    ok = lags >= 0
+    li = np.where(ok, lags, 0)
+    norms = np.asarray(spectra.norms)[:, li][:, :, li]
+    bias = np.asarray(spectra.log_prior)[:, li][:, :, li] - (0.5 / sigma**2) * norms
+    bias[:, ~ok, :] = -np.inf
+    bias[:, :, ~ok] = -np.inf
+    spectra._bias = (sigma, bias)
+    return bias
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_LOCAL = threading.local()
+
+
+def _map(f, items: list, workers: int) -> list:
+    """``[f(x) for x in items]`` on ``workers`` threads (numpy and the FFTs release the GIL);
+    the pools persist, so each thread keeps its scratch buffers (:func:`_scratch`)."""
+    if workers <= 1 or len(items) <= 1:
+        return [f(x) for x in items]
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cryomtd-estep")
+    return list(_POOLS[workers].map(f, items))
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A per-thread reusable buffer (fresh pages cost a page fault per 4 kB, about as much as the
+    arithmetic on them): the first ``prod(shape)`` entries of a cached flat array, as ``shape``."""
+    cache = _LOCAL.__dict__
+    size = int(np.prod(shape))
+    buf = cache.get(name)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = cache[name] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def release_buffers() -> None:
+    """Free the calling thread's E-step scratch buffers (the worker threads keep theirs)."""
+    _LOCAL.__dict__.clear()
+
+
+def _chunks(R: int, rot_chunk: int) -> list[tuple[int, int]]:
+    return [(r0, min(R, r0 + rot_chunk)) for r0 in range(0, R, max(1, rot_chunk))]
+
+
+def _cross_plus_bias(
+    y_hat: np.ndarray, spectra: Spectra, bias: np.ndarray, r0: int, r1: int, out: np.ndarray | None = None
+) -> np.ndarray:
+    """(P, r, M, M) float64 a = ⟨y, C R_s Z p_ω⟩/σ² + bias on the lag grid (``y_hat`` carries 1/σ²)."""
+    M = spectra.M
+    P = y_hat.shape[0]
+    prod = _scratch("prod", (P, r1 - r0, M, M // 2 + 1), np.result_type(y_hat, spectra.proj_hat))
+    np.multiply(y_hat[:, None], spectra.proj_hat[None, r0:r1], out=prod)  # proj_hat holds conj(ẑ)
+    if prod.dtype == np.complex128:
+        a = irfft2(prod, (M, M), out=out, overwrite=True)
+    else:  # float32 cross terms, added to the float64 bias
+        a = irfft2(prod, (M, M), overwrite=True).astype(np.float64)
+        if out is not None:
+            out[...] = a
+            a = out
+    a += bias[None, r0:r1]
+    return a
+
+
+def _fused_prepare(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend) -> tuple[np.ndarray, Any]:
+    """Per-patch constant −(L²/2) log 2πσ² − ‖y‖²/(2σ²) (P,) and Ŷ/σ² on the lag grid."""
+    L = spectra.L
+    y64 = np.asarray(patches, dtype=np.float64)
+    const = -0.5 * L * L * np.log(2 * np.pi * sigma**2) - (0.5 / sigma**2) * np.einsum("ijk,ijk->i", y64, y64)
+    y_hat = xp.rfft2(pad(xp.asarray(patches), xp, size=spectra.M))
+    y_hat *= 1.0 / sigma**2
+    return const, y_hat
+
+
+def _fused_loglik(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int) -> np.ndarray:
+    """(P, R, N, N) float64 log p(y_i, ω, s) from the lag grid (the empty crops: cross = norm = 0)."""
+    R = spectra.norms.shape[0]
+    const, y_hat = _fused_prepare(patches, spectra, sigma, xp)
+    bias = _lag_bias(spectra, sigma)
+    out = np.asarray(spectra.log_prior)[None] + const[:, None, None, None]
+    m = np.flatnonzero(spectra.lags >= 0)
+    s = spectra.lags[m]
+    for r0, r1 in _chunks(R, rot_chunk):
+        a = _cross_plus_bias(y_hat, spectra, bias, r0, r1)[:, :, m[:, None], m[None, :]]
+        out[:, r0:r1, s[:, None], s[None, :]] = a + const[:, None, None, None]
+    return out
+
+
+def _fused_estep(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int) -> Statistics:
+    """The whole E-step of a batch on the lag grid, two passes over rotation chunks.
+
+    Pass 1 per chunk: a = cross/σ² + bias (one inverse FFT per pair), the chunk maximum c_ic per
+    patch, e = exp(a − c_ic) and its sum t_ic. Then per patch the float64
+    log-sum-exp over all chunks and the empty-crop states, log p(y_i) = const_i + m_i + log T_i,
+    T_i = Σ_c t_ic e^{c_ic − m_i} + e^{log E − m_i}, and the factors g_ic = e^{c_ic − m_i}/T_i
+    that turn e into responsibilities. Pass 2 per chunk: n = Σ_i g_ic e_i (one matrix-vector
+    product) and b̂_ω = Σ_i g_ic Ŷ_i conj(ê_iω) (one forward FFT per pair). The empty-crop
+    states add n_ωs = π_ω ρ_s Σ_i e^{const_i − log p(y_i)} and nothing to b.
+    """
+    B, N, M = spectra.B, spectra.N, spectra.M
+    P = patches.shape[0]
+    R = spectra.norms.shape[0]
+    const, y_hat = _fused_prepare(patches, spectra, sigma, xp)
+    bias = _lag_bias(spectra, sigma)
+    chunks = _chunks(R, max(1, min(rot_chunk, CHUNK_ELEMENTS // (P * M * M))))
+
+    E = _scratch("weights", (P, R, M, M), np.float64)  # e = exp(a − c_ic), chunk by chunk
+
+    def first(c: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        e = _cross_plus_bias(y_hat, spectra, bias, *c, out=E[:, c[0] : c[1]])
+        cmax = e.reshape(P, -1).max(axis=1)
+        cmax[~np.isfinite(cmax)] = 0.0  # a chunk of impossible states only (π = 0): e = 0
+        e -= cmax[:, None, None, None]
+        with np.errstate(under="ignore"):
+            np.exp(e, out=e)
+        return cmax, e.reshape(P, -1).sum(axis=1)
+
+    parts = _map(first, chunks, xp.workers)
+    cmax = np.stack([p[0] for p in parts])  # (chunks, P)
+    tot = np.stack([p[1] for p in parts])
+    mx = np.maximum(cmax.max(axis=0), spectra.log_empty)
+    with np.errstate(under="ignore"):
+        scale = np.exp(cmax - mx)  # (chunks, P)
+        T = (tot * scale).sum(axis=0) + np.exp(spectra.log_empty - mx)
+    lse = const + mx + np.log(T)
+    g = scale / T
+    y_w = np.conj(np.asarray(y_hat * sigma**2, dtype=np.complex128))  # conj(Ŷ)
+
+    n_lag = np.empty((R, M * M), dtype=np.float64)
+    b_hat = np.empty((R, M, M // 2 + 1), dtype=np.complex128)
+
+    def second(k: int) -> None:
+        r0, r1 = chunks[k]
+        e = E[:, r0:r1]
+        n_lag[r0:r1] = (g[k] @ e.reshape(P, -1)).reshape(r1 - r0, -1)
+        e_hat = rfft2(e, out=_scratch("prod", (P, r1 - r0, M, M // 2 + 1), np.complex128))
+        b_hat[r0:r1] = np.conj(np.einsum("ipq,irpq->rpq", y_w * g[k][:, None, None], e_hat, optimize=True))
+
+    _map(second, list(range(len(chunks))), xp.workers)
+    b = irfft2(b_hat, (M, M))[:, :B, :B]
+    n = np.empty((R, N, N))
+    G = float(scipy.special.logsumexp(const - lse))
+    with np.errstate(under="ignore"):
+        n[:] = np.exp(np.asarray(spectra.log_prior) + G)  # right on the empty crops, overwritten elsewhere
+    m = np.flatnonzero(spectra.lags >= 0)
+    s = spectra.lags[m]
+    n[:, s[:, None], s[None, :]] = n_lag.reshape(R, M, M)[:, m[:, None], m[None, :]]
+    return Statistics(float(P), float(lse.sum()), n, np.ascontiguousarray(b))
+
+
 def log_likelihoods(
     patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int
 ) -> tuple[Any, Any]:
     """log p(y_i, ω, s) for a batch of patches (P, L, L) → ((P, R, N, N) float64, Ŷ or None)."""
+    if spectra.M:
+        return _fused_loglik(patches, spectra, sigma, xp, rot_chunk), None
     L, N = spectra.L, spectra.N
     size = None if N == 2 * L else N
     P = patches.shape[0]
@@ -246,6 +461,8 @@ def responsibilities(ll: Any, xp: Backend) -> Any:
 
 def estep_batch(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int) -> Statistics:
     """Statistics of one batch of patches (P, L, L) at the current model."""
+    if spectra.M:
+        return _fused_estep(patches, spectra, sigma, xp, rot_chunk)
     L, N, B = spectra.L, spectra.N, spectra.B
     size = None if N == 2 * L else N
     P = patches.shape[0]
