@@ -41,7 +41,7 @@ from cryomtd.settings import override
 
 from .backend import get_backend
 from .ctfmodel import ENERGY, CtfModel, plan_ctf
-from .estep import Statistics, auto_method, batch_sizes, estep_batch, projection_spectra
+from .estep import PruneState, Statistics, auto_method, batch_sizes, estep_batch, projection_spectra
 from .model import ProjectionModel, WignerBlocks
 from .mstep import ctf_path_is_cheaper, mstep
 from .patches import PatchSource
@@ -219,6 +219,7 @@ class _Plan:
     ctf: CtfModel | None = None
     patch_group: np.ndarray | None = None  # (n_patches,) group of each patch
     models: list | None = None  # filtered ProjectionModel per group
+    prune: PruneState | None = None  # rotation pruning (em.advanced.prune > 0)
 
     @property
     def box(self) -> int | None:
@@ -253,6 +254,10 @@ def _plan(
     stochastic = settings.fraction < 1.0
     n_sub = source.n if not stochastic else max(1, int(round(settings.fraction * source.n)))
     plan = _Plan(xp, method, R, P_batch, rot_chunk, n_sub, stochastic)
+    if adv.prune > 0:
+        if method != "fft" or xp.name != "numpy":
+            raise InputError(f"em.advanced.prune needs the numpy fft E-step, got {xp.label} {method}")
+        plan.prune = PruneState(source.n, R, adv.prune)
     if ctf is not None:
         counts = np.diff(source.offsets)
         plan.ctf = ctf
@@ -331,8 +336,12 @@ def _iterate(
                 L=L,
             )
         part = Statistics.zeros(plan.R, L, plan.box)
-        for _, patches in source.batches(gidx, plan.P_batch):
-            part.add(estep_batch(patches, spectra, sigma, xp, plan.rot_chunk))
+        for ids, patches in source.batches(gidx, plan.P_batch):
+            if plan.prune is None:
+                part.add(estep_batch(patches, spectra, sigma, xp, plan.rot_chunk))
+            else:
+                active = k > settings.advanced.prune_after
+                part.add(plan.prune.estep(ids, patches, spectra, sigma, xp, plan.rot_chunk, active))
         parts.append(part)
         del spectra
     stats = parts[0] if len(parts) == 1 else _stack_groups(parts)
@@ -375,6 +384,8 @@ def _iterate(
         prev, cur = res.objective[-2], res.objective[-1]
         res.converged = abs(cur - prev) <= settings.tol * max(abs(prev), 1e-300)
     log.info("em iteration %d: loglik/patch %.6f, E %.2fs, M %.2fs, step %.3f", k, ll, t1 - t0, t2 - t1, eta)
+    if plan.prune is not None:
+        log.info("em iteration %d: pruning, %.4f of the (patch, rotation) pairs evaluated", k, plan.prune.fraction())
     return smoothed
 
 

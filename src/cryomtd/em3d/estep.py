@@ -44,6 +44,11 @@ __all__ = [
     "estep_batch",
     "batch_sizes",
     "shift_index",
+    "estep_masses",
+    "PruneState",
+    "prune_rotations",
+    "fft_size",
+    "lag_grid",
 ]
 
 METHODS = ("fft", "matmul")
@@ -347,7 +352,9 @@ def _fused_loglik(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backe
     return out
 
 
-def _fused_estep(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int) -> Statistics:
+def _fused_estep(
+    patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int, masses: bool = False
+) -> Statistics | tuple[Statistics, np.ndarray]:
     """The whole E-step of a batch on the lag grid, two passes over rotation chunks.
 
     Pass 1 per chunk: a = cross/σ² + bias (one inverse FFT per pair), the chunk maximum c_ic per
@@ -374,11 +381,11 @@ def _fused_estep(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backen
         e -= cmax[:, None, None, None]
         with np.errstate(under="ignore"):
             np.exp(e, out=e)
-        return cmax, e.reshape(P, -1).sum(axis=1)
+        return cmax, e.reshape(P, c[1] - c[0], -1).sum(axis=2)
 
     parts = _map(first, chunks, xp.workers)
     cmax = np.stack([p[0] for p in parts])  # (chunks, P)
-    tot = np.stack([p[1] for p in parts])
+    tot = np.stack([p[1].sum(axis=1) for p in parts])
     mx = np.maximum(cmax.max(axis=0), spectra.log_empty)
     with np.errstate(under="ignore"):
         scale = np.exp(cmax - mx)  # (chunks, P)
@@ -406,7 +413,165 @@ def _fused_estep(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backen
     m = np.flatnonzero(spectra.lags >= 0)
     s = spectra.lags[m]
     n[:, s[:, None], s[None, :]] = n_lag.reshape(R, M, M)[:, m[:, None], m[None, :]]
-    return Statistics(float(P), float(lse.sum()), n, np.ascontiguousarray(b))
+    stats = Statistics(float(P), float(lse.sum()), n, np.ascontiguousarray(b))
+    if not masses:
+        return stats
+    return stats, np.concatenate([p[1] * gk[:, None] for p, gk in zip(parts, g)], axis=1)
+
+
+def _pruned_estep(
+    patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, keep: np.ndarray
+) -> tuple[Statistics, np.ndarray]:
+    """:func:`_fused_estep` over the (patch, rotation) pairs of ``keep`` (P, R) only: the
+    non-empty states of the other pairs are left out (probability 0), the empty crops are kept
+    for every rotation. The pairs run rotation-major in blocks of about :data:`CHUNK_ELEMENTS`
+    states; per-patch reductions by ``bincount``/``maximum.at``, per-rotation sums by one sparse
+    (rotations × pairs) product per block."""
+    B, N, M = spectra.B, spectra.N, spectra.M
+    Mh = M // 2 + 1
+    P = patches.shape[0]
+    R = spectra.norms.shape[0]
+    const, y_hat = _fused_prepare(patches, spectra, sigma, xp)
+    bias = _lag_bias(spectra, sigma)
+    rr, ii = np.nonzero(np.asarray(keep, dtype=bool).T)  # rotation-major pairs
+    K = rr.size
+    step = max(1, CHUNK_ELEMENTS // (M * M))
+    blocks = [(k0, min(K, k0 + step)) for k0 in range(0, K, step)]
+    E = _scratch("weights", (K, M, M), np.float64)
+
+    def first(blk: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        k0, k1 = blk
+        prod = _scratch("prod", (k1 - k0, M, Mh), np.result_type(y_hat, spectra.proj_hat))
+        np.multiply(y_hat[ii[k0:k1]], spectra.proj_hat[rr[k0:k1]], out=prod)
+        if prod.dtype == np.complex128:
+            e = irfft2(prod, (M, M), out=E[k0:k1], overwrite=True)
+        else:
+            e = E[k0:k1]
+            e[...] = irfft2(prod, (M, M), overwrite=True)
+        e += bias[rr[k0:k1]]
+        pm = e.reshape(k1 - k0, -1).max(axis=1)
+        pm[~np.isfinite(pm)] = 0.0
+        e -= pm[:, None, None]
+        with np.errstate(under="ignore"):
+            np.exp(e, out=e)
+        return pm, e.reshape(k1 - k0, -1).sum(axis=1)
+
+    parts = _map(first, blocks, xp.workers)
+    pm = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+    t = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    mx = np.full(P, spectra.log_empty)
+    np.maximum.at(mx, ii, pm)
+    with np.errstate(under="ignore"):
+        scale = np.exp(pm - mx[ii])
+        T = np.bincount(ii, weights=t * scale, minlength=P) + np.exp(spectra.log_empty - mx)
+    lse = const + mx + np.log(T)
+    g = scale / T[ii]
+    y_w = np.conj(np.asarray(y_hat * sigma**2, dtype=np.complex128))
+
+    def second(blk: tuple[int, int]) -> tuple[int, np.ndarray, np.ndarray]:
+        k0, k1 = blk
+        lo, hi = int(rr[k0]), int(rr[k1 - 1]) + 1
+        S = scipy.sparse.csr_matrix((g[k0:k1], (rr[k0:k1] - lo, np.arange(k1 - k0))), shape=(hi - lo, k1 - k0))
+        e = E[k0:k1]
+        e_hat = rfft2(e, out=_scratch("prod", (k1 - k0, M, Mh), np.complex128))
+        e_hat *= y_w[ii[k0:k1]]
+        return lo, S @ e.reshape(k1 - k0, -1), S @ e_hat.reshape(k1 - k0, -1)
+
+    n_lag = np.zeros((R, M * M))
+    b_hat = np.zeros((R, M * Mh), dtype=np.complex128)
+    for lo, n_part, b_part in _map(second, blocks, xp.workers):
+        n_lag[lo : lo + n_part.shape[0]] += n_part
+        b_hat[lo : lo + b_part.shape[0]] += b_part
+    b = irfft2(np.conj(b_hat).reshape(R, M, Mh), (M, M))[:, :B, :B]
+    n = np.empty((R, N, N))
+    G = float(scipy.special.logsumexp(const - lse))
+    with np.errstate(under="ignore"):
+        n[:] = np.exp(np.asarray(spectra.log_prior) + G)
+    m = np.flatnonzero(spectra.lags >= 0)
+    s = spectra.lags[m]
+    n[:, s[:, None], s[None, :]] = n_lag.reshape(R, M, M)[:, m[:, None], m[None, :]]
+    mass = np.zeros((P, R))
+    mass[ii, rr] = t * g
+    return Statistics(float(P), float(lse.sum()), n, np.ascontiguousarray(b)), mass
+
+
+def estep_masses(
+    patches: np.ndarray,
+    spectra: Spectra,
+    sigma: float,
+    xp: Backend,
+    rot_chunk: int,
+    keep: np.ndarray | None = None,
+) -> tuple[Statistics, np.ndarray]:
+    """:func:`estep_batch` that also returns each patch's posterior mass per rotation (P, R)
+    (its non-empty states; Σ_ω mass + the empty-crop mass = 1), evaluating only the (patch,
+    rotation) pairs of ``keep`` (P, R) bool when given (see :func:`prune_rotations`). The fused
+    FFT path (``method="fft"`` on numpy) only."""
+    if not spectra.M:
+        raise ValueError("rotation masses and pruning need the fused fft E-step (method='fft', numpy)")
+    if keep is None or np.all(keep):
+        return _fused_estep(patches, spectra, sigma, xp, rot_chunk, masses=True)
+    return _pruned_estep(patches, spectra, sigma, xp, keep)
+
+
+def prune_rotations(mass: np.ndarray, epsilon: float) -> np.ndarray:
+    """(P, R) bool: per patch the rotations to keep, dropping the least probable ones whose
+    masses add up to less than ``epsilon`` (ε = 0 keeps every rotation)."""
+    mass = np.asarray(mass, dtype=np.float64)
+    order = np.argsort(mass, axis=1)
+    tail = np.cumsum(np.take_along_axis(mass, order, axis=1), axis=1)
+    keep = np.ones(mass.shape, dtype=bool)
+    np.put_along_axis(keep, order, tail >= epsilon, axis=1)
+    return keep
+
+
+class PruneState:
+    """Rotation pruning across EM iterations: per patch, the rotations kept at its last visit.
+
+    ``n`` patches, ``R`` rotations, ``epsilon`` ε. The keep sets are stored as packed bits
+    (n·⌈R/8⌉ bytes). A patch not yet visited is evaluated at every rotation; after each
+    visit its keep set becomes :func:`prune_rotations` of its posterior masses, so with
+    ``active`` it is evaluated only there. ``evaluated``/``total`` count (patch, rotation)
+    pairs evaluated/possible (the achieved pruning)."""
+
+    def __init__(self, n: int, R: int, epsilon: float) -> None:
+        self.R, self.epsilon = int(R), float(epsilon)
+        self.bits = np.zeros((int(n), (self.R + 7) // 8), dtype=np.uint8)
+        self.visited = np.zeros(int(n), dtype=bool)
+        self.evaluated = 0
+        self.total = 0
+
+    def fraction(self, reset: bool = True) -> float:
+        """Evaluated / possible (patch, rotation) pairs since the last reset."""
+        f = self.evaluated / max(1, self.total)
+        if reset:
+            self.evaluated = self.total = 0
+        return f
+
+    def keep(self, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), R) bool keep sets (all True for patches not yet visited)."""
+        keep = np.unpackbits(self.bits[ids], axis=1, count=self.R).astype(bool)
+        keep[~self.visited[ids]] = True
+        return keep
+
+    def estep(
+        self,
+        ids: np.ndarray,
+        patches: np.ndarray,
+        spectra: Spectra,
+        sigma: float,
+        xp: Backend,
+        rot_chunk: int,
+        active: bool = True,
+    ) -> Statistics:
+        """:func:`estep_masses` of the batch (patch numbers ``ids``), pruned when ``active``; updates the keep sets."""
+        keep = self.keep(ids) if active else None
+        stats, mass = estep_masses(patches, spectra, sigma, xp, rot_chunk, keep)
+        self.evaluated += int(keep.sum()) if keep is not None else mass.size
+        self.total += mass.size
+        self.bits[ids] = np.packbits(prune_rotations(mass, self.epsilon), axis=1)
+        self.visited[ids] = True
+        return stats
 
 
 def log_likelihoods(

@@ -25,7 +25,9 @@ class StepSettings:
 
 @dataclass(frozen=True)
 class EmAdvanced:
-    """Engine knobs (speed and memory, not the estimate): backend, E-step method, dtype, batches, threads."""
+    """Engine knobs (speed and memory, not the estimate): backend, E-step method, dtype, batches, threads;
+    ``prune`` = ε of rotation pruning (after ``prune_after`` iterations a patch is evaluated only at
+    the rotations that held ≥ 1 − ε of its posterior mass at its previous visit; 0 = off)."""
 
     backend: str = "auto"
     method: str = "auto"
@@ -33,6 +35,8 @@ class EmAdvanced:
     memory_mb: int = 1024
     threads: int = 2
     runtime: int = 60
+    prune: float = 0.0
+    prune_after: int = 2
 
 
 @dataclass(frozen=True)
