@@ -372,10 +372,13 @@ def _fused_estep(
     bias = _lag_bias(spectra, sigma)
     chunks = _chunks(R, max(1, min(rot_chunk, CHUNK_ELEMENTS // (P * M * M))))
 
-    E = _scratch("weights", (P, R, M, M), np.float64)  # e = exp(a − c_ic), chunk by chunk
+    E = _scratch("weights", (P * R * M * M,), np.float64)  # e = exp(a − c_ic), chunk after chunk
+
+    def block(c: tuple[int, int]) -> np.ndarray:  # chunk c's (P, r, M, M), contiguous (2× faster passes)
+        return E[P * c[0] * M * M : P * c[1] * M * M].reshape(P, c[1] - c[0], M, M)
 
     def first(c: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        e = _cross_plus_bias(y_hat, spectra, bias, *c, out=E[:, c[0] : c[1]])
+        e = _cross_plus_bias(y_hat, spectra, bias, *c, out=block(c))
         cmax = e.reshape(P, -1).max(axis=1)
         cmax[~np.isfinite(cmax)] = 0.0  # a chunk of impossible states only (π = 0): e = 0
         e -= cmax[:, None, None, None]
@@ -399,7 +402,7 @@ def _fused_estep(
 
     def second(k: int) -> None:
         r0, r1 = chunks[k]
-        e = E[:, r0:r1]
+        e = block(chunks[k])
         n_lag[r0:r1] = (g[k] @ e.reshape(P, -1)).reshape(r1 - r0, -1)
         e_hat = rfft2(e, out=_scratch("prod", (P, r1 - r0, M, M // 2 + 1), np.complex128))
         b_hat[r0:r1] = np.conj(np.einsum("ipq,irpq->rpq", y_w * g[k][:, None, None], e_hat, optimize=True))
