@@ -14,5 +14,10 @@ with log_to(snakemake.log[0]):
     else:
         voxel_size = float(load_npz(src, ["voxel_size"])["voxel_size"])
     pick_best_file(
-        list(snakemake.input.restarts), snakemake.output.npz, snakemake.output.mrc, voxel_size=voxel_size, settings=s
+        list(snakemake.input.restarts),
+        snakemake.output.npz,
+        snakemake.output.mrc,
+        voxel_size=voxel_size,
+        settings=s,
+        symmetry_json=snakemake.input.symmetry[0] if snakemake.input.symmetry else None,
     )

@@ -22,4 +22,5 @@ with log_to(snakemake.log[0]):
         settings=s,
         exact=p.exact,
         ctf_groups=snakemake.input.get("ctf_groups"),
+        symmetry_json=snakemake.input.symmetry[0] if snakemake.input.symmetry else None,
     )

@@ -36,11 +36,60 @@ rule exact_moments:
         "../../scripts/exact_moments.py"
 
 
+def lsq3d_auto(wc):
+    """Whether the run's lsq.symmetry is auto (detected by rule detect_symmetry)."""
+    return str(exp_config(wc)["lsq"]["symmetry"]).strip().lower() == "auto"
+
+
+def lsq3d_symmetry_input(wc):
+    """lsq/symmetry.json when lsq.symmetry is auto, else nothing."""
+    return [Layout(RESULTS, wc.exp).path("lsq", "symmetry.json")] if lsq3d_auto(wc) else []
+
+
+def lsq3d_fit_files(wc):
+    """The restart files, plus the detection's best fit (lsq/detected.npz) with symmetry auto."""
+    extra = [Layout(RESULTS, wc.exp).path("lsq", "detected.npz")] if lsq3d_auto(wc) else []
+    return lsq3d_restart_files(wc) + extra
+
+
+rule detect_symmetry:
+    # lsq.symmetry: auto — the point group from the moments alone (cryomtd.mom3d.detect): screened
+    # fits per candidate group, the most symmetric one the data do not reject; the restarts then
+    # run in that group
+    input:
+        moments=PATHS.moments,
+        ctf_groups=PATHS.ctf_groups,
+    output:
+        json=PATHS.path("lsq", "symmetry.json"),
+        npz=PATHS.path("lsq", "detected.npz"),
+    log:
+        PATHS.log("detect_symmetry"),
+    benchmark:
+        PATHS.benchmark("detect_symmetry")
+    wildcard_constraints:
+        exp=name_regex(EXP3D_LSQ),
+    params:
+        lsq=lambda wc: exp_config(wc)["lsq"],
+        L=lambda wc: box_size(exp_config(wc)),
+        ell_max=lambda wc: exp_config(wc)["basis"]["ell_max"],
+        seed=lambda wc: exp_config(wc)["seed"],
+        exact=lambda wc: wc.exp in EXP3D_EXACT,
+    threads: lambda wc: exp_config(wc)["lsq"]["advanced"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/optimize.yaml"
+    script:
+        "../../scripts/detect_symmetry.py"
+
+
 rule recover_lsq:
     # the model includes the CTF groups of ctf_groups.json (none: no CTF, or ctf: ignore)
     input:
         moments=PATHS.moments,
         ctf_groups=PATHS.ctf_groups,
+        symmetry=lsq3d_symmetry_input,
     output:
         PATHS.lsq_restart("{r}"),
     log:
@@ -71,8 +120,9 @@ rule refine_lsq:
     # Gauss-Newton evaluations (rank k = the k-th lowest cost; docs/mom3d.md)
     input:
         moments=PATHS.moments,
-        restarts=lsq3d_restart_files,
+        restarts=lsq3d_fit_files,
         ctf_groups=PATHS.ctf_groups,
+        symmetry=lsq3d_symmetry_input,
     output:
         PATHS.lsq_refine("{k}"),
     log:
@@ -99,9 +149,10 @@ rule refine_lsq:
 
 rule pick_best_restart:
     input:
-        restarts=lambda wc: lsq3d_restart_files(wc) + [Layout(RESULTS, wc.exp).lsq_refine(k)
-                                                      for k in range(exp_config(wc)["lsq"]["refine_top"])],
+        restarts=lambda wc: lsq3d_fit_files(wc) + [Layout(RESULTS, wc.exp).lsq_refine(k)
+                                                  for k in range(exp_config(wc)["lsq"]["refine_top"])],
         voxel=voxel_size_source,
+        symmetry=lsq3d_symmetry_input,
     output:
         npz=PATHS.estimate("lsq"),
         mrc=PATHS.estimate_mrc("lsq"),

@@ -14,13 +14,30 @@ from pathlib import Path
 def _recover(args: argparse.Namespace) -> int:
     from cryomtd.cli.options import settings_from_options
     from cryomtd.layout import Layout
+    from cryomtd.mom3d.detect import is_auto
     from cryomtd.mom3d.settings import LsqSettings
-    from cryomtd.mom3d.stage import pick_best_file, recover_restart_file, refine_restart_file
+    from cryomtd.mom3d.stage import detect_symmetry_file, pick_best_file, recover_restart_file, refine_restart_file
 
     settings = settings_from_options(LsqSettings, args, "cryomtd recover-lsq")
     out = Path(args.out)
     paths = Layout(str(out.parent), out.name)
     files = []
+    symmetry_json = None
+    if is_auto(settings.symmetry):  # rule detect_symmetry first
+        symmetry_json, detected = paths.path("lsq", "symmetry.json"), paths.path("lsq", "detected.npz")
+        if not (Path(symmetry_json).exists() and Path(detected).exists()):
+            detect_symmetry_file(
+                args.moments,
+                symmetry_json,
+                detected,
+                L=args.L,
+                ell_max=args.ell_max,
+                settings=settings,
+                seed=args.seed,
+                exact=args.exact,
+                sigma=args.sigma,
+                ctf_groups=args.ctf_groups,
+            )
     for r in range(settings.restarts):
         f = paths.lsq_restart(r)
         if not Path(f).exists():  # reruns resume
@@ -35,8 +52,11 @@ def _recover(args: argparse.Namespace) -> int:
                 exact=args.exact,
                 sigma=args.sigma,
                 ctf_groups=args.ctf_groups,
+                symmetry_json=symmetry_json,
             )
         files.append(f)
+    if symmetry_json is not None:
+        files.append(paths.path("lsq", "detected.npz"))
     refined = []
     for k in range(settings.refine_top):
         f = paths.lsq_refine(k)
@@ -52,10 +72,16 @@ def _recover(args: argparse.Namespace) -> int:
                 exact=args.exact,
                 sigma=args.sigma,
                 ctf_groups=args.ctf_groups,
+                symmetry_json=symmetry_json,
             )
         refined.append(f)
     best = pick_best_file(
-        files + refined, paths.estimate("lsq"), paths.estimate_mrc("lsq"), voxel_size=args.voxel_size, settings=settings
+        files + refined,
+        paths.estimate("lsq"),
+        paths.estimate_mrc("lsq"),
+        voxel_size=args.voxel_size,
+        settings=settings,
+        symmetry_json=symmetry_json,
     )
     print(
         f"recover-lsq: best of {len(files + refined)} fits: {(files + refined)[best]} → "

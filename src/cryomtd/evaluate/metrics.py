@@ -42,7 +42,8 @@ voxel size is known, else voxels)::
                 "gamma": float | null,
                 "gamma_relative_error": float | null,  # when γ truth is known
                 "wall_time_s": float | null, "iterations": int | null,
-                "final_cost": float},                # least-squares estimates only
+                "final_cost": float,                 # least-squares estimates only
+                "symmetry": str, "symmetry_detection": {...}},  # lsq.symmetry auto: group, cost per group
         "em": {...}}}
 
 0.5 is the resolution criterion for an FSC against a known truth (or a reference map); 0.143
@@ -476,6 +477,11 @@ def estimate_info(
         if iterations is not None
         else (int(trace.size) if trace.size else None)
     )
+    if "symmetry_detection" in est.extra:  # lsq.symmetry: auto (cryomtd.mom3d.detect)
+        import json
+
+        m["symmetry"] = str(np.asarray(est.extra["symmetry"]).reshape(-1)[0])
+        m["symmetry_detection"] = json.loads(str(np.asarray(est.extra["symmetry_detection"]).reshape(-1)[0]))
     if "cost" in est.extra:
         m["final_cost"] = _finite_or_none(est.extra["cost"])
     elif "cost" in est.trace_label and trace.size:

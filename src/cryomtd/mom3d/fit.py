@@ -65,7 +65,10 @@ class FitResult:
     """One fit: ``coef`` (size,), ``gamma``, final ``cost``, ``cost_trace`` per iteration,
     (best cost after each cost evaluation), ``iterations``, ``wall_time_s``;
     ``restart_costs`` lists every restart's cost (best kept);
-    ``stage_ends``: the length of ``cost_trace`` at the end of each stage (marching degree, polish, refinement)."""
+    ``stage_ends``: the length of ``cost_trace`` at the end of each stage (marching degree, polish, refinement);
+    ``symmetry``: the point group fitted; ``detection``: with ``symmetry: auto``, the detection's
+    summary (:meth:`cryomtd.mom3d.detect.SymmetryDetection.to_dict`: chosen group, cost per group,
+    the rule's floor and threshold) and ``relaxed`` (whether the C1 relaxation lowered the cost)."""
 
     coef: np.ndarray
     gamma: float
@@ -76,6 +79,8 @@ class FitResult:
     restart: int = 0
     restart_costs: list[float] = field(default_factory=list)
     stage_ends: list[int] = field(default_factory=list)
+    symmetry: str = "C1"
+    detection: dict[str, Any] | None = None
 
 
 def zero_mean(moments: Any) -> bool:
@@ -626,7 +631,7 @@ def fit_restart(
     t0 = time.perf_counter()
     s = override(settings or LsqSettings(), "lsq", **overrides)
     adv = s.advanced
-    symmetry = parse_symmetry(s.symmetry)
+    symmetry = _explicit_symmetry(s.symmetry)
     if adv.init not in INIT_KINDS:
         raise ValueError(f"lsq.advanced.init must be one of {INIT_KINDS}, got {adv.init!r}")
     W = int(window or getattr(moments, "window", basis.L))
@@ -695,6 +700,7 @@ def fit_restart(
         restart=restart,
         restart_costs=[f],
         stage_ends=ends,
+        symmetry=symmetry,
     )
 
 
@@ -723,7 +729,7 @@ def refine_restart(
     s = override(settings or LsqSettings(), "lsq", **overrides)
     if zero_mean(moments):
         raise InputError("lsq.refine_top: Gauss-Newton refinement is not available for zero-mean micrographs")
-    symmetry = parse_symmetry(s.symmetry)
+    symmetry = _explicit_symmetry(s.symmetry)
     W = int(window or getattr(moments, "window", basis.L))
     mix = _mixture(ctf, pixel_size)
     if model is None or model.W != W or model.ctf != mix:
@@ -748,7 +754,21 @@ def refine_restart(
         restart=restart,
         restart_costs=[f],
         stage_ends=[len(trace)],
+        symmetry=symmetry,
     )
+
+
+def _explicit_symmetry(symbol: str) -> str:
+    """The point group of one restart or refinement: ``auto`` must be resolved first (by
+    :func:`fit`, or the workflow's ``detect_symmetry`` stage)."""
+    from cryomtd.mom3d.detect import is_auto
+
+    if is_auto(symbol):
+        raise InputError(
+            "lsq.symmetry: 'auto' is resolved by symmetry detection first (cryomtd.mom3d.fit or "
+            "cryomtd.mom3d.detect.detect_symmetry); a single restart needs an explicit group"
+        )
+    return parse_symmetry(symbol, "lsq.symmetry")
 
 
 def rank_by_cost(costs: Sequence[float]) -> np.ndarray:
@@ -767,6 +787,7 @@ def fit(
     window: int | None = None,
     ctf: Any = None,
     pixel_size: float | None = None,
+    exact: bool | None = None,
     **overrides: Any,
 ) -> FitResult:
     """Fit (coefficients, γ) to ``moments`` by least squares: the workflow's lsq stage in one call.
@@ -779,7 +800,15 @@ def fit(
     ``cryomtd.seeding.rng(seed, "lsq3d", r)``; the ``refine_top`` lowest-cost restarts are
     continued (:func:`refine_restart`); returns the lowest cost, with every restart's cost in
     ``restart_costs``. ``ctf``, ``pixel_size``: the micrographs' CTF groups (:func:`fit_restart`).
+
+    ``symmetry: auto``: the point group is first detected from the moments
+    (:func:`cryomtd.mom3d.detect.detect_symmetry`; ``exact``: the moments are noise-free, None =
+    they have no pixel count), the restarts run in that group, and the best fit is relaxed to
+    C1 (:func:`~cryomtd.mom3d.detect.relax_to_c1`, kept when it lowers the cost). The result's
+    ``symmetry`` is the detected group, ``detection`` the detection's summary plus ``relaxed``
+    (whether the returned coefficients are the C1 relaxation).
     """
+    from cryomtd.mom3d.detect import detect_symmetry, is_auto, relax_to_c1
     from cryomtd.progress import progress
     from cryomtd.seeding import rng
 
@@ -787,6 +816,10 @@ def fit(
     W = int(window or getattr(moments, "window", basis.L))
     mix = _mixture(ctf, pixel_size)
     model = make_model(basis, W, s.advanced.model, s.advanced.cache_dir, mix)
+    det = None
+    if is_auto(s.symmetry):
+        det = detect_symmetry(moments, basis, s, sigma=sigma, seed=seed, window=W, exact=exact, model=model, ctf=mix)
+        s = override(s, "lsq", symmetry=det.group)
     runs = [
         fit_restart(
             moments, basis, s, rng=rng(seed, "lsq3d", r), sigma=sigma, window=W, model=model, restart=r, ctf=mix
@@ -804,6 +837,33 @@ def fit(
         more.iterations += src.iterations
         more.wall_time_s += src.wall_time_s
         runs.append(more)
+    if det is not None:  # the detection's best fit of the chosen group competes too
+        runs.append(det.fits[det.group])
     best = runs[int(rank_by_cost([r.cost for r in runs])[0])]
+    relaxed = False
+    if det is not None and det.group != "C1":
+        more = relax_to_c1(
+            moments,
+            basis,
+            best.coef,
+            best.gamma,
+            det.group,
+            s,
+            rng=rng(seed, "lsq3d-relax", 0),
+            sigma=sigma,
+            window=W,
+            model=model,
+            ctf=mix,
+        )
+        if more.cost < best.cost:
+            more.cost_trace = np.r_[best.cost_trace, more.cost_trace]
+            more.stage_ends = best.stage_ends + [len(more.cost_trace)]
+            more.iterations += best.iterations
+            more.wall_time_s += best.wall_time_s
+            more.restart = best.restart
+            best, relaxed = more, True
     best.restart_costs = costs
+    if det is not None:
+        best.detection = {**det.to_dict(), "relaxed": relaxed}
+        best.symmetry = det.group
     return best

@@ -19,7 +19,9 @@ __all__ = ["LsqAdvanced", "LsqSettings"]
 class LsqAdvanced:
     """How each restart is optimised: optimiser, frequency marching, a1/a2 warm start, the
     third-moment model and its cache, the start, a Gauss–Newton polish, residual weights,
-    the noise handling, the initial γ and the threads of a job."""
+    the noise handling, the initial γ and the threads of a job; the point-group detection of
+    ``symmetry: auto`` (candidates, screened restarts per group, the rule's factor and floor)
+    and the relaxation of a symmetric fit to C1 (:mod:`cryomtd.mom3d.detect`)."""
 
     optimizer: str = "conjugate-gradient"
     max_inner: int | None = 10
@@ -35,11 +37,36 @@ class LsqAdvanced:
     noise: str = "auto"
     gamma_init: float = 0.1
     threads: int = 1
+    candidates: tuple[str, ...] = (
+        "C1",
+        "C2",
+        "C3",
+        "C4",
+        "C5",
+        "C6",
+        "C7",
+        "C8",
+        "D2",
+        "D3",
+        "D4",
+        "D5",
+        "D6",
+        "T",
+        "O",
+    )
+    detect_restarts: int = 3
+    detect_iterations: int = 30
+    detect_refine: int = 100
+    detect_factor: float = 10.0
+    detect_floor: float = 1e-12
+    relax: int = 100
+    relax_perturbation: float = 1e-3
 
 
 @dataclass(frozen=True)
 class LsqSettings:
-    """The ``lsq`` block: restarts, fitted degree (None = the basis' ℓmax), known point group,
+    """The ``lsq`` block: restarts, fitted degree (None = the basis' ℓmax), point group (a symbol,
+    or ``auto``: detected from the moments, :mod:`cryomtd.mom3d.detect`),
     optimiser iterations per stage, Tikhonov weight, and the continuation of the best restarts."""
 
     enabled: bool = True

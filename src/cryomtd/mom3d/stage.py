@@ -8,6 +8,7 @@ moments were computed at (``moments.window``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -30,6 +31,8 @@ __all__ = [
     "noise_sigma",
     "load_npz",
     "ctf_mixture",
+    "detect_symmetry_file",
+    "resolve_symmetry",
 ]
 
 log = logging.getLogger("cryomtd.mom3d")
@@ -170,9 +173,11 @@ def _fit_setup(
         moments = Moments2D.load(moments_npz)
     except FileNotFoundError:
         raise InputError(f"{moments_npz}: file not found") from None
+    from cryomtd.mom3d.detect import is_auto
     from cryomtd.mom3d.start import INIT_KINDS
 
-    parse_symmetry(settings.symmetry, "lsq.symmetry")
+    if not is_auto(settings.symmetry):
+        parse_symmetry(settings.symmetry, "lsq.symmetry")
     if settings.advanced.init not in INIT_KINDS:
         raise InputError(f"lsq.advanced.init: expected one of {', '.join(INIT_KINDS)}, got {settings.advanced.init!r}")
     full, basis = fit_basis(L, ell_max, settings.ell_max)
@@ -231,16 +236,22 @@ def recover_restart_file(
     exact: bool = False,
     sigma: float | None = None,
     ctf_groups: str | os.PathLike | None = None,
+    symmetry_json: str | os.PathLike | None = None,
 ) -> None:
     """moments.npz → lsq/restart_{r}.npz (coef in the experiment basis, gamma, cost, cost_trace,
     stage_ends, iterations, wall_time_s, ell_max_fit, window, sigma, ctf_groups = number of CTF
     groups modelled). ``exact``: the moments are noise-free; ``sigma``: the noise σ of the
     micrographs, instead of the σ² the moments record; ``ctf_groups``: the experiment's CTF
-    group table (``ctf_groups.json``; None or no groups: no CTF in the model)."""
+    group table (``ctf_groups.json``; None or no groups: no CTF in the model).
+    ``symmetry: auto``: the group detected in ``symmetry_json`` (:func:`detect_symmetry_file`);
+    with ``refine_top: 0`` the restart is then relaxed to C1 (:func:`cryomtd.mom3d.detect.relax_to_c1`).
+    Extra keys: ``symmetry`` (the group fitted), ``relaxed``."""
     from cryomtd.mom3d.fit import fit_restart
     from cryomtd.seeding import rng
 
     settings = settings or LsqSettings()
+    auto = _is_auto(settings)
+    settings = resolve_symmetry(settings, symmetry_json)
     moments, full, basis, W, sigma = _fit_setup(
         moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact, sigma=sigma
     )
@@ -267,8 +278,23 @@ def recover_restart_file(
         restart=int(restart),
         ctf=mix,
     )
+    relaxed = False
+    if auto and settings.refine_top == 0:  # no refinement follows: this restart is final, relax it
+        res, relaxed = _relax(moments, basis, res, settings, sigma=sigma, W=W, mix=mix, seed=seed, index=int(restart))
     n_groups = np.int64(0 if mix is None else len(mix.ctfs))
-    _save_fit(out, res, full, basis, W=W, sigma=sigma, L=L, restart=int(restart), ctf_groups=n_groups)
+    _save_fit(
+        out,
+        res,
+        full,
+        basis,
+        W=W,
+        sigma=sigma,
+        L=L,
+        restart=int(restart),
+        ctf_groups=n_groups,
+        symmetry=np.str_(settings.symmetry),
+        relaxed=np.bool_(relaxed),
+    )
     log.info(
         "restart %d: cost %.4e, gamma %.4g, %d iterations, %.1f s",
         restart,
@@ -291,16 +317,20 @@ def refine_restart_file(
     exact: bool = False,
     sigma: float | None = None,
     ctf_groups: str | os.PathLike | None = None,
+    symmetry_json: str | os.PathLike | None = None,
 ) -> int:
     """lsq/restart_*.npz → lsq/refine_{rank}.npz: the restart of the ``rank``-th lowest cost (0 =
     best; ties by file order) continued by at most ``refine_iterations`` Gauss–Newton cost
     evaluations (:func:`cryomtd.mom3d.fit.refine_restart`) on the same cost (``ctf_groups``: as
     in :func:`recover_restart_file`). Same keys as a restart file (cost_trace, stage_ends,
     iterations and wall_time_s include the restart's own) plus ``refined_from`` (that restart's
-    index). Returns it."""
+    index). Returns it. ``symmetry: auto``: the group of ``symmetry_json``, and the refined fit
+    is then relaxed to C1 (:func:`cryomtd.mom3d.detect.relax_to_c1`; key ``relaxed``)."""
     from cryomtd.mom3d.fit import rank_by_cost, refine_restart
 
     settings = settings or LsqSettings()
+    auto = _is_auto(settings)
+    settings = resolve_symmetry(settings, symmetry_json)
     if not 0 <= int(rank) < len(restarts):
         raise InputError(
             f"lsq.refine_top: refine rank {rank} needs at least {int(rank) + 1} restarts, "
@@ -344,6 +374,9 @@ def refine_restart_file(
         restart=r,
         ctf=mix,
     )
+    relaxed = False
+    if auto:
+        res, relaxed = _relax(moments, basis, res, settings, sigma=sigma, W=W, mix=mix, seed=0, index=1000 + int(rank))
     ends = [int(e) for e in src.get("stage_ends", [])]
     res.cost_trace = np.r_[np.asarray(src["cost_trace"], dtype=np.float64), res.cost_trace]
     res.stage_ends = ends + [len(res.cost_trace)]
@@ -360,6 +393,8 @@ def refine_restart_file(
         restart=r,
         refined_from=np.int64(r),
         ctf_groups=np.int64(0 if mix is None else len(mix.ctfs)),
+        symmetry=np.str_(settings.symmetry),
+        relaxed=np.bool_(relaxed),
     )
     log.info(
         "refine rank %d (restart %d): cost %.4e → %.4e, gamma %.4g", rank, r, float(src["cost"]), res.cost, res.gamma
@@ -374,11 +409,15 @@ def pick_best_file(
     *,
     voxel_size: float = 1.0,
     settings: LsqSettings | None = None,
+    symmetry_json: str | os.PathLike | None = None,
 ) -> int:
     """lsq/restart_*.npz (and refine_*.npz) → lsq.npz, the lowest cost in the common
     :class:`~cryomtd.estimate.Estimate` format (extra: cost, restart, restart_costs,
     restart_files, stage_ends, iterations, L, ell_max, ell_max_fit, window, sigma, voxel_size),
-    and lsq.mrc (basis.evaluate). Returns the index of the chosen file."""
+    and lsq.mrc (basis.evaluate). With ``symmetry_json`` (``symmetry: auto``) also
+    ``symmetry`` (the detected group) and ``symmetry_detection`` (that file's JSON: cost per
+    group, floor, threshold), which ``evaluate`` copies into metrics.json. Returns the index
+    of the chosen file."""
     from cryomtd.basis import SphericalBessel
     from cryomtd.estimate import Estimate
     from cryomtd.mom3d.fit import rank_by_cost
@@ -396,6 +435,14 @@ def pick_best_file(
     r = runs[best]
     basis = SphericalBessel(int(r["L"]), int(r["ell_max"]))
     extra = {k: v for k, v in r.items() if k not in ("coef", "gamma", "cost_trace", "wall_time_s")}
+    if symmetry_json is not None:
+        import json
+
+        from cryomtd.io import read_json
+
+        det = read_json(symmetry_json)
+        extra["symmetry"] = np.str_(det["group"])
+        extra["symmetry_detection"] = np.str_(json.dumps(det))
     Estimate(
         "lsq",
         coef=np.asarray(r["coef"], dtype=np.float64),
@@ -414,3 +461,109 @@ def pick_best_file(
     write_mrc(out_mrc, basis.evaluate(np.asarray(r["coef"], dtype=np.float64)), voxel_size)
     log.info("best of %d: %s, cost %.4e (costs %s)", len(runs), os.fspath(restarts[best]), costs[best], costs)
     return best
+
+
+def _is_auto(settings: LsqSettings) -> bool:
+    from cryomtd.mom3d.detect import is_auto
+
+    return is_auto(settings.symmetry)
+
+
+def resolve_symmetry(settings: LsqSettings, symmetry_json: str | os.PathLike | None) -> LsqSettings:
+    """``settings`` with ``symmetry: auto`` replaced by the group detected in ``symmetry_json``
+    (lsq/symmetry.json of :func:`detect_symmetry_file`); explicit groups are returned unchanged."""
+    if not _is_auto(settings):
+        return settings
+    if symmetry_json is None:
+        raise InputError("lsq.symmetry: auto needs the detected group (lsq/symmetry.json of rule detect_symmetry)")
+    from cryomtd.basis.symmetry import parse_symmetry
+    from cryomtd.io import read_json
+
+    group = parse_symmetry(read_json(symmetry_json)["group"], f"{symmetry_json}: group")
+    return dataclasses.replace(settings, symmetry=group)
+
+
+def _relax(
+    moments: Any,
+    basis: Any,
+    res: Any,
+    settings: LsqSettings,
+    *,
+    sigma: float | None,
+    W: int,
+    mix: Any,
+    seed: int,
+    index: int,
+) -> tuple[Any, bool]:
+    """(fit, relaxed): ``res`` relaxed to C1 when that lowers the cost (its traces continued)."""
+    from cryomtd.mom3d.detect import relax_to_c1
+    from cryomtd.seeding import rng
+
+    if settings.symmetry == "C1" or settings.advanced.relax < 1:
+        return res, False
+    more = relax_to_c1(
+        moments,
+        basis,
+        res.coef,
+        res.gamma,
+        settings.symmetry,
+        settings,
+        rng=rng(int(seed), "lsq3d-relax", index),
+        sigma=sigma,
+        window=W,
+        ctf=mix,
+    )
+    if not more.cost < res.cost:
+        return res, False
+    more.cost_trace = np.r_[res.cost_trace, more.cost_trace]
+    more.stage_ends = list(res.stage_ends) + [len(more.cost_trace)]
+    more.iterations += res.iterations
+    more.wall_time_s += res.wall_time_s
+    more.restart = res.restart
+    return more, True
+
+
+def detect_symmetry_file(
+    moments_npz: str | os.PathLike,
+    out_json: str | os.PathLike,
+    out_npz: str | os.PathLike | None = None,
+    *,
+    L: int,
+    ell_max: int | None,
+    settings: LsqSettings | None = None,
+    seed: int,
+    exact: bool = False,
+    sigma: float | None = None,
+    ctf_groups: str | os.PathLike | None = None,
+) -> str:
+    """moments.npz → lsq/symmetry.json (:func:`cryomtd.mom3d.detect.detect_symmetry`: the chosen
+    group, the best cost and free coefficients per fitted group, the merged equivalent groups,
+    the rule's floor, factor and threshold, wall time) and, with ``out_npz``, the detection's
+    best fit of the chosen group as one more fit file (restart file keys, ``restart`` = −1).
+    Returns the group."""
+    from cryomtd.io import write_json
+    from cryomtd.mom3d.detect import detect_symmetry
+
+    settings = settings or LsqSettings()
+    moments, full, basis, W, sigma = _fit_setup(
+        moments_npz, L=L, ell_max=ell_max, settings=settings, exact=exact, sigma=sigma
+    )
+    mix = ctf_mixture(ctf_groups)
+    det = detect_symmetry(moments, basis, settings, sigma=sigma, seed=int(seed), window=W, exact=exact, ctf=mix)
+    write_json(out_json, det.to_dict())
+    if out_npz is not None:
+        best = det.fits[det.group]
+        _save_fit(
+            out_npz,
+            best,
+            full,
+            basis,
+            W=W,
+            sigma=sigma,
+            L=L,
+            restart=-1,
+            ctf_groups=np.int64(0 if mix is None else len(mix.ctfs)),
+            symmetry=np.str_(det.group),
+            relaxed=np.bool_(False),
+        )
+    return det.group
