@@ -41,7 +41,15 @@ from cryomtd.settings import override
 
 from .backend import get_backend
 from .ctfmodel import ENERGY, CtfModel, plan_ctf
-from .estep import PruneState, Statistics, auto_method, batch_sizes, estep_batch, projection_spectra
+from .estep import (
+    PruneState,
+    Statistics,
+    auto_method,
+    batch_sizes,
+    estep_batch,
+    projection_spectra,
+    release_buffers,
+)
 from .model import ProjectionModel, WignerBlocks
 from .mstep import ctf_path_is_cheaper, mstep
 from .patches import PatchSource
@@ -345,6 +353,7 @@ def _iterate(
         parts.append(part)
         del spectra
     stats = parts[0] if len(parts) == 1 else _stack_groups(parts)
+    release_buffers()  # the E-step's weight buffer (reused across batches) is not held through the M-step
     xp.sync()
     t1 = time.perf_counter()
     eta = step_size(k, settings.step.burn_in, settings.step.decay) if plan.stochastic else 1.0
