@@ -12,13 +12,21 @@ empty-patch states). With Y = Z y and z = Z p_ω, for every shift at once
 * norm term   ‖C R_s Z p‖²  = Σ_u M[u] z²[u − s]   = irfft2(M̂ · conj(ẑ²))[s]  (M = Z 1)
 
 so log p(y, ω, s) = log π_ω + log ρ_s − (‖y‖² − 2·cross + norm)/(2σ²) − (L²/2) log 2πσ².
-Two interchangeable ways compute the cross terms: ``method="fft"`` (batched 2L×2L real
-FFTs over patches × rotations) and ``method="matmul"`` (one matrix product of the
-patches (P, L²) with the stack of all shifted-and-cropped projections (R·4L², L²),
-faster for small L on CPUs with a fast BLAS and on GPUs). Responsibilities come from a
-float64 log-sum-exp over (ω, s), computed in place. The M-step statistics are
-accumulated on the fly: n_{ω,s} = Σ_i w_{iωs} and the back-shifted data image
+Two interchangeable ways compute the cross terms: ``method="fft"`` and ``method="matmul"``
+(one matrix product of the patches (P, L²) with the stack of all shifted-and-cropped
+projections (R·N², L²), the faster one on GPUs). The M-step statistics are accumulated on
+the fly: n_{ω,s} = Σ_i w_{iωs} and the back-shifted data image
 b_ω[v] = Σ_i Σ_s w_{iωs} Y_i[v + s] (v in the B×B projection-box domain).
+
+On numpy, ``fft`` is the **fused E-step** (:func:`_fused_estep`; docs/em3d.md "E-step
+throughput"): the cross terms of the N − 1 linear lags per axis d = u − v ∈ (−B, L) — the
+non-empty shifts, s = d mod N — by real FFTs on an M×M lag grid (M = :func:`fft_size`
+(N − 1), 7-smooth; :func:`lag_grid` maps lags to shifts), the empty crops in closed form,
+and per rotation chunk one inverse FFT, the bias, max, exp and sum in cache, the
+responsibilities' normalisation folded into n and b (one forward FFT per pair for b); all
+float64. With ``keep`` (:func:`estep_masses`, :class:`PruneState`) only the chosen (patch,
+rotation) pairs are evaluated (rotation pruning). On torch, ``fft`` is the plain batched
+N×N FFT cross-correlation with an in-place float64 log-sum-exp.
 """
 
 from __future__ import annotations
@@ -75,9 +83,10 @@ class Spectra:
     """Per-iteration quantities of the current projections (backend arrays).
 
     ``z`` (R, N²) padded projection boxes (flat); ``proj_hat`` (R, N, N//2+1) their spectra
-    (``fft``); ``norms`` (R, N, N) float64 ‖C R_s Z p_ω‖²; ``log_prior`` (R, N, N)
-    float64 log π_ω + log ρ_s; ``index`` = :func:`shift_index` (``matmul``). ``L`` is the
-    patch side, ``box`` the projection box side B (= L without a CTF), N = L + B.
+    (``fft`` on torch; on numpy the conjugate spectra on the M×M lag grid, (R, M, M//2+1));
+    ``norms`` (R, N, N) float64 ‖C R_s Z p_ω‖²; ``log_prior`` (R, N, N) float64 log π_ω + log ρ_s;
+    ``index`` = :func:`shift_index` (``matmul``). ``L`` is the patch side, ``box`` the projection
+    box side B (= L without a CTF), N = L + B.
     """
 
     z: Any
