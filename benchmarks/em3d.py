@@ -1,4 +1,4 @@
-"""Benchmark of the approximate-EM E-step and its scaling.
+"""Benchmark of the approximate-EM E-step: throughput, its ratio to a plain loop, scaling, pruning.
 
 For each backend × method (fft, matmul): E-step throughput in patch·rotation·shift
 evaluations per second (log-likelihoods, float64 log-sum-exp, responsibilities and the
@@ -7,16 +7,21 @@ of the machine's capability measured in the same run:
 
 * matmul method: achieved GFLOP/s (4·L² flops per evaluation: 2·L² for the cross term,
   2·L² for the back-projection) ÷ the GFLOP/s of a 1024³ float64 matrix product;
-* fft method: achieved (patch, rotation) pairs/s × 2 transforms ÷ the transforms/s of a
-  plain batched rfft2/irfft2 pair on 2L×2L images of the same batch shape.
+* fft method: achieved (patch, rotation) pairs/s ÷ the pairs/s of a plain batched
+  irfft2(rfft2(·)) on images of the transform's size (numpy: the fused path's M×M lag grid,
+  M = 21 at L = 11; torch: 2L×2L) — the fused path does one inverse and one forward 2-D
+  transform per pair.
 
-Reference: a plain implementation run in the same process on a subset — a Python loop
-over (patch, rotation) pairs with one numpy FFT cross-correlation each, then a log-sum-exp
-— and its ratio to the vectorised E-step. Then scaling: time vs number of patches and vs
-number of rotations, and the M-step time vs rotations. Everything is printed and written
-as JSON (``--out``).
+Reference (always printed): a plain implementation — a Python loop over (patch, rotation)
+pairs with one numpy FFT cross-correlation each, then a log-sum-exp, no statistics — on a
+subset (``--ref-pairs``), timed in alternating rounds with the **default** E-step
+(numpy, ``method: auto``, ``--threads``) on all patches; the ratio of their evaluations/s.
+``--scaling``: time vs patches, vs rotations, and the M-step vs rotations. ``--prune ε…``:
+batch EM on a simulated micrograph with and without rotation pruning (:func:`prune_study`).
+Everything is printed and written as JSON (``--out``).
 
-    python benchmarks/em3d.py --L 11 --patches 256 --rotations 576 --out em3d_bench.json
+    OMP_NUM_THREADS=2 python benchmarks/em3d.py --L 11 --patches 128 --rotations 576 \
+        --backends numpy --methods fft matmul --rounds 5 --threads 1 --out em3d_bench.json
 """
 
 from __future__ import annotations
