@@ -60,6 +60,7 @@ __all__ = [
     "moment_noise_floor",
     "detect_symmetry",
     "relax_to_c1",
+    "after_relaxation",
     "is_auto",
 ]
 
@@ -161,7 +162,7 @@ class SymmetryDetection:
     """Result of :func:`detect_symmetry`.
 
     ``group``: the chosen point group; ``costs``: best cost per fitted group (in fitting
-    order, most symmetric first); ``sizes``: free coefficients k per group; ``equivalent``:
+    order, most symmetric first); ``sizes``: free coefficients k per candidate group; ``equivalent``:
     groups with the same subspace as the listed one (merged); ``skipped``: candidates not
     fitted (after the early stop); ``floor``, ``factor``, ``threshold``: φ, the factor and τ
     of the rule; ``fits``: the best :class:`~cryomtd.mom3d.fit.FitResult` per group."""
@@ -191,6 +192,24 @@ class SymmetryDetection:
             "wall_time_s": float(self.wall_time_s),
             "rule": "most symmetric group with cost <= max(floor, factor * best cost)",
         }
+
+
+def after_relaxation(summary: dict[str, Any], relaxed_cost: float) -> dict[str, Any]:
+    """The detection ``summary`` (:meth:`SymmetryDetection.to_dict`) decided again with the C1 cost
+    of the relaxed fit: the rule of the module docstring over the group costs with
+    f_C1 = min(f_C1, ``relaxed_cost``). The relaxation can only show that the data need less
+    symmetry (a C1 cost far below the chosen group's rejects it). Adds ``detected`` (the group
+    before the relaxation) and ``relaxed_cost``; ``group`` and ``threshold`` are the new ones."""
+    costs = {g: float(c) for g, c in summary["costs"].items()}
+    costs["C1"] = min(costs.get("C1", np.inf), float(relaxed_cost))
+    group, tau = choose_group(costs, summary["sizes"], float(summary["floor"]), float(summary["factor"]))
+    return {
+        **summary,
+        "detected": summary.get("detected", summary["group"]),
+        "group": group,
+        "threshold": tau,
+        "relaxed_cost": float(relaxed_cost),
+    }
 
 
 def _check(adv: Any) -> None:
@@ -280,7 +299,7 @@ def detect_symmetry(
     det = SymmetryDetection(
         group=group,
         costs=costs,
-        sizes={g: sizes[g] for g in costs},
+        sizes=sizes,
         equivalent={g: eq for g, _, eq in groups},
         skipped=skipped,
         floor=floor,

@@ -804,11 +804,13 @@ def fit(
     ``symmetry: auto``: the point group is first detected from the moments
     (:func:`cryomtd.mom3d.detect.detect_symmetry`; ``exact``: the moments are noise-free, None =
     they have no pixel count), the restarts run in that group, and the best fit is relaxed to
-    C1 (:func:`~cryomtd.mom3d.detect.relax_to_c1`, kept when it lowers the cost). The result's
-    ``symmetry`` is the detected group, ``detection`` the detection's summary plus ``relaxed``
-    (whether the returned coefficients are the C1 relaxation).
+    C1 (:func:`~cryomtd.mom3d.detect.relax_to_c1`, kept when it lowers the cost; the group is
+    then decided again with the relaxed C1 cost, :func:`~cryomtd.mom3d.detect.after_relaxation`).
+    The result's ``symmetry`` is that group, ``detection`` the detection's summary (``detected``:
+    the group before the relaxation) plus ``relaxed`` (whether the returned coefficients are the
+    C1 relaxation).
     """
-    from cryomtd.mom3d.detect import detect_symmetry, is_auto, relax_to_c1
+    from cryomtd.mom3d.detect import after_relaxation, detect_symmetry, is_auto, relax_to_c1
     from cryomtd.progress import progress
     from cryomtd.seeding import rng
 
@@ -864,6 +866,9 @@ def fit(
             best, relaxed = more, True
     best.restart_costs = costs
     if det is not None:
-        best.detection = {**det.to_dict(), "relaxed": relaxed}
-        best.symmetry = det.group
+        summary = det.to_dict()
+        if relaxed:  # a C1 cost far below the group's rejects the group (detect.after_relaxation)
+            summary = after_relaxation(summary, best.cost)
+        best.detection = {**summary, "relaxed": relaxed}
+        best.symmetry = summary["group"]
     return best

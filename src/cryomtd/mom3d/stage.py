@@ -415,8 +415,10 @@ def pick_best_file(
     :class:`~cryomtd.estimate.Estimate` format (extra: cost, restart, restart_costs,
     restart_files, stage_ends, iterations, L, ell_max, ell_max_fit, window, sigma, voxel_size),
     and lsq.mrc (basis.evaluate). With ``symmetry_json`` (``symmetry: auto``) also
-    ``symmetry`` (the detected group) and ``symmetry_detection`` (that file's JSON: cost per
-    group, floor, threshold), which ``evaluate`` copies into metrics.json. Returns the index
+    ``symmetry`` (the group) and ``symmetry_detection`` (that file's JSON: cost per group,
+    floor, threshold; when the chosen fit is a C1 relaxation, decided again with its cost,
+    :func:`cryomtd.mom3d.detect.after_relaxation`, ``detected`` = the group before), which
+    ``evaluate`` copies into metrics.json. Returns the index
     of the chosen file."""
     from cryomtd.basis import SphericalBessel
     from cryomtd.estimate import Estimate
@@ -439,8 +441,13 @@ def pick_best_file(
         import json
 
         from cryomtd.io import read_json
+        from cryomtd.mom3d.detect import after_relaxation
 
         det = read_json(symmetry_json)
+        relaxed = bool(np.asarray(r.get("relaxed", False)))
+        if relaxed:  # the relaxed C1 cost may reject the detected group
+            det = after_relaxation(det, float(r["cost"]))
+        det["relaxed"] = relaxed
         extra["symmetry"] = np.str_(det["group"])
         extra["symmetry_detection"] = np.str_(json.dumps(det))
     Estimate(
