@@ -168,7 +168,12 @@ def _fingerprint(**parts: Any) -> str:
 
 
 def _save_checkpoint(
-    path: Path, res: EMResult, stats: Statistics | None, gen: np.random.Generator, fingerprint: str
+    path: Path,
+    res: EMResult,
+    stats: Statistics | None,
+    gen: np.random.Generator,
+    fingerprint: str,
+    prune: PruneState | None = None,
 ) -> None:
     arrays: dict[str, Any] = {
         "coef": res.coef,
@@ -180,13 +185,18 @@ def _save_checkpoint(
     }
     if stats is not None:
         arrays.update(stat_count=stats.count, stat_loglik=stats.loglik, stat_n=stats.n, stat_b=stats.b)
+    if prune is not None:  # the keep sets decide the next E-step: a resumed run needs them
+        arrays.update(prune_bits=prune.bits, prune_visited=prune.visited)
     save_npz(path, **arrays)
 
 
-def _load_checkpoint(path: Path, fingerprint: str) -> tuple[EMResult, Statistics | None, dict] | None:
-    """(result so far, smoothed statistics, RNG state) from ``path``; None when there is no
-    checkpoint or it belongs to other inputs/settings (then EM starts afresh). A file that
-    cannot be read (truncated, not an npz, fields missing) raises :class:`InputError` naming it."""
+def _load_checkpoint(
+    path: Path, fingerprint: str, prune: PruneState | None = None
+) -> tuple[EMResult, Statistics | None, dict] | None:
+    """(result so far, smoothed statistics, RNG state) from ``path``, restoring the pruning
+    keep sets into ``prune``; None when there is no checkpoint or it belongs to other
+    inputs/settings (then EM starts afresh). A file that cannot be read (truncated, not an
+    npz, fields missing) raises :class:`InputError` naming it."""
     if not path.is_file():
         return None
     try:
@@ -205,6 +215,9 @@ def _load_checkpoint(path: Path, fingerprint: str) -> tuple[EMResult, Statistics
                     float(z["stat_count"]), float(z["stat_loglik"]), z["stat_n"].copy(), z["stat_b"].copy()
                 )
             rng_state = json.loads(str(z["rng_state"]))
+            if prune is not None:
+                prune.bits[...] = z["prune_bits"]
+                prune.visited[...] = z["prune_visited"]
     except Exception as exc:  # zipfile, format, JSON and missing-field errors, with varied types
         raise InputError(
             f"{path}: unreadable EM checkpoint ({type(exc).__name__}: {exc}); delete it to start afresh"
@@ -452,6 +465,8 @@ def em(
     extra_fp: dict[str, Any] = {}
     if ctf is not None:
         extra_fp["ctf"] = json.dumps(ctf.summary(), sort_keys=True)
+    if plan.prune is not None:  # pruning changes the numbers (ε > 0) and the checkpoint's fields
+        extra_fp["prune"] = (float(settings.advanced.prune), int(settings.advanced.prune_after))
     fp = _fingerprint(
         x0=x0,
         psi_shape=model.psi.shape,
@@ -475,7 +490,7 @@ def em(
     smoothed: Statistics | None = None
     ck = Path(checkpoint) if checkpoint is not None else None
     if ck is not None:
-        loaded = _load_checkpoint(ck, fp)
+        loaded = _load_checkpoint(ck, fp, plan.prune)
         if loaded is not None:
             res, smoothed, state = loaded
             gen.bit_generator.state = state
@@ -499,7 +514,7 @@ def em(
         idx = np.arange(N) if not plan.stochastic else np.sort(gen.choice(N, size=plan.n_sub, replace=False))
         smoothed = _iterate(res, smoothed, idx, source, model, wigner, sigma, settings, plan)
         if ck is not None:
-            _save_checkpoint(ck, res, smoothed if plan.stochastic else None, gen, fp)
+            _save_checkpoint(ck, res, smoothed if plan.stochastic else None, gen, fp, plan.prune)
         bar.update(1)
         bar.set_postfix(loglik=f"{res.loglik[-1]:.4g}")
         if callback is not None:
