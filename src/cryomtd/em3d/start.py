@@ -14,8 +14,8 @@ a little random detail:
   matter), plus random low-pass ℓ ≥ 1 coefficients of norm ``spread``·‖ball‖.
 
 The random start (``random``, :meth:`ProjectionModel.lowpass_random`) is kept for comparison:
-on crowded micrographs (γ = 0.4, non-overlapping) EM from it converges to a wrong volume,
-while the ball start reaches the truth's basin (docs/em3d.md, "Starting volume").
+on crowded micrographs (γ = 0.4, non-overlapping) it needs more iterations to reach the
+error the ball start reaches (docs/em3d.md, "Starting volume").
 """
 
 from __future__ import annotations
