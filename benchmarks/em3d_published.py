@@ -4,9 +4,10 @@ Simulates micrographs of a volume at 11³ (Shepp–Logan or BPTI, prepared as in
 expanded with ell_max = 10), γ = 0.4 with non-overlapping placement, SNR 1, with the
 project's simulator; then runs batch EM on the patches of ``--batch-size``² pixels of
 micrographs and stochastic EM (``--fraction`` of the patches per iteration) on
-``--stochastic-size``², both on the ``--grid-step`` rotation grid, from the same low-pass
-random start. After every iteration: FSC-0.5 resolution (voxels) and relative error after
-alignment to the truth (cryomtd.evaluate.align over O(3)), loglik per patch, E- and M-step
+``--stochastic-size``², both on the ``--grid-step`` rotation grid, from the same start
+(``--init``: the default ball, or random). After every iteration: FSC-0.5 resolution
+(voxels) and relative error after alignment to the truth (cryomtd.evaluate.align over O(3)
+and a translation), loglik per patch, E- and M-step
 seconds. ``--start-ell k`` starts instead from the truth low-passed to ℓ ≤ k (a stand-in
 for the workflow's method-of-moments start). Writes JSON (``--out``).
 
@@ -54,6 +55,7 @@ def main() -> None:
         help="start from the truth low-passed to ℓ ≤ this (a stand-in for the method-of-moments "
         "estimate) instead of the low-pass random volume",
     )
+    ap.add_argument("--init", choices=["ball", "random"], default="ball", help="EM start without --start-ell")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -77,7 +79,7 @@ def main() -> None:
         rows = []
 
         def record(k, res, rows=rows, name=name):
-            a = align(b.evaluate(res.coef), truth, basis=b, output="basis", grid_step=15.0)
+            a = align(b.evaluate(res.coef), truth, basis=b, output="basis", grid_step=15.0, shift=True)
             curve = fsc(a.volume, truth)
             rows.append(
                 {
@@ -110,6 +112,7 @@ def main() -> None:
             grid_step=args.grid_step,
             iterations=args.iterations,
             x0=x0,
+            init=args.init,
             fraction=fraction,
             seed=args.seed,
             tol=0,
