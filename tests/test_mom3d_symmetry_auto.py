@@ -196,8 +196,9 @@ def test_bad_detection_settings_name_the_key():
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="not reached: the default C1 fit of an asymmetric 11^3, ell_max = 3 blob volume ends at "
-    "relative error 0.44-0.51 (cost 1e-8, a near-translated copy); docs/mom3d.md 'Unknown symmetry'",
+    reason="not reached: with symmetry auto and the default settings this blob volume ends at relative "
+    "error 0.378 (detected C2, relaxed to C1 at cost 5.7e-9; plain C1 fits 0.44-0.51, cost 1e-8: a "
+    "near-translated copy); docs/mom3d.md 'Unknown symmetry'",
 )
 def test_hidden_style_blobs_reach_the_truth_from_exact_moments():
     # the target: 11^3, ell_max = 3, Gaussian blobs, no symmetry, exact moments, the
@@ -208,8 +209,11 @@ def test_hidden_style_blobs_reach_the_truth_from_exact_moments():
     truth = b.expand(gaussian_blobs(11, 6, seed=0))
     data = expected_moments(b, truth, 0.1, 6)
     res = fit(data, b, sigma=0.0, seed=0, symmetry="auto")
-    assert res.symmetry == "C1"
-    assert _align_error(b, res.coef, truth) < 0.1
+    err = _align_error(b, res.coef, truth)
+    print(
+        f"hidden-style blobs: symmetry {res.symmetry}, detection {res.detection}, cost {res.cost:.3e}, error {err:.3f}"
+    )
+    assert err < 0.1
 
 
 def test_stage_files_carry_the_detected_group(tmp_path):
