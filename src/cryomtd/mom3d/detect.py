@@ -199,7 +199,8 @@ def after_relaxation(summary: dict[str, Any], relaxed_cost: float) -> dict[str, 
     of the relaxed fit: the rule of the module docstring over the group costs with
     f_C1 = min(f_C1, ``relaxed_cost``). The relaxation can only show that the data need less
     symmetry (a C1 cost far below the chosen group's rejects it). Adds ``detected`` (the group
-    before the relaxation) and ``relaxed_cost``; ``group`` and ``threshold`` are the new ones."""
+    before the relaxation) and ``relaxed_cost``; ``group``, ``threshold`` and ``costs`` (C1's the
+    lower of the two) are the new ones."""
     costs = {g: float(c) for g, c in summary["costs"].items()}
     costs["C1"] = min(costs.get("C1", np.inf), float(relaxed_cost))
     group, tau = choose_group(costs, summary["sizes"], float(summary["floor"]), float(summary["factor"]))
@@ -208,6 +209,7 @@ def after_relaxation(summary: dict[str, Any], relaxed_cost: float) -> dict[str, 
         "detected": summary.get("detected", summary["group"]),
         "group": group,
         "threshold": tau,
+        "costs": costs,
         "relaxed_cost": float(relaxed_cost),
     }
 
