@@ -68,6 +68,22 @@ def lsq3d_restart_files(wc):
     return [Layout(RESULTS, wc.exp).lsq_restart(r) for r in range(exp_config(wc)["lsq"]["restarts"])]
 
 
+def lsq3d_auto(wc):
+    """Whether the run's lsq.symmetry is auto (detected by rule detect_symmetry)."""
+    return str(exp_config(wc)["lsq"]["symmetry"]).strip().lower() == "auto"
+
+
+def lsq3d_symmetry_input(wc):
+    """lsq/symmetry.json when lsq.symmetry is auto, else nothing."""
+    return [Layout(RESULTS, wc.exp).path("lsq", "symmetry.json")] if lsq3d_auto(wc) else []
+
+
+def lsq3d_fit_files(wc):
+    """The restart files, plus the detection's best fit (lsq/detected.npz) with symmetry auto."""
+    extra = [Layout(RESULTS, wc.exp).path("lsq", "detected.npz")] if lsq3d_auto(wc) else []
+    return lsq3d_restart_files(wc) + extra
+
+
 def micrograph_side(wc):
     """Pixels per side of micrograph k of a data experiment (from the file size; for the job's
     memory), else None (the config's micrographs.size)."""

@@ -36,22 +36,6 @@ rule exact_moments:
         "../../scripts/exact_moments.py"
 
 
-def lsq3d_auto(wc):
-    """Whether the run's lsq.symmetry is auto (detected by rule detect_symmetry)."""
-    return str(exp_config(wc)["lsq"]["symmetry"]).strip().lower() == "auto"
-
-
-def lsq3d_symmetry_input(wc):
-    """lsq/symmetry.json when lsq.symmetry is auto, else nothing."""
-    return [Layout(RESULTS, wc.exp).path("lsq", "symmetry.json")] if lsq3d_auto(wc) else []
-
-
-def lsq3d_fit_files(wc):
-    """The restart files, plus the detection's best fit (lsq/detected.npz) with symmetry auto."""
-    extra = [Layout(RESULTS, wc.exp).path("lsq", "detected.npz")] if lsq3d_auto(wc) else []
-    return lsq3d_restart_files(wc) + extra
-
-
 rule detect_symmetry:
     # lsq.symmetry: auto — the point group from the moments alone (cryomtd.mom3d.detect): screened
     # fits per candidate group, the most symmetric one the data do not reject; the restarts then
