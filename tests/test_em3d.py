@@ -231,6 +231,22 @@ def test_batch_em_objective_non_decreasing(prior_weight, learn_pi, method):
     assert np.all(np.diff(obj) >= -1e-9 * np.abs(obj[:-1])), obj
 
 
+class Killed(Exception):
+    pass
+
+
+def killed_and_resumed(run, checkpoint, at=3):
+    """``run(checkpoint=…, callback=…)`` killed after iteration ``at``, then rerun to the end from its checkpoint."""
+
+    def kill(k, res):
+        if k == at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(checkpoint=checkpoint, callback=kill)
+    return run(checkpoint=checkpoint)
+
+
 def test_stochastic_resume_equals_uninterrupted(tmp_path):
     L = 4
     model = tiny_model(L)
@@ -239,17 +255,7 @@ def test_stochastic_resume_equals_uninterrupted(tmp_path):
     mic = synthetic_patches(model, wig, truth, 64, sigma=0.5).reshape(-1, L)
     kw = dict(sigma=0.5, iterations=6, tol=0, fraction=0.3, burn_in=2, decay=0.7, backend="numpy", seed=11)
     full = em(PatchSource([mic], L), model, wig, checkpoint=tmp_path / "a.npz", **kw)
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_3(k, res):
-        if k == 3:
-            raise Killed
-
-    with pytest.raises(Killed):
-        em(PatchSource([mic], L), model, wig, checkpoint=tmp_path / "b.npz", callback=kill_at_3, **kw)
-    resumed = em(PatchSource([mic], L), model, wig, checkpoint=tmp_path / "b.npz", **kw)
+    resumed = killed_and_resumed(lambda **k: em(PatchSource([mic], L), model, wig, **kw, **k), tmp_path / "b.npz")
     assert resumed.resumed_from == 3 and resumed.iterations == 6
     np.testing.assert_array_equal(resumed.coef, full.coef)
     np.testing.assert_array_equal(resumed.rho, full.rho)
@@ -269,17 +275,7 @@ def test_pruned_resume_equals_uninterrupted(tmp_path):
     mic = synthetic_patches(model, wig, truth, 64, sigma=0.3).reshape(-1, L)
     kw = dict(sigma=0.3, iterations=6, tol=0, backend="numpy", method="fft", prune=1e-3, prune_after=1, seed=11)
     full = em(PatchSource([mic], L), model, wig, checkpoint=tmp_path / "a.npz", **kw)
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_3(k, res):
-        if k == 3:
-            raise Killed
-
-    with pytest.raises(Killed):
-        em(PatchSource([mic], L), model, wig, checkpoint=tmp_path / "b.npz", callback=kill_at_3, **kw)
-    resumed = em(PatchSource([mic], L), model, wig, checkpoint=tmp_path / "b.npz", **kw)
+    resumed = killed_and_resumed(lambda **k: em(PatchSource([mic], L), model, wig, **kw, **k), tmp_path / "b.npz")
     assert resumed.resumed_from == 3 and resumed.iterations == 6
     np.testing.assert_array_equal(resumed.coef, full.coef)
     np.testing.assert_array_equal(resumed.loglik, full.loglik)

@@ -48,7 +48,7 @@ import torch
 
 from cryomtd.basis.symmetry import parse_symmetry, point_group, symmetric_subspace
 from cryomtd.io import InputError
-from cryomtd.mom3d.settings import LsqSettings
+from cryomtd.mom3d.settings import LsqAdvanced, LsqSettings
 from cryomtd.settings import override
 
 __all__ = [
@@ -67,23 +67,8 @@ __all__ = [
 log = logging.getLogger("cryomtd.mom3d")
 
 AUTO = "auto"
-DEFAULT_CANDIDATES = (
-    "C1",
-    "C2",
-    "C3",
-    "C4",
-    "C5",
-    "C6",
-    "C7",
-    "C8",
-    "D2",
-    "D3",
-    "D4",
-    "D5",
-    "D6",
-    "T",
-    "O",
-)
+#: The candidate groups of ``lsq.advanced.candidates`` (default written once, in the settings).
+DEFAULT_CANDIDATES = LsqAdvanced().candidates
 
 
 def is_auto(symbol: Any) -> bool:
