@@ -28,7 +28,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["random", "euler_to_matrix", "matrix_to_euler", "grid", "grid_size", "so3_quadrature"]
+__all__ = ["random", "euler_to_matrix", "matrix_to_euler", "grid", "grid_size", "nearest", "so3_quadrature"]
 
 
 def _generator(seed: int | np.random.Generator) -> np.random.Generator:
@@ -132,6 +132,23 @@ def grid(step_degrees: float) -> np.ndarray:
     rot = np.repeat(phi, psi.size)
     tilt = np.repeat(theta, psi.size)
     return euler_to_matrix(rot, tilt, np.tile(psi, phi.size), degrees=False)
+
+
+def nearest(rotations: npt.ArrayLike, grid_rotations: npt.ArrayLike, chunk: int = 4096) -> np.ndarray:
+    """(n,) int: for each of ``rotations`` (n, 3, 3) the index of the closest of ``grid_rotations``
+    (m, 3, 3) in geodesic angle (largest |⟨q, g⟩| of unit quaternions; ties to the lower index).
+    Memory O(chunk·m): chunks of ``chunk`` rotations."""
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_matrix(np.asarray(rotations, dtype=np.float64)).as_quat()
+    g = Rotation.from_matrix(np.asarray(grid_rotations, dtype=np.float64)).as_quat()
+    return (
+        np.concatenate([np.abs(q[i : i + chunk] @ g.T).argmax(axis=1) for i in range(0, len(q), chunk)]).astype(
+            np.int64
+        )
+        if len(q)
+        else np.zeros(0, dtype=np.int64)
+    )
 
 
 def so3_quadrature(degree: int) -> tuple[np.ndarray, np.ndarray]:

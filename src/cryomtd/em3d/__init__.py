@@ -17,7 +17,7 @@ from .estep import Statistics, estep_batch, log_likelihoods, projection_spectra
 from .model import ProjectionModel
 from .mstep import mstep, normal_equations, solve, weight_images
 from .patches import PatchSource
-from .settings import EmAdvanced, EmSettings, StepSettings
+from .settings import EmAdvanced, EmSettings, RefineSettings, StepSettings
 
 __all__ = [
     "run",
@@ -41,5 +41,6 @@ __all__ = [
     "get_backend",
     "EmSettings",
     "EmAdvanced",
+    "RefineSettings",
     "StepSettings",
 ]

@@ -47,8 +47,11 @@ from .estep import (
     auto_method,
     batch_sizes,
     estep_batch,
+    estep_masses,
+    local_rotations,
     projection_spectra,
     release_buffers,
+    rotation_masses,
 )
 from .model import ProjectionModel, WignerBlocks
 from .mstep import ctf_path_is_cheaper, mstep
@@ -241,6 +244,13 @@ class _Plan:
     patch_group: np.ndarray | None = None  # (n_patches,) group of each patch
     models: list | None = None  # filtered ProjectionModel per group
     prune: PruneState | None = None  # rotation pruning (em.advanced.prune > 0)
+    fine: WignerBlocks | None = None  # local refinement: the fine grid's Wigner blocks
+    parent: np.ndarray | None = None  # (R_fine,) nearest global-grid rotation of each fine one
+    evaluated: list = field(default_factory=lambda: [0, 0])  # refined (patch, rotation) pairs: done, possible
+
+    def refined(self, k: int, settings: EmSettings) -> bool:
+        """Whether iteration k runs the local refinement on the fine grid."""
+        return self.fine is not None and k > settings.refine.after
 
     @property
     def box(self) -> int | None:
@@ -255,8 +265,10 @@ def _plan(
     sigma: float,
     settings: EmSettings,
     ctf: CtfModel | None = None,
+    fine: tuple[WignerBlocks, np.ndarray] | None = None,
 ) -> _Plan:
-    """Check the settings against the data; choose the backend, the E-step method and the batches."""
+    """Check the settings against the data; choose the backend, the E-step method and the batches.
+    ``fine`` = (Wigner blocks of the fine grid, parent index per fine rotation) for local refinement."""
     adv = settings.advanced
     if not sigma > 0:
         raise InputError(f"em.sigma: expected a positive noise level, got {sigma}")
@@ -279,12 +291,25 @@ def _plan(
         if method != "fft" or xp.name != "numpy":
             raise InputError(f"em.advanced.prune needs the numpy fft E-step, got {xp.label} {method}")
         plan.prune = PruneState(source.n, R, adv.prune)
+    if fine is not None:
+        if method != "fft" or xp.name != "numpy":
+            raise InputError(f"em.refine needs the numpy fft E-step, got {xp.label} {method}")
+        if adv.prune > 0 or settings.learn_rotation_prior:
+            raise InputError("em.refine: not combined with em.advanced.prune or em.learn_rotation_prior")
+        plan.fine, plan.parent = fine
+        if plan.parent.shape != (wigner_rows(plan.fine),) or plan.parent.min() < 0 or plan.parent.max() >= R:
+            raise InputError(f"em.refine: parent indices must map the fine grid into the {R} global rotations")
     if ctf is not None:
         counts = np.diff(source.offsets)
         plan.ctf = ctf
         plan.patch_group = np.repeat(ctf.group_of, counts)
         plan.models = ctf.models(model)
     return plan
+
+
+def wigner_rows(wigner: WignerBlocks) -> int:
+    """Number of rotations of a list of Wigner blocks."""
+    return int(next(w for w in wigner if w is not None).shape[0])
 
 
 def _start(
@@ -344,34 +369,53 @@ def _iterate(
         groups = [(model, idx)]
     else:  # one E-step per CTF group over its own patches
         groups = [(m, idx[plan.patch_group[idx] == g]) for g, m in enumerate(plan.models)]
-    parts = []
-    for gmodel, gidx in groups:
+    refined = plan.refined(k, settings)
+    grid = plan.fine if refined else wigner  # the M-step's rotations
+    R = wigner_rows(grid)
+    if res.pi.size != R:  # entering the refinement: the uniform prior over the fine grid
+        res.pi = np.full(R, 1.0 / R)
+
+    def spectra_of(gmodel: ProjectionModel, w: WignerBlocks, log_pi: np.ndarray) -> Any:
         with np.errstate(divide="ignore"):
-            spectra = projection_spectra(
-                gmodel.project(res.coef, wigner),
+            return projection_spectra(
+                gmodel.project(res.coef, w),
                 np.log(res.rho),
-                np.log(res.pi),
+                log_pi,
                 xp,
                 plan.method,
                 stack_mb=settings.advanced.memory_mb / 4,
                 L=L,
             )
-        part = Statistics.zeros(plan.R, L, plan.box)
+
+    parts = []
+    for gmodel, gidx in groups:
+        with np.errstate(divide="ignore"):
+            spectra = spectra_of(gmodel, grid, np.log(res.pi))
+        coarse = spectra_of(gmodel, wigner, np.full(plan.R, -np.log(plan.R))) if refined else None
+        part = Statistics.zeros(R, L, plan.box)
         for ids, patches in source.batches(gidx, plan.P_batch):
-            if plan.prune is None:
+            if refined:  # global grid: rotation posteriors only; fine grid: near the top ones
+                mass = rotation_masses(patches, coarse, sigma, xp, plan.rot_chunk)
+                keep = local_rotations(mass, plan.parent, settings.refine.top)
+                part.add(estep_masses(patches, spectra, sigma, xp, plan.rot_chunk, keep)[0])
+                plan.evaluated[0] += int(keep.sum())
+                plan.evaluated[1] += keep.size
+            elif plan.prune is None:
                 part.add(estep_batch(patches, spectra, sigma, xp, plan.rot_chunk))
             else:
                 active = k > settings.advanced.prune_after
                 part.add(plan.prune.estep(ids, patches, spectra, sigma, xp, plan.rot_chunk, active))
         parts.append(part)
-        del spectra
+        del spectra, coarse
     stats = parts[0] if len(parts) == 1 else _stack_groups(parts)
     release_buffers()  # the E-step's weight buffer (reused across batches) is not held through the M-step
     xp.sync()
     t1 = time.perf_counter()
-    eta = step_size(k, settings.step.burn_in, settings.step.decay) if plan.stochastic else 1.0
+    # SAEM's average restarts with the refinement (its statistics live on the fine grid)
+    k_step = k - settings.refine.after if refined else k
+    eta = step_size(k_step, settings.step.burn_in, settings.step.decay) if plan.stochastic else 1.0
     per_patch = stats.scaled(1.0 / stats.count)
-    if smoothed is None or eta >= 1.0:
+    if smoothed is None or eta >= 1.0 or smoothed.n.shape != per_patch.n.shape:
         smoothed = per_patch
     else:
         smoothed = Statistics(
@@ -384,7 +428,7 @@ def _iterate(
     new = mstep(
         smoothed.scaled(N),
         model if plan.ctf is None or fast else plan.models,
-        wigner,
+        grid,
         sigma,
         prior_weight=settings.prior_weight,
         learn_rotation_prior=settings.learn_rotation_prior,
@@ -408,6 +452,12 @@ def _iterate(
     log.info("em iteration %d: loglik/patch %.6f, E %.2fs, M %.2fs, step %.3f", k, ll, t1 - t0, t2 - t1, eta)
     if plan.prune is not None:
         log.info("em iteration %d: pruning, %.4f of the (patch, rotation) pairs evaluated", k, plan.prune.fraction())
+    if refined:
+        done, possible = plan.evaluated
+        log.info(
+            "em iteration %d: local refinement on %d rotations, %.4f of the pairs evaluated", k, R, done / possible
+        )
+        plan.evaluated[:] = [0, 0]
     return smoothed
 
 
@@ -437,6 +487,7 @@ def em(
     pixel_size: float | None = None,
     ctf_truncation: int | None = None,
     ctf_energy: float = ENERGY,
+    fine: tuple[WignerBlocks, np.ndarray] | None = None,
     **overrides: Any,
 ) -> EMResult:
     """Approximate EM over rotations (the ``wigner`` blocks) × shifts for the patches of ``source``.
@@ -455,10 +506,16 @@ def em(
     enlargement t of the projection box (pixels) instead of the rule (the smallest t holding
     ``ctf_energy`` of a filtered ball's energy, capped by the delocalisation:
     :func:`cryomtd.em3d.ctfmodel.truncation_radius`).
+
+    Local rotation refinement: ``fine`` = (Wigner blocks of the fine grid, (R_fine,) index of
+    each fine rotation's nearest rotation of ``wigner``'s grid); iterations after
+    ``settings.refine.after`` evaluate each patch on the fine grid near its
+    ``settings.refine.top`` most probable global rotations (:func:`run` builds ``fine`` from
+    ``settings.refine.grid_step``).
     """
     settings = override(settings or EmSettings(), "em", **overrides)
     ctf = plan_ctf(ctfs, source.shapes, model.L, pixel_size, truncation=ctf_truncation, energy=ctf_energy)
-    plan = _plan(source, model, wigner, sigma, settings, ctf)
+    plan = _plan(source, model, wigner, sigma, settings, ctf, fine)
     x0 = _start(source, model, wigner, sigma, x0, seed, settings, plan)
     L, N = model.L, source.n
     Nbox = L + (L if ctf is None else ctf.box)
@@ -467,6 +524,13 @@ def em(
         extra_fp["ctf"] = json.dumps(ctf.summary(), sort_keys=True)
     if plan.prune is not None:  # pruning changes the numbers (ε > 0) and the checkpoint's fields
         extra_fp["prune"] = (float(settings.advanced.prune), int(settings.advanced.prune_after))
+    if plan.fine is not None:  # the refinement's grid and schedule change the numbers
+        extra_fp["refine"] = (
+            wigner_rows(plan.fine),
+            float(sum(float(np.abs(w).sum()) for w in plan.fine)),
+            int(settings.refine.after),
+            int(settings.refine.top),
+        )
     fp = _fingerprint(
         x0=x0,
         psi_shape=model.psi.shape,
@@ -538,7 +602,8 @@ def run(
     (a ``cryomtd.basis.SphericalBessel``; patch size = ``basis.L``).
 
     The rotation grid is ``cryomtd.rotations.grid(settings.grid_step)`` unless ``rotations``
-    (n, 3, 3) is given. Other keyword arguments go to :func:`em` (checkpoint, callback,
+    (n, 3, 3) is given; with ``settings.refine.grid_step`` the local refinement's fine grid is
+    ``grid(refine.grid_step)``. Other keyword arguments go to :func:`em` (checkpoint, callback,
     show_progress, the CTF: ``ctfs`` one group CTF per micrograph with ``pixel_size``,
     ``ctf_truncation``, ``ctf_energy``; and single settings by name such as ``iterations=5``). Returns an
     :class:`EMResult` (``.coef``, ``.rho``, ``.loglik``).
@@ -554,6 +619,20 @@ def run(
         raise InputError(f"rotations: expected (n, 3, 3) matrices, got shape {rotations.shape}")
     model = ProjectionModel.from_basis(basis)
     wigner = [np.asarray(w, dtype=np.float64) for w in basis.wigner(rotations)]
+    fine = None
+    if settings.refine.grid_step is not None:
+        from cryomtd import rotations as rot
+
+        fine_rotations = rot.grid(settings.refine.grid_step)
+        if len(fine_rotations) <= len(rotations):
+            raise InputError(
+                f"em.refine.grid_step: {settings.refine.grid_step}° gives {len(fine_rotations)} rotations, "
+                f"not more than the global grid's {len(rotations)}; choose a finer step"
+            )
+        fine = (
+            [np.asarray(w, dtype=np.float64) for w in basis.wigner(fine_rotations)],
+            rot.nearest(fine_rotations, rotations),
+        )
     source = PatchSource(micrographs, model.L)
     return em(
         source,
@@ -563,5 +642,6 @@ def run(
         settings=settings,
         x0=x0,
         seed=seed,
+        fine=fine,
         **{k: v for k, v in kwargs.items() if k in names},
     )

@@ -53,6 +53,8 @@ __all__ = [
     "batch_sizes",
     "shift_index",
     "estep_masses",
+    "rotation_masses",
+    "local_rotations",
     "PruneState",
     "prune_rotations",
     "fft_size",
@@ -362,15 +364,22 @@ def _fused_loglik(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backe
 
 
 def _fused_estep(
-    patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int, masses: bool = False
-) -> Statistics | tuple[Statistics, np.ndarray]:
+    patches: np.ndarray,
+    spectra: Spectra,
+    sigma: float,
+    xp: Backend,
+    rot_chunk: int,
+    masses: bool = False,
+    statistics: bool = True,
+) -> Statistics | tuple[Statistics, np.ndarray] | np.ndarray:
     """The whole E-step of a batch on the lag grid, two passes over rotation chunks.
 
     Pass 1 per chunk: a = cross/σ² + bias (one inverse FFT per pair), the chunk maximum c_ic per
     patch, e = exp(a − c_ic) and its sum t_ic. Then per patch the float64
     log-sum-exp over all chunks and the empty-crop states, log p(y_i) = const_i + m_i + log T_i,
     T_i = Σ_c t_ic e^{c_ic − m_i} + e^{log E − m_i}, and the factors g_ic = e^{c_ic − m_i}/T_i
-    that turn e into responsibilities. Pass 2 per chunk: n = Σ_i g_ic e_i (one matrix-vector
+    that turn e into responsibilities (``statistics=False``: stop here and return the (P, R)
+    posterior masses of the rotations, :func:`rotation_masses`). Pass 2 per chunk: n = Σ_i g_ic e_i (one matrix-vector
     product) and b̂_ω = Σ_i g_ic Ŷ_i conj(ê_iω) (one forward FFT per pair). The empty-crop
     states add n_ωs = π_ω ρ_s Σ_i e^{const_i − log p(y_i)} and nothing to b.
     """
@@ -404,6 +413,8 @@ def _fused_estep(
         T = (tot * scale).sum(axis=0) + np.exp(spectra.log_empty - mx)
     lse = const + mx + np.log(T)
     g = scale / T
+    if not statistics:
+        return np.concatenate([p[1] * gk[:, None] for p, gk in zip(parts, g)], axis=1)
     y_w = np.conj(np.asarray(y_hat * sigma**2, dtype=np.complex128))  # conj(Ŷ)
 
     n_lag = np.empty((R, M * M), dtype=np.float64)
@@ -524,6 +535,28 @@ def estep_masses(
     if keep is None or np.all(keep):
         return _fused_estep(patches, spectra, sigma, xp, rot_chunk, masses=True)
     return _pruned_estep(patches, spectra, sigma, xp, keep)
+
+
+def rotation_masses(patches: np.ndarray, spectra: Spectra, sigma: float, xp: Backend, rot_chunk: int) -> np.ndarray:
+    """(P, R) posterior mass of each rotation for each patch (its non-empty states), from the
+    first pass of the fused E-step only (no M-step statistics): the coarse pass of local
+    rotation refinement. Numpy ``method="fft"`` only."""
+    if not spectra.M:
+        raise ValueError("rotation masses need the fused fft E-step (method='fft', numpy)")
+    return _fused_estep(patches, spectra, sigma, xp, rot_chunk, statistics=False)
+
+
+def local_rotations(coarse_mass: np.ndarray, parent: np.ndarray, top: int) -> np.ndarray:
+    """(P, R_fine) bool: per patch the fine-grid rotations whose nearest coarse rotation
+    (``parent`` (R_fine,) int, :func:`cryomtd.rotations.nearest`) is one of the patch's ``top``
+    most probable coarse rotations (``coarse_mass`` (P, R_coarse))."""
+    coarse_mass = np.asarray(coarse_mass, dtype=np.float64)
+    P, Rc = coarse_mass.shape
+    k = int(min(max(1, top), Rc))
+    best = np.argpartition(-coarse_mass, k - 1, axis=1)[:, :k]
+    chosen = np.zeros((P, Rc), dtype=bool)
+    np.put_along_axis(chosen, best, True, axis=1)
+    return chosen[:, np.asarray(parent, dtype=np.int64)]
 
 
 def prune_rotations(mass: np.ndarray, epsilon: float) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 
 from cryomtd.settings import from_block
 
-__all__ = ["EmAdvanced", "EmSettings", "StepSettings"]
+__all__ = ["EmAdvanced", "EmSettings", "RefineSettings", "StepSettings"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,17 @@ class StepSettings:
 
     burn_in: int = 3
     decay: float = 0.6
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Local rotation refinement: after ``after`` iterations on the global grid, each patch is
+    evaluated on the finer grid of step ``grid_step`` (degrees; None = off) only at the fine
+    rotations nearest to its ``top`` most probable global-grid rotations."""
+
+    grid_step: float | None = None
+    after: int = 5
+    top: int = 8
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class EmSettings:
     step: StepSettings = field(default_factory=StepSettings)
     prior_weight: float = 0.0
     learn_rotation_prior: bool = False
+    refine: RefineSettings = field(default_factory=RefineSettings)
     advanced: EmAdvanced = field(default_factory=EmAdvanced)
 
     @classmethod
