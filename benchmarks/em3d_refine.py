@@ -6,7 +6,7 @@ Needs the demo's micrographs (``snakemake --cores 2`` first). Each argument is o
 JSON override of the ``em`` block ('{}' = the demo as shipped):
 
     OMP_NUM_THREADS=2 python benchmarks/em3d_refine.py '{}' \
-        '{"refine": {"grid_step": 15, "after": 10, "top": 8}}'
+        '{"refine": {"fine_step": 15, "after": 10, "top": 8}}'
 """
 
 from __future__ import annotations

@@ -511,7 +511,7 @@ def em(
     each fine rotation's nearest rotation of ``wigner``'s grid); iterations after
     ``settings.refine.after`` evaluate each patch on the fine grid near its
     ``settings.refine.top`` most probable global rotations (:func:`run` builds ``fine`` from
-    ``settings.refine.grid_step``).
+    ``settings.refine.fine_step``).
     """
     settings = override(settings or EmSettings(), "em", **overrides)
     ctf = plan_ctf(ctfs, source.shapes, model.L, pixel_size, truncation=ctf_truncation, energy=ctf_energy)
@@ -602,8 +602,8 @@ def run(
     (a ``cryomtd.basis.SphericalBessel``; patch size = ``basis.L``).
 
     The rotation grid is ``cryomtd.rotations.grid(settings.grid_step)`` unless ``rotations``
-    (n, 3, 3) is given; with ``settings.refine.grid_step`` the local refinement's fine grid is
-    ``grid(refine.grid_step)``. Other keyword arguments go to :func:`em` (checkpoint, callback,
+    (n, 3, 3) is given; with ``settings.refine.fine_step`` the local refinement's fine grid is
+    ``grid(refine.fine_step)``. Other keyword arguments go to :func:`em` (checkpoint, callback,
     show_progress, the CTF: ``ctfs`` one group CTF per micrograph with ``pixel_size``,
     ``ctf_truncation``, ``ctf_energy``; and single settings by name such as ``iterations=5``). Returns an
     :class:`EMResult` (``.coef``, ``.rho``, ``.loglik``).
@@ -620,13 +620,13 @@ def run(
     model = ProjectionModel.from_basis(basis)
     wigner = [np.asarray(w, dtype=np.float64) for w in basis.wigner(rotations)]
     fine = None
-    if settings.refine.grid_step is not None:
+    if settings.refine.fine_step is not None:
         from cryomtd import rotations as rot
 
-        fine_rotations = rot.grid(settings.refine.grid_step)
+        fine_rotations = rot.grid(settings.refine.fine_step)
         if len(fine_rotations) <= len(rotations):
             raise InputError(
-                f"em.refine.grid_step: {settings.refine.grid_step}° gives {len(fine_rotations)} rotations, "
+                f"em.refine.fine_step: {settings.refine.fine_step}° gives {len(fine_rotations)} rotations, "
                 f"not more than the global grid's {len(rotations)}; choose a finer step"
             )
         fine = (

@@ -26,10 +26,10 @@ class StepSettings:
 @dataclass(frozen=True)
 class RefineSettings:
     """Local rotation refinement: after ``after`` iterations on the global grid, each patch is
-    evaluated on the finer grid of step ``grid_step`` (degrees; None = off) only at the fine
+    evaluated on the finer grid of step ``fine_step`` (degrees; None = off) only at the fine
     rotations nearest to its ``top`` most probable global-grid rotations."""
 
-    grid_step: float | None = None
+    fine_step: float | None = None
     after: int = 5
     top: int = 8
 
