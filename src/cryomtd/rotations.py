@@ -142,13 +142,10 @@ def nearest(rotations: npt.ArrayLike, grid_rotations: npt.ArrayLike, chunk: int 
 
     q = Rotation.from_matrix(np.asarray(rotations, dtype=np.float64)).as_quat()
     g = Rotation.from_matrix(np.asarray(grid_rotations, dtype=np.float64)).as_quat()
-    return (
-        np.concatenate([np.abs(q[i : i + chunk] @ g.T).argmax(axis=1) for i in range(0, len(q), chunk)]).astype(
-            np.int64
-        )
-        if len(q)
-        else np.zeros(0, dtype=np.int64)
-    )
+    out = np.zeros(len(q), dtype=np.int64)
+    for i in range(0, len(q), chunk):  # chunks bound the (chunk, m) product, not a per-rotation loop
+        out[i : i + chunk] = np.abs(q[i : i + chunk] @ g.T).argmax(axis=1)
+    return out
 
 
 def so3_quadrature(degree: int) -> tuple[np.ndarray, np.ndarray]:

@@ -246,7 +246,6 @@ class _Plan:
     prune: PruneState | None = None  # rotation pruning (em.advanced.prune > 0)
     fine: WignerBlocks | None = None  # local refinement: the fine grid's Wigner blocks
     parent: np.ndarray | None = None  # (R_fine,) nearest global-grid rotation of each fine one
-    evaluated: list = field(default_factory=lambda: [0, 0])  # refined (patch, rotation) pairs: done, possible
 
     def refined(self, k: int, settings: EmSettings) -> bool:
         """Whether iteration k runs the local refinement on the fine grid."""
@@ -282,7 +281,7 @@ def _plan(
         method = auto_method(xp)
     if method not in ("fft", "matmul"):
         raise InputError(f"em.advanced.method: expected auto, fft or matmul, got {method!r}")
-    R = wigner[model.blocks[0][0]].shape[0]
+    R = wigner_rows(wigner)
     P_batch, rot_chunk = batch_sizes(R, model.L, adv.memory_mb, None if ctf is None else ctf.box)
     stochastic = settings.fraction < 1.0
     n_sub = source.n if not stochastic else max(1, int(round(settings.fraction * source.n)))
@@ -309,7 +308,12 @@ def _plan(
 
 def wigner_rows(wigner: WignerBlocks) -> int:
     """Number of rotations of a list of Wigner blocks."""
-    return int(next(w for w in wigner if w is not None).shape[0])
+    return int(wigner[0].shape[0])
+
+
+def _wigner_sum(wigner: WignerBlocks) -> float:
+    """Σ |entries| of a grid's Wigner blocks (a cheap fingerprint of the grid)."""
+    return float(sum(float(np.abs(w).sum()) for w in wigner))
 
 
 def _start(
@@ -388,9 +392,9 @@ def _iterate(
             )
 
     parts = []
+    done = possible = 0  # refined (patch, rotation) pairs evaluated / possible
     for gmodel, gidx in groups:
-        with np.errstate(divide="ignore"):
-            spectra = spectra_of(gmodel, grid, np.log(res.pi))
+        spectra = spectra_of(gmodel, grid, np.log(res.pi))
         coarse = spectra_of(gmodel, wigner, np.full(plan.R, -np.log(plan.R))) if refined else None
         part = Statistics.zeros(R, L, plan.box)
         for ids, patches in source.batches(gidx, plan.P_batch):
@@ -398,8 +402,8 @@ def _iterate(
                 mass = rotation_masses(patches, coarse, sigma, xp, plan.rot_chunk)
                 keep = local_rotations(mass, plan.parent, settings.refine.top)
                 part.add(estep_masses(patches, spectra, sigma, xp, plan.rot_chunk, keep)[0])
-                plan.evaluated[0] += int(keep.sum())
-                plan.evaluated[1] += keep.size
+                done += int(keep.sum())
+                possible += keep.size
             elif plan.prune is None:
                 part.add(estep_batch(patches, spectra, sigma, xp, plan.rot_chunk))
             else:
@@ -453,11 +457,9 @@ def _iterate(
     if plan.prune is not None:
         log.info("em iteration %d: pruning, %.4f of the (patch, rotation) pairs evaluated", k, plan.prune.fraction())
     if refined:
-        done, possible = plan.evaluated
         log.info(
             "em iteration %d: local refinement on %d rotations, %.4f of the pairs evaluated", k, R, done / possible
         )
-        plan.evaluated[:] = [0, 0]
     return smoothed
 
 
@@ -527,7 +529,7 @@ def em(
     if plan.fine is not None:  # the refinement's grid and schedule change the numbers
         extra_fp["refine"] = (
             wigner_rows(plan.fine),
-            float(sum(float(np.abs(w).sum()) for w in plan.fine)),
+            _wigner_sum(plan.fine),
             int(settings.refine.after),
             int(settings.refine.top),
         )
@@ -536,7 +538,7 @@ def em(
         psi_shape=model.psi.shape,
         psi_sum=float(model.psi.sum()),
         R=plan.R,
-        wsum=float(sum(float(np.abs(w).sum()) for w in wigner)),
+        wsum=_wigner_sum(wigner),
         n=N,
         sigma=float(sigma),
         fraction=float(settings.fraction),

@@ -413,8 +413,9 @@ def _fused_estep(
         T = (tot * scale).sum(axis=0) + np.exp(spectra.log_empty - mx)
     lse = const + mx + np.log(T)
     g = scale / T
+    mass = np.concatenate([p[1] * gk[:, None] for p, gk in zip(parts, g)], axis=1) if masses or not statistics else None
     if not statistics:
-        return np.concatenate([p[1] * gk[:, None] for p, gk in zip(parts, g)], axis=1)
+        return mass
     y_w = np.conj(np.asarray(y_hat * sigma**2, dtype=np.complex128))  # conj(Ŷ)
 
     n_lag = np.empty((R, M * M), dtype=np.float64)
@@ -437,9 +438,7 @@ def _fused_estep(
     s = spectra.lags[m]
     n[:, s[:, None], s[None, :]] = n_lag.reshape(R, M, M)[:, m[:, None], m[None, :]]
     stats = Statistics(float(P), float(lse.sum()), n, np.ascontiguousarray(b))
-    if not masses:
-        return stats
-    return stats, np.concatenate([p[1] * gk[:, None] for p, gk in zip(parts, g)], axis=1)
+    return (stats, mass) if masses else stats
 
 
 def _pruned_estep(
